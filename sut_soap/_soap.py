@@ -1,0 +1,520 @@
+"""The SOAP side of the exchange: the only module that imports zeep.
+
+zeep builds the request from the service WSDL (parsed once per process and per file) so the
+body and SOAPAction follow the published contract. A header plugin then gives the envelope
+exactly the shape SuperOffice documents: it drops the WS-Addressing headers zeep adds for
+WCF WSDLs (they carry a random MessageID, and the service does not need them) and writes
+the two request headers, ``ApplicationToken`` and ``ContextIdentifier``, using the elements
+the WSDL declares. The result is byte-identical between runs for the same inputs.
+
+The answer is not handed to zeep: zeep maps odd booleans to False, lets bare IndexError and
+TypeError escape on an empty Body and treats HTML error pages as faults. The few fields of
+``AuthenticationResponse`` are read here with a hardened lxml parser instead (no DTD, no
+entities, no network, no huge trees), and every way an answer can be wrong becomes one of
+the typed errors in :mod:`sut_soap.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+import urllib3
+import zeep
+import zeep.exceptions
+from lxml import etree
+from zeep.plugins import Plugin
+
+from .errors import ConfigurationError, ProtocolError, SoapFaultError, SutSoapError, TransportError
+
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_TIMEOUT",
+    "SOAP_ACTION",
+    "TNS",
+    "Answer",
+    "HttpTransport",
+    "RawResponse",
+    "SoapService",
+    "bundled_wsdl_path",
+    "parse_answer",
+]
+
+TNS = "http://www.superoffice.com/superid/partnersystemuser/0.1"
+SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+WSA_NAMESPACES = frozenset(
+    {
+        "http://www.w3.org/2005/08/addressing",
+        "http://schemas.xmlsoap.org/ws/2004/08/addressing",
+    }
+)
+SOAP_ACTION = f"{TNS}/IPartnerSystemUserService/Authenticate"
+OPERATION = "Authenticate"
+WSDL_NAME = "PartnerSystemUserService.wsdl"
+
+DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 10.0)
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_TOKEN_CHARS = 16 * 1024
+_EXCERPT_CHARS = 200
+_RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+
+_log = logging.getLogger("sut_soap.soap")
+
+
+class _DropZeepBodyLogs(logging.Filter):
+    """Keep zeep's transport logger from writing envelopes (secrets) at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("HTTP Post to", "HTTP Response from"))
+
+
+logging.getLogger("zeep.transports").addFilter(_DropZeepBodyLogs())
+
+
+def bundled_wsdl_path() -> Path:
+    """Return the project's WSDL: inside the installed package, else the source checkout's."""
+    packaged = resources.files("sut_soap").joinpath("wsdl", WSDL_NAME)
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "wsdl" / WSDL_NAME
+
+
+def _zeep_settings() -> zeep.Settings:
+    return zeep.Settings(
+        strict=True,
+        raw_response=False,
+        force_https=False,
+        xml_huge_tree=False,
+        forbid_dtd=True,
+        forbid_entities=True,
+        forbid_external=True,
+    )
+
+
+_documents: dict[str, Any] = {}
+_documents_lock = threading.Lock()
+
+
+def _load_document(path: str) -> Any:
+    """Parse a WSDL once per process; later clients reuse the parsed document."""
+    with _documents_lock:
+        document = _documents.get(path)
+        if document is None:
+            loader = zeep.Transport(timeout=5)
+            try:
+                document = zeep.wsdl.Document(path, loader, settings=_zeep_settings())
+            except (OSError, etree.LxmlError, zeep.exceptions.Error, ValueError, LookupError) as exc:
+                    raise ConfigurationError(
+                    f"cannot load the service WSDL {path}: {type(exc).__name__}",
+                    hint="pass the path of a PartnerSystemUserService WSDL file",
+                ) from exc
+            finally:
+                loader.session.close()
+            _documents[path] = document
+        return document
+
+
+class _HeaderPlugin(Plugin):  # type: ignore[misc]
+    """Write ApplicationToken and ContextIdentifier; drop zeep's WS-Addressing headers."""
+
+    def __init__(self, application_token_element: Any, context_identifier_element: Any) -> None:
+        self._elements = (application_token_element, context_identifier_element)
+
+    def egress(
+        self, envelope: Any, http_headers: dict[str, str], operation: Any, binding_options: Mapping[str, Any]
+    ) -> tuple[Any, dict[str, str]]:
+        values = binding_options["sut_soap_headers"]
+        old = envelope.find(f"{{{SOAP11_ENV}}}Header")
+        if old is not None:
+            kept = [child for child in old if etree.QName(child).namespace not in WSA_NAMESPACES]
+            envelope.remove(old)
+        else:
+            kept = []
+        header = etree.Element(f"{{{SOAP11_ENV}}}Header", nsmap={"soap-env": SOAP11_ENV})
+        for element, value in zip(self._elements, values):
+            element.render(header, value)
+        for child in kept:
+            header.append(child)
+        envelope.insert(0, header)
+        etree.cleanup_namespaces(envelope, top_nsmap={"soap-env": SOAP11_ENV, "tns": TNS})
+        return envelope, http_headers
+
+
+class RawResponse(Protocol):
+    """What the answer parser needs of an HTTP response (a ``requests.Response`` fits)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
+class HttpTransport(zeep.Transport):  # type: ignore[misc]
+    """A zeep transport for the exchange: bounded time and size, no redirects, no body logs.
+
+    zeep's own transport posts with no timeout by default, follows redirects (re-sending the
+    client secret and signed token to wherever a 3xx points), reads answers of any size and
+    logs whole envelopes at DEBUG. This one does none of that.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session | None = None,
+        *,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        deadline: float | None = 30.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        # zeep's __init__ would stamp its User-Agent on a caller's session; set fields directly.
+        self.cache = None
+        self.load_timeout = timeout
+        self.operation_timeout = timeout
+        self.logger = logging.getLogger("zeep.transports")
+        self._close_session = session is None
+        self.session = session if session is not None else requests.Session()
+        self.deadline = deadline
+        self.max_response_bytes = max_response_bytes
+
+    def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
+        """POST ``message`` once; read at most ``max_response_bytes`` before the deadline."""
+        started = time.monotonic()
+        response = self.session.post(
+            address,
+            data=message,
+            headers={"User-Agent": "sut-soap (zeep)", **headers},
+            timeout=self.operation_timeout,
+            allow_redirects=False,
+            stream=True,
+        )
+        try:
+            response._content = self._read_capped(response, started)
+        finally:
+            response.close()
+        return response
+
+    def _read_capped(self, response: requests.Response, started: float) -> bytes:
+        # read1 returns as soon as some bytes arrive, so the deadline is checked while a
+        # server drips; decoding is bounded per call, so a compression bomb stops at the cap.
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                chunk = response.raw.read1(64 * 1024, decode_content=True)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise ProtocolError(
+                        f"the answer is larger than {self.max_response_bytes} bytes; reading stopped",
+                        status=response.status_code,
+                    )
+                if self.deadline is not None and time.monotonic() - started > self.deadline:
+                    raise TransportError(
+                        f"the answer did not complete within the {self.deadline:g} s deadline",
+                        status=response.status_code,
+                        retryable=True,
+                    )
+                chunks.append(chunk)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise TransportError(
+                "the endpoint stopped sending within the read timeout", status=response.status_code, retryable=True
+            ) from None
+        except urllib3.exceptions.DecodeError:
+            raise ProtocolError(
+                "the answer's Content-Encoding could not be decoded", status=response.status_code
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError):
+            raise TransportError(
+                "the connection broke while reading the answer", status=response.status_code, retryable=True
+            ) from None
+
+    def close(self) -> None:
+        if self._close_session:
+            self.session.close()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The three fields of an AuthenticationResponse (``token`` is the JWT: a secret)."""
+
+    is_successful: bool
+    token: str | None
+    error_message: str | None
+
+    def __repr__(self) -> str:
+        token = "None" if self.token is None else "'***'"
+        return f"Answer(is_successful={self.is_successful}, token={token}, error_message={self.error_message!r})"
+
+
+class SoapService:
+    """The Authenticate operation of one WSDL, bound to one endpoint."""
+
+    def __init__(self, *, endpoint: str, transport: Any, wsdl: str | Path | None = None) -> None:
+        path = str(Path(wsdl).resolve()) if wsdl is not None else str(bundled_wsdl_path())
+        document = _load_document(path)
+        self.endpoint = endpoint
+        self.transport = transport
+        self._binding = self._find_binding(document, path)
+        types = document.types
+        try:
+            plugin = _HeaderPlugin(
+                types.get_element(f"{{{TNS}}}ApplicationToken"),
+                types.get_element(f"{{{TNS}}}ContextIdentifier"),
+            )
+        except (zeep.exceptions.Error, KeyError, LookupError) as exc:
+            raise ConfigurationError(f"the WSDL {path} does not declare the request headers") from exc
+        self._client = zeep.Client(document, transport=transport, plugins=[plugin], settings=_zeep_settings())
+
+    @staticmethod
+    def _find_binding(document: Any, path: str) -> Any:
+        for binding in document.bindings.values():
+            if type(binding).__name__ == "Soap11Binding" and OPERATION in binding._operations:
+                return binding
+        raise ConfigurationError(f"the WSDL {path} has no SOAP 1.1 binding with an Authenticate operation")
+
+    def build(
+        self, *, signed_token: str, client_secret: str, context_identifier: str
+    ) -> tuple[bytes, dict[str, str]]:
+        """Return the request envelope (UTF-8 bytes) and its HTTP headers."""
+        options = {"address": self.endpoint, "sut_soap_headers": (client_secret, context_identifier)}
+        try:
+            envelope, headers = self._binding._create(
+                OPERATION,
+                (),
+                {"SignedSystemToken": signed_token, "ReturnTokenType": "Jwt"},
+                client=self._client,
+                options=options,
+            )
+            body = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+        except (ValueError, TypeError, zeep.exceptions.Error) as exc:
+            raise ConfigurationError(f"cannot build the request envelope: {type(exc).__name__}") from None
+        return body, dict(headers)
+
+    def send(self, body: bytes, headers: Mapping[str, str]) -> RawResponse:
+        """POST the envelope through the transport; network failures become TransportError."""
+        try:
+            response: RawResponse = self.transport.post(self.endpoint, body, dict(headers))
+        except SutSoapError:
+            raise
+        except requests.exceptions.SSLError:
+            raise TransportError(
+                "TLS handshake with the endpoint failed",
+                hint="the endpoint's certificate, the system CA bundle and any TLS-intercepting proxy",
+                retryable=False,
+            ) from None
+        except requests.exceptions.ConnectTimeout:
+            raise TransportError("connecting to the endpoint timed out", retryable=True) from None
+        except requests.exceptions.Timeout:
+            raise TransportError("the endpoint did not answer within the read timeout", retryable=True) from None
+        except requests.exceptions.ConnectionError as exc:
+            reason = "the connection broke while reading the answer" if _is_read_error(exc) else (
+                "cannot connect to the endpoint"
+            )
+            raise TransportError(reason, retryable=True) from None
+        except requests.exceptions.RequestException as exc:
+            raise TransportError(f"HTTP request failed: {type(exc).__name__}", retryable=False) from None
+        except Exception as exc:  # a caller's own transport: never let its exceptions escape untyped
+            raise TransportError(f"the transport failed: {type(exc).__name__}", retryable=False) from None
+        return response
+
+    def close(self) -> None:
+        close = getattr(self.transport, "close", None)
+        if callable(close):
+            close()
+
+
+def _is_read_error(exc: BaseException) -> bool:
+    return isinstance(exc, requests.exceptions.ChunkedEncodingError) or "Read" in type(exc.__context__).__name__
+
+
+# --- answer parsing ---------------------------------------------------------------------
+
+_local = threading.local()
+_TAG = re.compile(r"<[^>]{0,300}>")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SPACE = re.compile(r"\s+")
+
+
+def _parser() -> etree.XMLParser:
+    parser: etree.XMLParser | None = getattr(_local, "parser", None)
+    if parser is None:
+        parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            huge_tree=False,
+            collect_ids=False,
+        )
+        _local.parser = parser
+    return parser
+
+
+def sanitise(text: str, *, secrets: Iterable[str] = (), limit: int = 256) -> str:
+    """Return ``text`` on one line, without control characters or secrets, at most ``limit``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _SPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def _excerpt(body: bytes, secrets: Iterable[str]) -> str:
+    text = body[:4096].decode("utf-8", errors="replace")
+    return sanitise(_TAG.sub(" ", text), secrets=secrets, limit=_EXCERPT_CHARS)
+
+
+def _status_error(status: int, body: bytes, secrets: Iterable[str], what: str) -> TransportError:
+    excerpt = _excerpt(body, secrets) if body.strip() else ""
+    message = f"HTTP {status} from the endpoint, {what}"
+    if excerpt:
+        message += f": {excerpt}"
+    hint = None
+    if status in (401, 403):
+        hint = "that the endpoint is the PartnerSystemUserService and that no proxy requires authentication"
+    elif status == 404:
+        hint = "the endpoint URL (…/Login/Services/PartnerSystemUserService.svc) and the environment"
+    elif 300 <= status < 400:
+        hint = "the endpoint URL: redirects are not followed so the client secret is never re-sent"
+    return TransportError(message, status=status, excerpt=excerpt, hint=hint, retryable=status in _RETRYABLE_STATUS)
+
+
+def _text(element: Any) -> str:
+    return "".join(element.itertext())
+
+
+def _is_nil(element: Any) -> bool:
+    return str(element.get(f"{{{XSI}}}nil", "")).strip() in ("true", "1")
+
+
+def _only_child_element(parent: Any) -> list[Any]:
+    return [child for child in parent if isinstance(child.tag, str)]
+
+
+def parse_answer(response: RawResponse, *, secrets: Iterable[str] = ()) -> Answer:
+    """Turn an HTTP response into an :class:`Answer` or raise the matching typed error."""
+    secrets = tuple(secrets)
+    status = int(response.status_code)
+    body = response.content or b""
+    if 300 <= status < 400:
+        raise _status_error(status, b"", secrets, "a redirect, which is refused")
+    if not body.strip():
+        if status >= 400:
+            raise _status_error(status, body, secrets, "with an empty body")
+        raise ProtocolError(f"HTTP {status} with an empty body: no SOAP answer", status=status)
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        if status >= 400:
+            raise _status_error(status, body, secrets, "not a SOAP answer")
+        raise ProtocolError("the answer carries a DTD or entity declaration; refused unparsed", status=status)
+
+    try:
+        root = etree.fromstring(body, parser=_parser())
+    except (etree.XMLSyntaxError, ValueError):
+        if status >= 400:
+            raise _status_error(status, body, secrets, "not a SOAP answer") from None
+        raise ProtocolError(
+            "the answer is not well-formed XML", status=status, excerpt=_excerpt(body, secrets)
+        ) from None
+    if root.getroottree().docinfo.doctype:
+        raise ProtocolError("the answer carries a DTD; refused", status=status)
+
+    qname = etree.QName(root)
+    if qname.namespace == SOAP12_ENV:
+        raise ProtocolError(
+            "the answer is a SOAP 1.2 envelope; the service speaks SOAP 1.1", status=status,
+            hint="that the endpoint is the basicHttpBinding PartnerSystemUserService.svc",
+        )
+    if qname.namespace != SOAP11_ENV or qname.localname != "Envelope":
+        if status >= 400:
+            raise _status_error(status, body, secrets, "not a SOAP answer")
+        raise ProtocolError(
+            f"the answer is not a SOAP envelope (root element <{qname.localname[:40]}>)",
+            status=status,
+            excerpt=_excerpt(body, secrets),
+        )
+
+    bodies = [child for child in _only_child_element(root) if child.tag == f"{{{SOAP11_ENV}}}Body"]
+    if len(bodies) != 1:
+        raise ProtocolError(f"the SOAP envelope has {len(bodies)} Body elements instead of one", status=status)
+    soap_body = bodies[0]
+    if (soap_body.text or "").strip():
+        raise ProtocolError("the SOAP Body holds text instead of one element", status=status)
+    children = _only_child_element(soap_body)
+    if len(children) != 1:
+        raise ProtocolError(f"the SOAP Body holds {len(children)} elements instead of one", status=status)
+    payload = children[0]
+
+    if payload.tag == f"{{{SOAP11_ENV}}}Fault":
+        raise _fault(payload, status, secrets)
+    if status != 200:
+        raise _status_error(status, body, secrets, "with a SOAP answer that is neither a fault nor a success")
+    if payload.tag != f"{{{TNS}}}AuthenticationResponse":
+        raise ProtocolError(
+            f"the SOAP Body holds <{etree.QName(payload).localname[:40]}> instead of AuthenticationResponse",
+            status=status,
+        )
+    return _authentication_response(payload, status, secrets)
+
+
+def _fault(fault: Any, status: int, secrets: tuple[str, ...]) -> SoapFaultError:
+    code_el = fault.find("faultcode")
+    string_el = fault.find("faultstring")
+    code = sanitise(_text(code_el), secrets=secrets, limit=100) if code_el is not None else ""
+    text = sanitise(_text(string_el), secrets=secrets) if string_el is not None else ""
+    local = code.rpartition(":")[2]
+    return SoapFaultError(
+        f"the service answered with a SOAP Fault {code or '(no faultcode)'}: {text or '(no faultstring)'}",
+        fault_code=code,
+        fault_string=text,
+        status=status,
+        retryable=local == "Server",
+    )
+
+
+def _authentication_response(payload: Any, status: int, secrets: tuple[str, ...]) -> Answer:
+    fields: dict[str, Any] = {}
+    for child in _only_child_element(payload):
+        qname = etree.QName(child)
+        if qname.namespace != TNS:
+            continue
+        if qname.localname in fields:
+            raise ProtocolError(f"AuthenticationResponse has more than one {qname.localname}", status=status)
+        fields[qname.localname] = child
+
+    flag = fields.get("IsSuccessful")
+    if flag is None or _is_nil(flag):
+        raise ProtocolError("AuthenticationResponse has no IsSuccessful value", status=status)
+    flag_text = _text(flag).strip()
+    if flag_text in ("true", "1"):
+        successful = True
+    elif flag_text in ("false", "0"):
+        successful = False
+    else:
+        raise ProtocolError("AuthenticationResponse.IsSuccessful is not an xs:boolean", status=status)
+
+    token: str | None = None
+    token_el = fields.get("Token")
+    if token_el is not None and not _is_nil(token_el):
+        token = _text(token_el).strip() or None
+        if token is not None and len(token) > MAX_TOKEN_CHARS:
+            raise ProtocolError(f"the Token is longer than {MAX_TOKEN_CHARS} characters", status=status)
+
+    message: str | None = None
+    message_el = fields.get("ErrorMessage")
+    if message_el is not None and not _is_nil(message_el):
+        message = sanitise(_text(message_el), secrets=(*secrets, *([token] if token else []))) or None
+
+    if successful and token is None:
+        raise ProtocolError("IsSuccessful is true but the answer carries no Token", status=status)
+    return Answer(is_successful=successful, token=token, error_message=message)
