@@ -1,0 +1,1333 @@
+"""A local emulator of SuperOffice's PartnerSystemUserService, for demos and tests.
+
+:class:`Emulator` is a real HTTP server on loopback (stdlib ``http.server``, one thread per
+connection, HTTP/1.1 keep-alive) that answers the way the contract in CONTRACT.md says the
+real WCF service does:
+
+``POST /Login/Services/PartnerSystemUserService.svc`` (path case-insensitive, as IIS is)
+    SOAP 1.1 only. ``Content-Type`` must be ``text/xml`` (a UTF-8 ``charset`` is allowed),
+    otherwise HTTP 415. The request is parsed with a hardened lxml parser (no DTD, no entity
+    expansion, no network); a DOCTYPE or entity is refused with HTTP 400 and never expanded,
+    as is XML that is not a well-formed SOAP envelope. A SOAP 1.2 envelope gets an HTTP 500
+    ``s:VersionMismatch`` fault. ``SOAPAction`` must be exactly
+    ``"http://www.superoffice.com/superid/partnersystemuser/0.1/IPartnerSystemUserService/Authenticate"``
+    (quoted), otherwise HTTP 500 with WCF's ``a:ActionNotSupported`` fault. A header carrying
+    ``mustUnderstand="1"`` other than the two below gets WCF's ``s:MustUnderstand`` fault; a
+    body other than ``AuthenticationRequest`` (or a ``ReturnTokenType`` outside ``Jwt|Saml``)
+    gets ``a:DeserializationFailed``.
+
+    Then, in this order: the ``ApplicationToken`` header must equal the client secret, the
+    ``ContextIdentifier`` header must name a registered tenant, the signed system token
+    (``<system user token>.<yyyyMMddHHmm>.<base64 signature>``, split from the right) must have
+    a 12-digit UTC timestamp within ``timestamp_tolerance`` seconds of the emulator's clock,
+    its system user token must be the tenant's, and its RSASSA-PKCS1-v1_5 SHA-256 signature
+    (standard Base64) must verify with the registered partner public key. ``ReturnTokenType``
+    ``Saml`` is refused ("only Jwt is emulated"). A failure is answered like the real service,
+    HTTP 200 with ``IsSuccessful=false`` and an ``ErrorMessage`` that starts with one of the
+    :class:`Reason` codes (``InvalidApplicationToken``, ``UnknownTenant``,
+    ``InvalidTimestamp``, ``InvalidSystemToken``, ``InvalidSignature``,
+    ``UnsupportedTokenType``), followed by ``": "`` and an explanation.
+
+    A success carries an RS256 JWT (header ``kid``; ``iss`` ``SuperOffice AS``; ``aud``
+    ``spn:<serial>``; ``iat``/``nbf``/``exp`` with ``exp = now + token_lifetime``; and, under
+    ``http://schemes.superoffice.net/identity/``: ``ctx``, ``serial``, ``ticket`` (a fresh
+    ``7T:...`` per exchange), ``webapi_url``, ``netserver_url``, ``associateid``,
+    ``is_administrator``, ``system_token``, ``email``, ``upn``; numbers as strings).
+
+    Answers are WCF-shaped: ``s:`` envelope prefix, an ``ActivityId`` diagnostics header, the
+    default namespace on ``AuthenticationResponse``, ``i:nil="true"`` for empty members,
+    ``Content-Type: text/xml; charset=utf-8``. Members come in the order of the published
+    WSDL's sequence (``IsSuccessful, Token, ErrorMessage``); ``member_order="alphabetical"``
+    (``ErrorMessage, IsSuccessful, Token``, DataContract's default) lets a client prove that it
+    tolerates both. zeep in strict mode rejects the alphabetical order, and in lax mode it
+    silently drops ``IsSuccessful`` and ``Token``.
+
+``GET /login/.well-known/jwks`` and ``GET /login/.well-known/openid-configuration``
+    The JWT signing keys (every published key; :meth:`Emulator.rotate_key` adds a new signing
+    key and keeps the old one published unless told otherwise) and a minimal discovery
+    document whose ``jwks_uri`` points at the JWKS.
+
+What it does not emulate: TLS, the REST variant of the exchange, SAML tokens, the WSDL
+(``?wsdl``), revocation and re-approval states (use :attr:`Fault.REJECT` with the message),
+the real service's error texts (undocumented), its rate limits, and the tenant APIs that
+accept the ticket. It has throwaway security: it refuses to bind a non-loopback address
+unless ``allow_remote=True``.
+
+Fault knobs (:meth:`Emulator.inject`, per tenant or global, ``times=N`` or until
+:meth:`Emulator.clear_faults`):
+
+- ``LATENCY``: wait ``seconds`` before answering (adds to any other fault).
+- ``SOAP_FAULT_500``: HTTP 500 ``s:Fault``, WCF's ``a:InternalServiceFault`` unless
+  ``code="Client"``/``"Server"`` (-> ``s:Client``/``s:Server``); ``message`` replaces the
+  faultstring.
+- ``SERVICE_UNAVAILABLE_HTML``: HTTP 503 with IIS's HTML page; ``retry_after`` adds the header.
+- ``EMPTY_BODY``: HTTP 200, ``text/xml``, zero bytes.
+- ``TRUNCATED_BODY``: HTTP 200, the real answer cut in the middle (Content-Length matches the
+  cut body, so only the XML is broken).
+- ``DISCONNECT``: the connection is closed without any answer.
+- ``REJECT``: ``IsSuccessful=false`` with ``message`` (default ``"Denied"``).
+- ``EXPIRED_TOKEN``: a successful answer whose JWT expired an hour ago.
+- ``WRONG_TENANT_TOKEN``: a successful answer whose JWT is for another tenant (the first other
+  registered one, else ``Cust99999``).
+- ``JWKS_UNAVAILABLE``: HTTP 503 on the JWKS and openid-configuration (global only).
+
+When several faults match a request, all latencies add up, then the first matching
+answer-changing fault wins (tenant-specific ones before global ones, then in injection
+order); the two token faults are consumed only by an exchange that would have succeeded.
+
+Usage::
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from sut_soap.emulator import Emulator, Fault
+
+    partner_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with Emulator(client_secret="s3cret", partner_public_key=partner_key) as emu:
+        emu.add_tenant("Cust12345", system_user_token="Acme Sync-8k8Q7DmBgo", serial="1234567")
+        print(emu.endpoint, emu.jwks_url)
+        emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, times=1)   # the next exchange gets a 503
+
+A pytest fixture for a test suite (one server for the session, faults cleared per test)::
+
+    @pytest.fixture(scope="session")
+    def _superoffice():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        with Emulator(client_secret="s3cret", partner_public_key=key) as emu:
+            emu.add_tenant("Cust12345", system_user_token="Acme Sync-8k8Q7DmBgo")
+            yield emu, key
+
+    @pytest.fixture
+    def superoffice(_superoffice):
+        emu, _ = _superoffice
+        emu.clear_faults()
+        yield _superoffice
+
+``exchange_count``, ``jwks_count``, ``connection_count`` and ``requests`` (the last 100 SOAP
+POSTs as ``(headers, body)``) let a test assert what its client sent; ``internal_errors``
+should stay empty.
+
+From the shell, ``sut-soap emulator --port 8080`` (:func:`main`) generates a throwaway
+partner key (written to a mode-0600 file), a client secret and a tenant, prints them with
+the URLs, and serves until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import enum
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import socketserver
+import sys
+import tempfile
+import threading
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, TextIO
+from xml.sax.saxutils import escape
+
+import jwt
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from lxml import etree
+
+from sut_soap.errors import ConfigurationError
+
+__all__ = [
+    "CLAIM_PREFIX",
+    "ENDPOINT_PATH",
+    "ISSUER",
+    "JWKS_PATH",
+    "OPENID_CONFIGURATION_PATH",
+    "SERVICE_NAMESPACE",
+    "SOAP_ACTION",
+    "Emulator",
+    "Fault",
+    "Headers",
+    "Reason",
+    "RecordedRequest",
+    "Tenant",
+    "main",
+]
+
+SERVICE_NAMESPACE = "http://www.superoffice.com/superid/partnersystemuser/0.1"
+SOAP_ACTION = SERVICE_NAMESPACE + "/IPartnerSystemUserService/Authenticate"
+ENDPOINT_PATH = "/Login/Services/PartnerSystemUserService.svc"
+JWKS_PATH = "/login/.well-known/jwks"
+OPENID_CONFIGURATION_PATH = "/login/.well-known/openid-configuration"
+CLAIM_PREFIX = "http://schemes.superoffice.net/identity/"
+ISSUER = "SuperOffice AS"
+
+_SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+_XSI = "http://www.w3.org/2001/XMLSchema-instance"
+_DIAGNOSTICS = "http://schemas.microsoft.com/2004/09/ServiceModel/Diagnostics"
+_ADDRESSING_NONE = "http://schemas.microsoft.com/ws/2005/05/addressing/none"
+_DISPATCHER = "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher"
+_MAX_BODY = 65536  # WCF's default maxReceivedMessageSize; larger requests get HTTP 413
+_MAX_RECORDED = 100
+_EXPIRED_AGO = 3600.0
+_XML = "text/xml; charset=utf-8"
+
+_WCF_ACTION_NOT_SUPPORTED = (
+    "The message with Action '{action}' cannot be processed at the receiver, due to a ContractFilter "
+    "mismatch at the EndpointDispatcher. This may be because of either a contract mismatch (mismatched "
+    "Actions between sender and receiver) or a binding/security mismatch between the sender and the "
+    "receiver.  Check that sender and receiver have the same contract and the same binding (including "
+    "security requirements, e.g. Message, Transport, None)."
+)
+_WCF_INTERNAL = (
+    "The server was unable to process the request due to an internal error.  For more information about "
+    "the error, either turn on IncludeExceptionDetailInFaults (either from ServiceBehaviorAttribute or "
+    "from the <serviceDebug> configuration behavior) on the server in order to send the exception "
+    "information back to the client, or turn on tracing as per the Microsoft .NET Framework SDK "
+    "documentation and inspect the server trace logs."
+)
+_IIS_503 = (
+    b'<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""http://www.w3.org/TR/html4/strict.dtd">\r\n'
+    b"<HTML><HEAD><TITLE>Service Unavailable</TITLE>\r\n"
+    b'<META HTTP-EQUIV="Content-Type" Content="text/html; charset=us-ascii"></HEAD>\r\n'
+    b"<BODY><h2>Service Unavailable</h2>\r\n"
+    b"<hr><p>HTTP Error 503. The service is unavailable.</p>\r\n"
+    b"</BODY></HTML>\r\n"
+)
+_HELP_PAGE = (
+    b"<html><head><title>PartnerSystemUserService Service</title></head><body>"
+    b"<h1>PartnerSystemUserService Service</h1><p>sut-soap emulator: POST SOAP 1.1 requests here.</p>"
+    b"</body></html>"
+)
+
+
+class Fault(enum.Enum):
+    """The faults :meth:`Emulator.inject` can make the emulator produce (see the module docstring)."""
+
+    LATENCY = "latency"
+    SOAP_FAULT_500 = "soap_fault_500"
+    SERVICE_UNAVAILABLE_HTML = "service_unavailable_html"
+    EMPTY_BODY = "empty_body"
+    TRUNCATED_BODY = "truncated_body"
+    DISCONNECT = "disconnect"
+    REJECT = "reject"
+    EXPIRED_TOKEN = "expired_token"  # noqa: S105
+    WRONG_TENANT_TOKEN = "wrong_tenant_token"  # noqa: S105
+    JWKS_UNAVAILABLE = "jwks_unavailable"
+
+
+class Reason:
+    """Codes that start the emulator's ``ErrorMessage`` texts (the real texts are undocumented)."""
+
+    INVALID_APPLICATION_TOKEN = "InvalidApplicationToken"  # noqa: S105 -- an error code
+    UNKNOWN_TENANT = "UnknownTenant"
+    INVALID_TIMESTAMP = "InvalidTimestamp"
+    INVALID_SYSTEM_TOKEN = "InvalidSystemToken"  # noqa: S105 -- an error code
+    INVALID_SIGNATURE = "InvalidSignature"
+    UNSUPPORTED_TOKEN_TYPE = "UnsupportedTokenType"  # noqa: S105 -- an error code
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A tenant the emulator knows; ``None`` URLs are derived from the base URL when running."""
+
+    context_identifier: str
+    system_user_token: str
+    serial: str
+    webapi_url: str | None = None
+    netserver_url: str | None = None
+    associate_id: str = "5"
+    email: str | None = None
+    upn: str | None = None
+
+
+class Headers(Mapping[str, str]):
+    """A read-only, case-insensitive view of HTTP request headers (repeats joined with ``", "``)."""
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        merged: dict[str, str] = {}
+        for name, value in items:
+            key = name.lower()
+            merged[key] = f"{merged[key]}, {value}" if key in merged else value
+        self._map = merged
+
+    def __getitem__(self, name: str) -> str:
+        return self._map[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._map!r})"
+
+
+class RecordedRequest(NamedTuple):
+    """One SOAP POST as the emulator received it."""
+
+    headers: Headers
+    body: bytes
+
+
+@dataclass
+class _Injection:
+    fault: Fault
+    tenant: str | None
+    remaining: int | None
+    seconds: float
+    message: str | None
+    code: str | None
+    retry_after: int | None
+
+
+@dataclass(frozen=True)
+class _SigningKey:
+    kid: str
+    private_key: rsa.RSAPrivateKey
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes = b""
+    content_type: str | None = _XML
+    headers: tuple[tuple[str, str], ...] = ()
+    disconnect: bool = False
+
+
+class _Request(NamedTuple):
+    application_token: str | None
+    context_identifier: str | None
+    signed_token: str | None
+    token_type: str
+
+
+class _Rejected(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.error_message = f"{code}: {detail}"
+
+
+_ANSWER_FAULTS = (
+    Fault.SOAP_FAULT_500,
+    Fault.SERVICE_UNAVAILABLE_HTML,
+    Fault.EMPTY_BODY,
+    Fault.TRUNCATED_BODY,
+    Fault.DISCONNECT,
+    Fault.REJECT,
+)
+_TOKEN_FAULTS = (Fault.EXPIRED_TOKEN, Fault.WRONG_TENANT_TOKEN)
+_ALLOWED_OPTIONS: dict[Fault, frozenset[str]] = {
+    Fault.LATENCY: frozenset({"seconds"}),
+    Fault.SOAP_FAULT_500: frozenset({"message", "code"}),
+    Fault.SERVICE_UNAVAILABLE_HTML: frozenset({"retry_after"}),
+    Fault.REJECT: frozenset({"message"}),
+    Fault.JWKS_UNAVAILABLE: frozenset({"retry_after"}),
+}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _b64url_uint(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _jwk(public_key: rsa.RSAPublicKey) -> dict[str, str]:
+    numbers = public_key.public_numbers()
+    return {"e": _b64url_uint(numbers.e), "kty": "RSA", "n": _b64url_uint(numbers.n)}
+
+
+def _thumbprint(public_key: rsa.RSAPublicKey) -> str:
+    """RFC 7638 JWK thumbprint: a stable kid for a key."""
+    canonical = json.dumps(_jwk(public_key), separators=(",", ":"), sort_keys=True).encode("ascii")
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode("ascii")
+
+
+def _new_rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _load_partner_key(key: rsa.RSAPublicKey | rsa.RSAPrivateKey | bytes | str) -> rsa.RSAPublicKey:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return key
+    if isinstance(key, (bytes, str)):
+        data = key.encode("ascii") if isinstance(key, str) else key
+        loaded: object
+        try:
+            if b"BEGIN CERTIFICATE" in data:
+                loaded = x509.load_pem_x509_certificate(data).public_key()
+            else:
+                loaded = serialization.load_pem_public_key(data)
+        except ValueError as exc:
+            raise ConfigurationError(
+                "partner_public_key is not a PEM public key or certificate",
+                hint="pass an RSAPublicKey, an RSAPrivateKey or PEM bytes of the public key",
+            ) from exc
+        if isinstance(loaded, rsa.RSAPublicKey):
+            return loaded
+    raise ConfigurationError(
+        "partner_public_key must be an RSA key",
+        hint="pass an RSAPublicKey, an RSAPrivateKey or PEM bytes of an RSA public key",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _xml_text(value: str) -> str:
+    return escape(value, {'"': "&quot;"})
+
+
+def _soap_fault(code: str, text: str, *, code_namespace: str | None = None) -> _Reply:
+    xmlns = f' xmlns:a="{code_namespace}"' if code_namespace else ""
+    body = (
+        f'<s:Envelope xmlns:s="{_SOAP11}"><s:Body><s:Fault>'
+        f"<faultcode{xmlns}>{_xml_text(code)}</faultcode>"
+        f'<faultstring xml:lang="en-US">{_xml_text(text)}</faultstring>'
+        f"</s:Fault></s:Body></s:Envelope>"
+    )
+    return _Reply(500, body.encode("utf-8"))
+
+
+def _deserialization_failed(detail: str) -> _Reply:
+    text = (
+        "The formatter threw an exception while trying to deserialize the message: Error in deserializing "
+        f"body of request message for operation 'Authenticate'. {detail}"
+    )
+    return _soap_fault("a:DeserializationFailed", text, code_namespace=_DISPATCHER)
+
+
+def _bad_request() -> _Reply:
+    return _Reply(400, content_type=None)
+
+
+def _nil_or_text(element: etree._Element) -> str | None:
+    if element.get(f"{{{_XSI}}}nil") in ("true", "1"):
+        return None
+    return element.text or ""
+
+
+def _parse_request(body: bytes) -> _Request | _Reply:
+    """The request envelope, or the HTTP answer WCF gives to one it cannot read."""
+    head = body[:4096].lower()
+    if b"<!doctype" in head or b"<!entity" in body.lower():
+        return _bad_request()  # WCF: "DTD is prohibited in this XML document" -> 400
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
+    )
+    try:
+        root = etree.fromstring(body, parser)
+    except etree.XMLSyntaxError:
+        return _bad_request()
+    docinfo = root.getroottree().docinfo
+    if (
+        getattr(docinfo, "doctype", "")
+        or docinfo.internalDTD is not None
+        or next(root.iter(etree.Entity), None) is not None
+    ):
+        return _bad_request()  # a DOCTYPE in an encoding the byte check above cannot see
+    root_name = etree.QName(root)
+    if root_name.localname != "Envelope":
+        return _bad_request()
+    if root_name.namespace != _SOAP11:
+        return _soap_fault(
+            "s:VersionMismatch",
+            f"The envelope version of the incoming message ({root_name.namespace}) does not match that "
+            "of the encoder (Soap11 (http://schemas.xmlsoap.org/soap/envelope/)).",
+        )
+    header = root.find(f"{{{_SOAP11}}}Header")
+    soap_body = root.find(f"{{{_SOAP11}}}Body")
+    if soap_body is None:
+        return _bad_request()
+
+    headers: dict[str, str | None] = {"ApplicationToken": None, "ContextIdentifier": None}
+    seen: set[str] = set()
+    for element in header if header is not None else ():
+        if not isinstance(element.tag, str):
+            continue
+        name = etree.QName(element)
+        if name.namespace == SERVICE_NAMESPACE and name.localname in headers:
+            if name.localname in seen:
+                return _soap_fault(
+                    "s:Client",
+                    f"Multiple headers with name '{name.localname}' and namespace '{SERVICE_NAMESPACE}' found.",
+                )
+            seen.add(name.localname)
+            headers[name.localname] = _nil_or_text(element)
+        elif element.get(f"{{{_SOAP11}}}mustUnderstand") in ("1", "true"):
+            return _soap_fault(
+                "s:MustUnderstand",
+                f"The header '{name.localname}' from the namespace '{name.namespace}' was not understood by "
+                "the recipient of this message, causing the message to not be processed.  This error "
+                "typically indicates that the sender of this message has enabled a communication protocol "
+                "that the receiver cannot process.  Please ensure that the configuration of the client's "
+                "binding is consistent with the service's binding. ",
+            )
+
+    wrapper = next((child for child in soap_body if isinstance(child.tag, str)), None)
+    expected = (
+        f"Expected to find node type 'Element' with name 'AuthenticationRequest' and namespace '{SERVICE_NAMESPACE}'."
+    )
+    if wrapper is None:
+        return _deserialization_failed(
+            f"OperationFormatter encountered an invalid Message body. {expected} Found node type 'EndElement'."
+        )
+    wrapper_name = etree.QName(wrapper)
+    if wrapper_name.namespace != SERVICE_NAMESPACE or wrapper_name.localname != "AuthenticationRequest":
+        return _deserialization_failed(
+            f"OperationFormatter encountered an invalid Message body. {expected} Found node type 'Element' "
+            f"with name '{wrapper_name.localname}' and namespace '{wrapper_name.namespace or ''}'."
+        )
+    signed = wrapper.find(f"{{{SERVICE_NAMESPACE}}}SignedSystemToken")
+    token_type_element = wrapper.find(f"{{{SERVICE_NAMESPACE}}}ReturnTokenType")
+    token_type = "Jwt"  # noqa: S105 -- the enum's first value, which is what .NET gives an absent member
+    if token_type_element is not None:
+        token_type = token_type_element.text or ""
+        if token_type not in ("Jwt", "Saml"):
+            return _deserialization_failed(
+                f"Instance validation error: '{token_type[:64]}' is not a valid value for TokenType."
+            )
+    return _Request(
+        application_token=headers["ApplicationToken"],
+        context_identifier=headers["ContextIdentifier"],
+        signed_token=_nil_or_text(signed) if signed is not None else None,
+        token_type=token_type,
+    )
+
+
+def _media_type_ok(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media, *params = (part.strip() for part in content_type.split(";"))
+    if media.lower() != "text/xml":
+        return False
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
+class Emulator:
+    """A local PartnerSystemUserService (SOAP + JWKS) on loopback; see the module docstring.
+
+    ``partner_public_key`` is the key registered for the partner application: an
+    ``RSAPublicKey``, an ``RSAPrivateKey`` (its public half is used) or PEM bytes of a public key
+    or certificate. ``clock`` returns a timezone-aware UTC ``datetime`` and drives both the
+    timestamp check and the JWT times. ``signing_key`` is the JWT signing key (generated when
+    omitted). ``member_order`` is the order of the answer's members (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        client_secret: str,
+        partner_public_key: rsa.RSAPublicKey | rsa.RSAPrivateKey | bytes | str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        timestamp_tolerance: float = 900.0,
+        token_lifetime: float = 300.0,
+        clock: Callable[[], datetime] | None = None,
+        signing_key: rsa.RSAPrivateKey | None = None,
+        member_order: Literal["wsdl", "alphabetical"] = "wsdl",
+        allow_remote: bool = False,
+    ) -> None:
+        if not client_secret:
+            raise ConfigurationError("client_secret is empty", hint="pass the client secret to emulate")
+        if host.lower() == "localhost":
+            host = "127.0.0.1"  # avoid clients trying ::1 first when only IPv4 is bound
+        if not allow_remote and not _is_loopback(host):
+            raise ConfigurationError(
+                f"refusing to bind the emulator to non-loopback host {host!r}",
+                hint="the emulator has throwaway security; pass allow_remote=True if you really mean it",
+            )
+        if timestamp_tolerance < 0 or token_lifetime <= 0:
+            raise ConfigurationError("timestamp_tolerance must be >= 0 and token_lifetime > 0")
+        if member_order not in ("wsdl", "alphabetical"):
+            raise ConfigurationError("member_order must be 'wsdl' or 'alphabetical'")
+        if signing_key is not None and not isinstance(signing_key, rsa.RSAPrivateKey):
+            raise ConfigurationError("signing_key must be an RSAPrivateKey")
+        self._client_secret = client_secret.encode("utf-8")
+        self._partner_key = _load_partner_key(partner_public_key)
+        self._host = host
+        self._port = port
+        self.timestamp_tolerance = float(timestamp_tolerance)
+        self.token_lifetime = float(token_lifetime)
+        self._clock = clock or _utcnow
+        self._member_order = member_order
+        key = signing_key or _new_rsa_key()
+        self._keys: list[_SigningKey] = [_SigningKey(_thumbprint(key.public_key()), key)]
+        self._lock = threading.Lock()
+        self._tenants: dict[str, Tenant] = {}
+        self._faults: list[_Injection] = []
+        self._exchange_count = 0
+        self._jwks_count = 0
+        self._connection_count = 0
+        self._requests: deque[RecordedRequest] = deque(maxlen=_MAX_RECORDED)
+        self._internal_errors: list[BaseException] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        """Bind and serve in a daemon thread; a no-op when already running."""
+        if self._server is not None:
+            return self
+        self._now()  # a clock that returns naive datetimes fails here, not inside a request
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        server = _Server((self._host, self._port), self, family)
+        self._stopping.clear()
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sut-soap-emulator:{server.server_address[1]}",
+            daemon=True,
+        )
+        self._server = server
+        self._thread = thread
+        thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every connection; idempotent."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._server = None
+        self._thread = None
+        self._stopping.set()
+        server.shutdown()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is serving."""
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the chosen one when started with ``port=0``)."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not running; use start() or a with block")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` of the running emulator."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        """The SOAP endpoint URL."""
+        return self.base_url + ENDPOINT_PATH
+
+    @property
+    def jwks_url(self) -> str:
+        """The JWKS URL."""
+        return self.base_url + JWKS_PATH
+
+    @property
+    def openid_configuration_url(self) -> str:
+        """The OpenID discovery document URL."""
+        return self.base_url + OPENID_CONFIGURATION_PATH
+
+    # -- tenants -------------------------------------------------------------------------------
+
+    def add_tenant(
+        self,
+        context_identifier: str,
+        system_user_token: str,
+        serial: str | int | None = None,
+        *,
+        webapi_url: str | None = None,
+        netserver_url: str | None = None,
+        associate_id: str | int = 5,
+        email: str | None = None,
+        upn: str | None = None,
+    ) -> Tenant:
+        """Register (or replace) a tenant; ``serial`` defaults to a number derived from the id."""
+        if not context_identifier or not system_user_token:
+            raise ConfigurationError("context_identifier and system_user_token must not be empty")
+        if serial is None:
+            serial = 1_000_000 + zlib.crc32(context_identifier.encode("utf-8")) % 9_000_000
+        tenant = Tenant(
+            context_identifier=context_identifier,
+            system_user_token=system_user_token,
+            serial=str(serial),
+            webapi_url=webapi_url,
+            netserver_url=netserver_url,
+            associate_id=str(associate_id),
+            email=email,
+            upn=upn,
+        )
+        with self._lock:
+            self._tenants[context_identifier] = tenant
+        return self._resolve(tenant)
+
+    def remove_tenant(self, context_identifier: str) -> None:
+        """Forget a tenant (its exchanges then fail with UnknownTenant)."""
+        with self._lock:
+            self._tenants.pop(context_identifier, None)
+
+    @property
+    def tenants(self) -> dict[str, Tenant]:
+        """The registered tenants by ContextIdentifier, URLs resolved when running."""
+        with self._lock:
+            tenants = list(self._tenants.values())
+        return {t.context_identifier: self._resolve(t) for t in tenants}
+
+    def _resolve(self, tenant: Tenant) -> Tenant:
+        if self._server is None or (tenant.webapi_url and tenant.netserver_url and tenant.email and tenant.upn):
+            return tenant
+        ctx = tenant.context_identifier
+        return replace(
+            tenant,
+            webapi_url=tenant.webapi_url or f"{self.base_url}/{ctx}/api/",
+            netserver_url=tenant.netserver_url or f"{self.base_url}/{ctx}/Remote/Services88/",
+            email=tenant.email or f"system.user@{ctx.lower()}.invalid",
+            upn=tenant.upn or f"SystemUser@{ctx}",
+        )
+
+    # -- keys --------------------------------------------------------------------------------
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        """The public half of the key that signs JWTs now."""
+        with self._lock:
+            return self._keys[-1].private_key.public_key()
+
+    @property
+    def kid(self) -> str:
+        """The ``kid`` of the key that signs JWTs now."""
+        with self._lock:
+            return self._keys[-1].kid
+
+    def rotate_key(self, new_key: rsa.RSAPrivateKey | None = None, *, keep_old: bool = True) -> str:
+        """Sign with a new key from now on and return its kid; old keys stay in the JWKS if ``keep_old``."""
+        key = new_key or _new_rsa_key()
+        signing = _SigningKey(_thumbprint(key.public_key()), key)
+        with self._lock:
+            kept = [k for k in self._keys if k.kid != signing.kid] if keep_old else []
+            self._keys = [*kept, signing]
+        return signing.kid
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        """The JWKS document the emulator serves."""
+        with self._lock:
+            keys = list(self._keys)
+        return {
+            "keys": [
+                {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": k.kid, **_jwk(k.private_key.public_key())}
+                for k in keys
+            ]
+        }
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def inject(
+        self,
+        fault: Fault,
+        *,
+        tenant: str | None = None,
+        times: int | None = None,
+        seconds: float | None = None,
+        message: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        """Make the emulator misbehave, for ``tenant`` only or globally, ``times`` times or until cleared."""
+        if not isinstance(fault, Fault):
+            raise TypeError("fault must be a Fault")
+        given = {
+            name
+            for name, value in (
+                ("seconds", seconds),
+                ("message", message),
+                ("code", code),
+                ("retry_after", retry_after),
+            )
+            if value is not None
+        }
+        unexpected = given - _ALLOWED_OPTIONS.get(fault, frozenset())
+        if unexpected:
+            raise ValueError(f"{fault.name} does not take {', '.join(sorted(unexpected))}")
+        if times is not None and times < 1:
+            raise ValueError("times must be >= 1 (or None for until cleared)")
+        if fault is Fault.LATENCY and (seconds is None or seconds <= 0):
+            raise ValueError("LATENCY needs seconds > 0")
+        if fault is Fault.JWKS_UNAVAILABLE and tenant is not None:
+            raise ValueError("JWKS_UNAVAILABLE is global; the JWKS request names no tenant")
+        if code is not None and code not in ("Client", "Server"):
+            raise ValueError("code must be 'Client' or 'Server'")
+        injection = _Injection(fault, tenant, times, seconds or 0.0, message, code, retry_after)
+        with self._lock:
+            self._faults.append(injection)
+
+    def clear_faults(self) -> None:
+        """Remove every injected fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def _take(self, kinds: tuple[Fault, ...], tenant: str | None) -> _Injection | None:
+        """The first matching fault (tenant-specific first), consumed once."""
+        with self._lock:
+            candidates = [f for f in self._faults if f.fault in kinds and f.tenant is not None and f.tenant == tenant]
+            candidates += [f for f in self._faults if f.fault in kinds and f.tenant is None]
+            if not candidates:
+                return None
+            chosen = candidates[0]
+            self._consume(chosen)
+            return chosen
+
+    def _take_latency(self, tenant: str | None) -> float:
+        with self._lock:
+            matching = [
+                f for f in self._faults if f.fault is Fault.LATENCY and (f.tenant is None or f.tenant == tenant)
+            ]
+            for injection in matching:
+                self._consume(injection)
+            return sum(f.seconds for f in matching)
+
+    def _consume(self, injection: _Injection) -> None:
+        if injection.remaining is not None:
+            injection.remaining -= 1
+            if injection.remaining <= 0:
+                self._faults.remove(injection)
+
+    # -- observation -------------------------------------------------------------------------
+
+    @property
+    def exchange_count(self) -> int:
+        """SOAP POSTs handled so far, successful or not."""
+        with self._lock:
+            return self._exchange_count
+
+    @property
+    def jwks_count(self) -> int:
+        """GETs of the JWKS so far (to test a client's JWKS cache)."""
+        with self._lock:
+            return self._jwks_count
+
+    @property
+    def connection_count(self) -> int:
+        """TCP connections accepted so far (to test a client's keep-alive)."""
+        with self._lock:
+            return self._connection_count
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """The last SOAP POSTs received (at most 100), oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def internal_errors(self) -> list[BaseException]:
+        """Unexpected exceptions inside the emulator (answered with HTTP 500); empty unless it has a bug."""
+        with self._lock:
+            return list(self._internal_errors)
+
+    def _record_error(self, error: BaseException) -> None:
+        with self._lock:
+            self._internal_errors.append(error)
+
+    # -- request handling ----------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
+            raise ConfigurationError("the emulator clock must return a timezone-aware datetime")
+        return now.astimezone(timezone.utc)
+
+    def _handle_soap(self, headers: Headers, body: bytes) -> _Reply:
+        with self._lock:
+            self._exchange_count += 1
+            self._requests.append(RecordedRequest(headers, body))
+        parsed = _parse_request(body)
+        tenant = parsed.context_identifier if isinstance(parsed, _Request) else None
+
+        delay = self._take_latency(tenant)
+        if delay and self._stopping.wait(delay):
+            return _Reply(503, _IIS_503, "text/html; charset=us-ascii")
+        injected = self._take(_ANSWER_FAULTS, tenant)
+        truncate = injected is not None and injected.fault is Fault.TRUNCATED_BODY
+        if injected is not None and not truncate:
+            return self._injected_reply(injected)
+
+        reply = self._answer(headers, parsed)
+        if truncate:
+            reply.body = reply.body[: len(reply.body) // 2]
+        return reply
+
+    def _injected_reply(self, injected: _Injection) -> _Reply:
+        if injected.fault is Fault.SOAP_FAULT_500:
+            text = injected.message or _WCF_INTERNAL
+            if injected.code:
+                return _soap_fault(f"s:{injected.code}", text)
+            return _soap_fault("a:InternalServiceFault", text, code_namespace=_DISPATCHER)
+        if injected.fault is Fault.SERVICE_UNAVAILABLE_HTML:
+            return _unavailable(injected)
+        if injected.fault is Fault.EMPTY_BODY:
+            return _Reply(200)
+        if injected.fault is Fault.DISCONNECT:
+            return _Reply(0, disconnect=True)
+        return _Reply(200, self._envelope(None, injected.message or "Denied"))  # REJECT
+
+    def _answer(self, headers: Headers, parsed: _Request | _Reply) -> _Reply:
+        content_type = headers.get("Content-Type")
+        if not _media_type_ok(content_type):
+            text = (
+                f"Cannot process the message because the content type '{(content_type or '')[:200]}' was not "
+                f"the expected type '{_XML}'."
+            )
+            return _Reply(415, text.encode("utf-8"), "text/plain; charset=utf-8")
+        if isinstance(parsed, _Reply) and parsed.status == 400:
+            return parsed
+        action = headers.get("SOAPAction")
+        if action != f'"{SOAP_ACTION}"':
+            shown = (action or "").strip('"')[:500]
+            return _soap_fault(
+                "a:ActionNotSupported",
+                _WCF_ACTION_NOT_SUPPORTED.format(action=shown),
+                code_namespace=_ADDRESSING_NONE,
+            )
+        if isinstance(parsed, _Reply):
+            return parsed
+        try:
+            token = self._authenticate(parsed)
+        except _Rejected as rejected:
+            return _Reply(200, self._envelope(None, rejected.error_message))
+        return _Reply(200, self._envelope(token, None))
+
+    def _authenticate(self, request: _Request) -> str:
+        application_token = (request.application_token or "").encode("utf-8")
+        if request.application_token is None or not hmac.compare_digest(application_token, self._client_secret):
+            raise _Rejected(
+                Reason.INVALID_APPLICATION_TOKEN,
+                "the ApplicationToken is not the client secret of a registered application",
+            )
+        ctx = request.context_identifier
+        with self._lock:
+            tenant = self._tenants.get(ctx) if ctx is not None else None
+        if tenant is None:
+            shown = "none" if ctx is None else repr(ctx[:64])
+            raise _Rejected(Reason.UNKNOWN_TENANT, f"no tenant with ContextIdentifier {shown}")
+
+        parts = (request.signed_token or "").rsplit(".", 2)
+        if len(parts) != 3 or not parts[0]:
+            raise _Rejected(
+                Reason.INVALID_SIGNATURE,
+                "the signed system token is not <system user token>.<yyyyMMddHHmm>.<signature>",
+            )
+        system_user_token, stamp, signature_b64 = parts
+        if len(stamp) != 12 or not stamp.isascii() or not stamp.isdigit():
+            raise _Rejected(Reason.INVALID_TIMESTAMP, "the supplied timestamp is invalid (expected yyyyMMddHHmm, UTC)")
+        try:
+            signed_at = datetime.strptime(stamp, "%Y%m%d%H%M").replace(tzinfo=timezone.utc)
+        except ValueError:
+            raise _Rejected(Reason.INVALID_TIMESTAMP, "the supplied timestamp is not a valid date") from None
+        skew = (signed_at - self._now()).total_seconds()
+        if abs(skew) > self.timestamp_tolerance:
+            side = "ahead of" if skew > 0 else "behind"
+            raise _Rejected(
+                Reason.INVALID_TIMESTAMP,
+                f"the supplied timestamp is {abs(skew):.0f} s {side} the server clock "
+                f"(tolerance {self.timestamp_tolerance:.0f} s); sign with the current UTC time",
+            )
+        if not hmac.compare_digest(system_user_token.encode("utf-8"), tenant.system_user_token.encode("utf-8")):
+            raise _Rejected(
+                Reason.INVALID_SYSTEM_TOKEN,
+                "the system user token is not the one issued to this application for this tenant",
+            )
+        try:
+            signature = base64.b64decode(signature_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise _Rejected(Reason.INVALID_SIGNATURE, "the signature is not standard Base64") from None
+        try:
+            self._partner_key.verify(
+                signature,
+                f"{system_user_token}.{stamp}".encode(),
+                padding.PKCS1v15(),
+                hashes.SHA256(),
+            )
+        except InvalidSignature:
+            raise _Rejected(Reason.INVALID_SIGNATURE, "calculated signature is invalid") from None
+        if request.token_type != "Jwt":  # noqa: S105
+            raise _Rejected(Reason.UNSUPPORTED_TOKEN_TYPE, "only Jwt is emulated")
+        return self._mint(tenant)
+
+    def _mint(self, tenant: Tenant) -> str:
+        now = self._now()
+        issued = now
+        injected = self._take(_TOKEN_FAULTS, tenant.context_identifier)
+        if injected is not None and injected.fault is Fault.EXPIRED_TOKEN:
+            issued = now - timedelta(seconds=_EXPIRED_AGO + self.token_lifetime)
+        if injected is not None and injected.fault is Fault.WRONG_TENANT_TOKEN:
+            with self._lock:
+                others = [t for t in self._tenants.values() if t.context_identifier != tenant.context_identifier]
+            tenant = others[0] if others else Tenant("Cust99999", "Other Sync-0000000000", "9999999")
+        tenant = self._resolve(tenant)
+        iat = int(issued.timestamp())
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": f"spn:{tenant.serial}",
+            "iat": iat,
+            "nbf": iat,
+            "exp": iat + round(self.token_lifetime),
+            CLAIM_PREFIX + "ctx": tenant.context_identifier,
+            CLAIM_PREFIX + "serial": tenant.serial,
+            CLAIM_PREFIX + "ticket": "7T:" + secrets.token_urlsafe(48),
+            CLAIM_PREFIX + "webapi_url": tenant.webapi_url,
+            CLAIM_PREFIX + "netserver_url": tenant.netserver_url,
+            CLAIM_PREFIX + "associateid": tenant.associate_id,
+            CLAIM_PREFIX + "is_administrator": "False",
+            CLAIM_PREFIX + "system_token": tenant.system_user_token,
+            CLAIM_PREFIX + "email": tenant.email,
+            CLAIM_PREFIX + "upn": tenant.upn,
+        }
+        with self._lock:
+            key = self._keys[-1]
+        return jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid, "typ": "JWT"})
+
+    def _envelope(self, token: str | None, error_message: str | None) -> bytes:
+        nil = f' i:nil="true" xmlns:i="{_XSI}"/>'
+        members = {
+            "IsSuccessful": f"<IsSuccessful>{'true' if token is not None else 'false'}</IsSuccessful>",
+            "Token": "<Token" + (nil if token is None else f">{_xml_text(token)}</Token>"),
+            "ErrorMessage": "<ErrorMessage"
+            + (nil if error_message is None else f">{_xml_text(error_message)}</ErrorMessage>"),
+        }
+        order = ("ErrorMessage", "IsSuccessful", "Token") if self._member_order == "alphabetical" else tuple(members)
+        activity, correlation = uuid.uuid4(), uuid.uuid4()
+        return (
+            f'<s:Envelope xmlns:s="{_SOAP11}"><s:Header>'
+            f'<ActivityId CorrelationId="{correlation}" xmlns="{_DIAGNOSTICS}">{activity}</ActivityId>'
+            f"</s:Header><s:Body>"
+            f'<AuthenticationResponse xmlns="{SERVICE_NAMESPACE}">{"".join(members[m] for m in order)}'
+            f"</AuthenticationResponse></s:Body></s:Envelope>"
+        ).encode()
+
+    def _handle_get(self, path: str) -> _Reply:
+        if path in (JWKS_PATH.lower(), OPENID_CONFIGURATION_PATH.lower()):
+            if path == JWKS_PATH.lower():
+                with self._lock:
+                    self._jwks_count += 1
+            injected = self._take((Fault.JWKS_UNAVAILABLE,), None)
+            if injected is not None:
+                return _unavailable(injected)
+            document: Mapping[str, object]
+            if path == JWKS_PATH.lower():
+                document = self.jwks()
+            else:
+                document = {
+                    "issuer": self.base_url,
+                    "jwks_uri": self.jwks_url,
+                    "id_token_signing_alg_values_supported": ["RS256"],
+                    "response_types_supported": ["code", "id_token", "code id_token"],
+                    "subject_types_supported": ["public"],
+                }
+            return _Reply(200, json.dumps(document).encode("utf-8"), "application/json; charset=utf-8")
+        if path == ENDPOINT_PATH.lower():
+            return _Reply(200, _HELP_PAGE, "text/html; charset=utf-8")
+        return _not_found()
+
+
+def _unavailable(injected: _Injection) -> _Reply:
+    extra = (("Retry-After", str(injected.retry_after)),) if injected.retry_after is not None else ()
+    return _Reply(503, _IIS_503, "text/html; charset=us-ascii", extra)
+
+
+def _not_found() -> _Reply:
+    return _Reply(404, b"<html><body><h2>404 - File or directory not found.</h2></body></html>", "text/html")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], emulator: Emulator, family: socket.AddressFamily) -> None:
+        self.address_family = family
+        self.emulator = emulator
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can take seconds.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, OSError):
+            self.emulator._record_error(error)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # idle keep-alive connections are closed after this
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid the 40 ms ACK stall
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.emulator._lock:
+            self.server.emulator._connections.add(self.connection)
+            self.server.emulator._connection_count += 1
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.emulator._lock:
+                self.server.emulator._connections.discard(self.connection)
+
+    def version_string(self) -> str:
+        return "sut-soap-emulator"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: never log requests (their bodies carry secrets)."""
+
+    def _path(self) -> str:
+        return self.path.split("?", 1)[0].split("#", 1)[0].lower()
+
+    def do_GET(self) -> None:
+        self._respond(lambda: self.server.emulator._handle_get(self._path()))
+
+    def do_POST(self) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        if self._path() != ENDPOINT_PATH.lower():
+            self._send(_not_found())
+            return
+        headers = Headers(self.headers.items())
+        self._respond(lambda: self.server.emulator._handle_soap(headers, body))
+
+    def _respond(self, produce: Callable[[], _Reply]) -> None:
+        try:
+            reply = produce()
+        except Exception as exc:  # a bug in the emulator: answer like WCF and keep it for the tests
+            self.server.emulator._record_error(exc)
+            reply = _soap_fault("a:InternalServiceFault", _WCF_INTERNAL, code_namespace=_DISPATCHER)
+        self._send(reply)
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering 411/413/400 on the caller's behalf."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._read_chunked()
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            self.close_connection = True
+            self._send(_Reply(411, content_type=None))
+            return None
+        try:
+            length = int(length_header)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            self._send(_bad_request())
+            return None
+        if length > _MAX_BODY:
+            self.close_connection = True
+            self._send(_Reply(413, content_type=None))
+            return None
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes | None:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                self._send(_bad_request())
+                return None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            total += size
+            if total > _MAX_BODY:
+                self.close_connection = True
+                self._send(_Reply(413, content_type=None))
+                return None
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(16)
+
+    def _send(self, reply: _Reply) -> None:
+        if reply.disconnect:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(reply.status)
+        if reply.content_type:
+            self.send_header("Content-Type", reply.content_type)
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(reply.body)
+        self.wfile.flush()
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def _write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        os.chmod(path, 0o600)  # the file may have existed with wider permissions
+        handle.write(pem)
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(event: threading.Event) -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C (so the temporary key is removed), when running in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sut-soap emulator",
+        description="Serve a local PartnerSystemUserService emulator with throwaway credentials.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only unless --allow-remote)")
+    parser.add_argument("--port", type=int, default=8080, help="port to bind, 0 for any free port (default 8080)")
+    parser.add_argument(
+        "--tenant",
+        action="append",
+        metavar="CTX",
+        help="ContextIdentifier of a tenant to register (repeatable; default Cust12345)",
+    )
+    parser.add_argument("--key-out", type=Path, metavar="FILE", help="write the partner private key here (mode 0600)")
+    parser.add_argument("--timestamp-tolerance", type=float, default=900.0, metavar="SECONDS", help="default 900")
+    parser.add_argument("--token-lifetime", type=float, default=300.0, metavar="SECONDS", help="default 300")
+    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    return parser
+
+
+def main(
+    argv: list[str] | None = None,
+    *,
+    stop: threading.Event | None = None,
+    stdout: TextIO | None = None,
+) -> int:
+    """``sut-soap emulator``: serve with throwaway credentials until Ctrl-C (or until ``stop`` is set)."""
+    args = _parser().parse_args(argv)
+    out = stdout or sys.stdout
+    partner_key = _new_rsa_key()
+    client_secret = secrets.token_urlsafe(24)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    temp_dir: Path | None = None
+    if args.key_out is not None:
+        key_path: Path = args.key_out
+    else:
+        temp_dir = Path(tempfile.mkdtemp(prefix="sut-soap-emulator-"))
+        key_path = temp_dir / "partner-key.pem"
+    try:
+        try:
+            emulator = Emulator(
+                client_secret,
+                partner_key,
+                host=args.host,
+                port=args.port,
+                timestamp_tolerance=args.timestamp_tolerance,
+                token_lifetime=args.token_lifetime,
+                allow_remote=args.allow_remote,
+            )
+            _write_private_key(key_path, partner_key)
+            emulator.start()
+        except (ConfigurationError, OSError) as exc:
+            print(f"sut-soap emulator: {exc}", file=sys.stderr)
+            return 2
+        try:
+            lines = [
+                "sut-soap emulator: a local PartnerSystemUserService with THROWAWAY credentials",
+                f"  endpoint:        {emulator.endpoint}",
+                f"  JWKS:            {emulator.jwks_url}",
+                f"  openid config:   {emulator.openid_configuration_url}",
+                f"  client secret:   {client_secret}",
+                f"  partner key:     {key_path}" + (" (deleted on exit)" if temp_dir else ""),
+            ]
+            for ctx in args.tenant or ["Cust12345"]:
+                token = "Emulator Sync-" + "".join(secrets.choice(alphabet) for _ in range(10))
+                tenant = emulator.add_tenant(ctx, system_user_token=token)
+                lines += [
+                    f"  tenant:          {tenant.context_identifier} (serial {tenant.serial})",
+                    f"    system user token: {tenant.system_user_token}",
+                ]
+            lines.append("Press Ctrl-C to stop.")
+            print("\n".join(lines), file=out, flush=True)
+            waiter = stop or threading.Event()
+            with _stop_on_sigterm(waiter):
+                while not waiter.wait(0.2):
+                    pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            emulator.stop()
+        print("sut-soap emulator: stopped", file=out, flush=True)
+        return 0
+    finally:
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
