@@ -83,7 +83,7 @@ logging.getLogger("zeep.transports").addFilter(_DropZeepBodyLogs())
 
 def bundled_wsdl_path() -> Path:
     """Return the project's WSDL: inside the installed package, else the source checkout's."""
-    packaged = resources.files("sut_soap").joinpath("wsdl", WSDL_NAME)
+    packaged = resources.files("sut_soap").joinpath("wsdl").joinpath(WSDL_NAME)
     if packaged.is_file():
         return Path(str(packaged))
     return Path(__file__).resolve().parent.parent / "wsdl" / WSDL_NAME
@@ -110,9 +110,9 @@ def _load_document(path: str) -> Any:
     with _documents_lock:
         document = _documents.get(path)
         if document is None:
-            loader = zeep.Transport(timeout=5)
+            loader = zeep.Transport(timeout=5)  # type: ignore[no-untyped-call]
             try:
-                document = zeep.wsdl.Document(path, loader, settings=_zeep_settings())
+                document = zeep.wsdl.Document(path, loader, settings=_zeep_settings())  # type: ignore[arg-type]
             except (OSError, etree.LxmlError, zeep.exceptions.Error, ValueError, LookupError) as exc:
                     raise ConfigurationError(
                     f"cannot load the service WSDL {path}: {type(exc).__name__}",
@@ -124,7 +124,7 @@ def _load_document(path: str) -> Any:
         return document
 
 
-class _HeaderPlugin(Plugin):  # type: ignore[misc]
+class _HeaderPlugin(Plugin):
     """Write ApplicationToken and ContextIdentifier; drop zeep's WS-Addressing headers."""
 
     def __init__(self, application_token_element: Any, context_identifier_element: Any) -> None:
@@ -141,7 +141,7 @@ class _HeaderPlugin(Plugin):  # type: ignore[misc]
         else:
             kept = []
         header = etree.Element(f"{{{SOAP11_ENV}}}Header", nsmap={"soap-env": SOAP11_ENV})
-        for element, value in zip(self._elements, values):
+        for element, value in zip(self._elements, values, strict=True):
             element.render(header, value)
         for child in kept:
             header.append(child)
@@ -158,7 +158,7 @@ class RawResponse(Protocol):
     content: bytes
 
 
-class HttpTransport(zeep.Transport):  # type: ignore[misc]
+class HttpTransport(zeep.Transport):
     """A zeep transport for the exchange: bounded time and size, no redirects, no body logs.
 
     zeep's own transport posts with no timeout by default, follows redirects (re-sending the
@@ -272,7 +272,9 @@ class SoapService:
             )
         except (zeep.exceptions.Error, KeyError, LookupError) as exc:
             raise ConfigurationError(f"the WSDL {path} does not declare the request headers") from exc
-        self._client = zeep.Client(document, transport=transport, plugins=[plugin], settings=_zeep_settings())
+        self._client = zeep.Client(  # type: ignore[no-untyped-call]
+            document, transport=transport, plugins=[plugin], settings=_zeep_settings()
+        )
 
     @staticmethod
     def _find_binding(document: Any, path: str) -> Any:
@@ -353,7 +355,6 @@ def _parser() -> etree.XMLParser:
             load_dtd=False,
             dtd_validation=False,
             huge_tree=False,
-            collect_ids=False,
         )
         _local.parser = parser
     return parser
@@ -426,7 +427,7 @@ def parse_answer(response: RawResponse, *, secrets: Iterable[str] = ()) -> Answe
         raise ProtocolError(
             "the answer is not well-formed XML", status=status, excerpt=_excerpt(body, secrets)
         ) from None
-    if root.getroottree().docinfo.doctype:
+    if getattr(root.getroottree().docinfo, "doctype", ""):
         raise ProtocolError("the answer carries a DTD; refused", status=status)
 
     qname = etree.QName(root)

@@ -306,3 +306,13 @@ def test_token_never_in_rejection_text() -> None:
     )
     assert result.is_successful is False
     assert result.error_message == "Denied ***"
+
+
+def test_parser_never_reads_external_subset(tmp_path: Path) -> None:
+    """Even past the DOCTYPE pre-check, the parser does not read a DTD file a DOCTYPE points to."""
+    dtd = tmp_path / "evil.dtd"
+    dtd.write_text("this is not a DTD <<<")
+    from lxml import etree
+
+    root = etree.fromstring(f'<!DOCTYPE r SYSTEM "{dtd}"><r>ok</r>'.encode(), parser=_soap._parser())
+    assert root.text == "ok"
