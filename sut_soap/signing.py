@@ -1,0 +1,61 @@
+"""Signing the system user token.
+
+SuperOffice expects ``<token>.<yyyyMMddHHmm>.<signature>``: the signature is
+RSASSA-PKCS1-v1_5 with SHA-256 over the UTF-8 bytes of ``<token>.<yyyyMMddHHmm>``, in
+standard Base64. The time is UTC; a local-time stamp is the most common field failure, so
+the stamp is always computed in UTC whatever the process time zone. PKCS#1 v1.5 is
+deterministic: the same key, token and minute give the same bytes in any language.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from .errors import ConfigurationError
+from .keys import PrivateKeyInput, load_private_key
+
+__all__ = ["check_text_value", "sign_system_user_token", "timestamp"]
+
+
+def check_text_value(value: object, what: str) -> str:
+    """Return ``value`` if it is a non-empty string fit for XML; never echo it."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{what} must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise ConfigurationError(f"{what} is empty")
+    for ch in value:
+        code = ord(ch)
+        if (code < 0x20 and ch not in "\t\n\r") or code == 0x7F or 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+            raise ConfigurationError(f"{what} contains a control character (U+{code:04X})")
+        if code in (0xFFFE, 0xFFFF):
+            raise ConfigurationError(f"{what} contains a non-character (U+{code:04X})")
+    return value
+
+
+def timestamp(at: datetime | None = None) -> str:
+    """Return ``yyyyMMddHHmm`` of ``at`` (default now) in UTC; naive datetimes are refused."""
+    if at is None:
+        at = datetime.now(timezone.utc)
+    elif at.tzinfo is None or at.utcoffset() is None:
+        raise ConfigurationError("at= must be a timezone-aware datetime", hint="use datetime.now(timezone.utc)")
+    return at.astimezone(timezone.utc).strftime("%Y%m%d%H%M")
+
+
+def sign_system_user_token(
+    system_user_token: str,
+    private_key: PrivateKeyInput,
+    *,
+    at: datetime | None = None,
+    password: bytes | str | None = None,
+) -> str:
+    """Return ``<token>.<yyyyMMddHHmm>.<base64 signature>`` for the moment ``at`` (default now)."""
+    token = check_text_value(system_user_token, "system user token")
+    key = load_private_key(private_key, password=password)
+    stamp = timestamp(at)
+    signed = f"{token}.{stamp}".encode()
+    signature = key.sign(signed, padding.PKCS1v15(), hashes.SHA256())
+    return f"{token}.{stamp}.{base64.b64encode(signature).decode('ascii')}"

@@ -1,0 +1,116 @@
+"""Signing the system user token: format, UTC, known answers."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from sut_soap.errors import ConfigurationError
+from sut_soap.keys import load_private_key
+from sut_soap.signing import sign_system_user_token, timestamp
+
+KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
+XML_KEY = KEYS / "test-partner.xml"
+AT = datetime(2026, 11, 28, 13, 30, 42, tzinfo=timezone.utc)
+
+# Made with OpenSSL, independently of this library:
+#   printf '%s' 'Acme Sync-8k8Q7DmBgo.202611281330' | openssl dgst -sha256 -sign test-partner-pkcs8.pem | base64 -w0
+KAT_ASCII = (
+    "Acme Sync-8k8Q7DmBgo.202611281330."
+    "E1jErSl6K9kyOKOPTSdfOARTjj98MsmyDzUBRZozhU+zEECCgewkzz9/8Di7GWYqEs0cbmNyf/siLfimp+/ANltX8KQ2fi8229Cr3P1Q"
+    "ewA5f0xjf+C4SzXQTpEFhiUHKXCgX+cxpPxU/QX8uAb4GTqaTuxbEFAi7B0sPSwH9QwGjFg3cA/7moSKL3Tjmwa8GC3nO4kLRVF+An5G"
+    "ZTTuRumipGRNLkrPE98UO61bmavRZhxFTYVLgzSmhAP1/4uB3C3g3NYLMBhdD10OZBL5WhrW/oGQ3uMLU98pNUZ0ezHOJQt3op81WL2S"
+    "YF7UwxTvzRnsrESARcCJHA8iaf/PHA=="
+)
+# The same for a non-ASCII token (UTF-8 bytes signed) at 2026-01-01 13:05 UTC.
+KAT_UTF8 = (
+    "Sørlandet Å Sync-Ωmega.202601011305."
+    "egqsWs8CtYGFDXRJ7GgIdxiJ3Yy6nUIJn4h4Lyj0hkIyhUMISLfhSoN8f+FnDHBbVMU6fbuHiEkt34fQ/9DLAvYX0yxv2BiAAkiRVdyf"
+    "IPLsyhkb6inJpFrcx75OsCodgeA4DUXIGXPWuhETXtaUudGu5K/nICwDAmTqOnwxEw6Ev4kjIYuvNpdlBK5Rd8Nn5QFltF7kWOuDxp5t"
+    "AH3YRd434nF1GkxPea5SEdJZVLo0ddUhTpwPjG4/0FgijMADC6DbJ0WuhGPq3O+wDu6kyNfWHcBZLjpP0BwHuZtGamBj/GpJHZITS3vm"
+    "mjCUq432z8tz6NAYR9yPqYgUB0FCAg=="
+)
+
+
+def test_known_answer_from_xml_key() -> None:
+    """The .NET XML key signs to the OpenSSL-made vector, byte for byte."""
+    assert sign_system_user_token("Acme Sync-8k8Q7DmBgo", XML_KEY, at=AT) == KAT_ASCII
+
+
+@pytest.mark.parametrize(
+    "name", ["test-partner.xml", "test-partner-pkcs1.pem", "test-partner-pkcs8.pem", "test-partner.der"]
+)
+def test_every_key_form_signs_identically(name: str) -> None:
+    """XML, PKCS#1, PKCS#8 and DER forms of one key give the same bytes."""
+    assert sign_system_user_token("Acme Sync-8k8Q7DmBgo", KEYS / name, at=AT) == KAT_ASCII
+
+
+def test_encrypted_key_with_password() -> None:
+    """An encrypted PEM signs identically given its password."""
+    signed = sign_system_user_token(
+        "Acme Sync-8k8Q7DmBgo", KEYS / "test-partner-encrypted.pem", at=AT, password="sut-soap-test"
+    )
+    assert signed == KAT_ASCII
+
+
+def test_non_ascii_token_signed_as_utf8() -> None:
+    """A non-ASCII token is signed over its UTF-8 bytes."""
+    at = datetime(2026, 1, 1, 13, 5, 59, 999000, tzinfo=timezone.utc)
+    assert sign_system_user_token("Sørlandet Å Sync-Ωmega", XML_KEY, at=at) == KAT_UTF8
+
+
+def test_signature_is_pkcs1v15_sha256_not_pss() -> None:
+    """The signature verifies under PKCS#1 v1.5/SHA-256 and not under PSS."""
+    token, stamp, signature = KAT_ASCII.rsplit(".", 2)
+    public = load_private_key(XML_KEY).public_key()
+    raw = base64.b64decode(signature, validate=True)
+    public.verify(raw, f"{token}.{stamp}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.MAX_LENGTH)
+    with pytest.raises(InvalidSignature):
+        public.verify(raw, f"{token}.{stamp}".encode(), pss, hashes.SHA256())
+
+
+def test_timestamp_is_utc_from_other_zone() -> None:
+    """An aware time in another zone is stamped in UTC, 24-hour, zero-padded."""
+    auckland = timezone(timedelta(hours=13))
+    assert timestamp(datetime(2026, 1, 2, 2, 5, 59, tzinfo=auckland)) == "202601011305"
+
+
+def test_naive_datetime_refused() -> None:
+    """A naive datetime is refused rather than guessed to be UTC or local."""
+    with pytest.raises(ConfigurationError, match="timezone-aware"):
+        timestamp(datetime(2026, 1, 1, 13, 5))
+
+
+def test_now_is_utc_whatever_the_process_zone() -> None:
+    """With TZ=Pacific/Auckland the stamp of 'now' is still UTC."""
+    code = (
+        "from datetime import datetime, timezone; from sut_soap.signing import timestamp; "
+        "a = datetime.now(timezone.utc).strftime('%Y%m%d%H%M'); t = timestamp(); "
+        "b = datetime.now(timezone.utc).strftime('%Y%m%d%H%M'); print(a <= t <= b)"
+    )
+    env = {**os.environ, "TZ": "Pacific/Auckland"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "True"
+
+
+def test_token_with_dots_and_spaces_kept_verbatim() -> None:
+    """The token is signed exactly as received, dots and spaces included."""
+    signed = sign_system_user_token(" a.b c ", XML_KEY, at=AT)
+    assert signed.startswith(" a.b c .202611281330.")
+
+
+@pytest.mark.parametrize("token", ["", "   ", "a\x00b", "a\x1fb", "a\x7fb", 42])
+def test_bad_tokens_refused(token: object) -> None:
+    """Empty tokens, control characters and non-strings are ConfigurationErrors."""
+    with pytest.raises(ConfigurationError):
+        sign_system_user_token(token, XML_KEY, at=AT)  # type: ignore[arg-type]
