@@ -1,0 +1,64 @@
+"""sut-soap: SuperOffice system user tickets over the PartnerSystemUserService SOAP endpoint.
+
+Kept light on purpose: the client (and with it zeep) is imported on first use, so the
+command line starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AuthenticationRejectedError,
+    ConfigurationError,
+    ProtocolError,
+    SoapFaultError,
+    SutSoapError,
+    TokenValidationError,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from .client import SystemUserClient
+    from .keys import load_private_key
+    from .signing import sign_system_user_token
+    from .ticket import SystemUserTicket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationRejectedError",
+    "ConfigurationError",
+    "ProtocolError",
+    "SoapFaultError",
+    "SutSoapError",
+    "SystemUserClient",
+    "SystemUserTicket",
+    "TokenValidationError",
+    "TransportError",
+    "__version__",
+    "load_private_key",
+    "sign_system_user_token",
+]
+
+_LAZY = {
+    "SystemUserClient": "client",
+    "SystemUserTicket": "ticket",
+    "load_private_key": "keys",
+    "sign_system_user_token": "signing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sut_soap' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
