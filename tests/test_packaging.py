@@ -1,0 +1,86 @@
+"""Packaging: the wheel carries the WSDL and works away from the checkout, offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import sut_soap
+
+ROOT = Path(__file__).resolve().parents[1]
+
+OFFLINE_CHECK = """
+import socket, sys
+def refuse(*args, **kwargs):
+    raise OSError("network disabled in this test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+import sut_soap
+from sut_soap._soap import SoapService, HttpTransport, bundled_wsdl_path
+service = SoapService(endpoint="https://online.superoffice.com/x", transport=HttpTransport())
+body, headers = service.build(signed_token="t.202601011200.c2ln", client_secret="s", context_identifier="Cust1")
+print(sut_soap.__file__)
+print(bundled_wsdl_path())
+print(b"AuthenticationRequest" in body)
+"""
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (built,) = out.glob("sut_soap-*.whl")
+    return built
+
+
+def test_wheel_contains_wsdl_and_marker(wheel: Path) -> None:
+    """The wheel ships the WSDL inside the package, and py.typed."""
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "sut_soap/wsdl/PartnerSystemUserService.wsdl" in names
+    assert "sut_soap/py.typed" in names
+
+
+def test_installed_wheel_loads_wsdl_offline(wheel: Path, tmp_path: Path) -> None:
+    """Installed elsewhere, the package loads its own WSDL with every socket refused."""
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", OFFLINE_CHECK],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    package_file, wsdl_path, built = result.stdout.strip().splitlines()
+    assert package_file.startswith(str(site))
+    assert wsdl_path.startswith(str(site))
+    assert built == "True"
+
+
+def test_public_api_does_not_drift() -> None:
+    """__all__ names exactly what the package exports, and each name resolves."""
+    assert sorted(sut_soap.__all__) == sorted(
+        [
+            "AuthenticationRejectedError", "ConfigurationError", "ProtocolError", "SoapFaultError", "SutSoapError",
+            "SystemUserClient", "SystemUserTicket", "TokenValidationError", "TransportError", "__version__",
+            "load_private_key", "sign_system_user_token",
+        ]
+    )
+    for name in sut_soap.__all__:
+        assert getattr(sut_soap, name) is not None
+
+
+def test_import_is_light() -> None:
+    """import sut_soap loads neither zeep nor cryptography."""
+    code = "import sys, sut_soap; print('zeep' in sys.modules, 'cryptography' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False False"
