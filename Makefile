@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint unit bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/sut-soap demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check sut_soap tests bench
+	$(BIN)/ruff check sut_soap tests bench fuzz
 	$(BIN)/mypy --strict sut_soap
 
 unit: $(STAMP)
@@ -29,3 +29,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+
+# Longer coverage-guided runs with atheris (not part of make test): FUZZ_SECONDS per harness.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'atheris>=2.3'
+	mkdir -p .fuzz/answer .fuzz/jwt
+	$(BIN)/python fuzz/harness.py answer .fuzz/answer fuzz/corpus/answer -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.fuzz/
+	$(BIN)/python fuzz/harness.py jwt .fuzz/jwt fuzz/corpus/jwt -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.fuzz/

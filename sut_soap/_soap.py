@@ -136,7 +136,7 @@ class _HeaderPlugin(Plugin):
         values = binding_options["sut_soap_headers"]
         old = envelope.find(f"{{{SOAP11_ENV}}}Header")
         if old is not None:
-            kept = [child for child in old if etree.QName(child).namespace not in WSA_NAMESPACES]
+            kept = [c for c in old if not isinstance(c.tag, str) or _split_tag(c.tag)[0] not in WSA_NAMESPACES]
             envelope.remove(old)
         else:
             kept = []
@@ -391,6 +391,14 @@ def _status_error(status: int, body: bytes, secrets: Iterable[str], what: str) -
     return TransportError(message, status=status, excerpt=excerpt, hint=hint, retryable=status in _RETRYABLE_STATUS)
 
 
+def _split_tag(tag: str) -> tuple[str | None, str]:
+    """Return (namespace, local name) without etree.QName, which raises on names lxml let through."""
+    if tag.startswith("{"):
+        namespace, _, local = tag[1:].partition("}")
+        return namespace, local
+    return None, tag
+
+
 def _text(element: Any) -> str:
     return "".join(element.itertext())
 
@@ -430,17 +438,17 @@ def parse_answer(response: RawResponse, *, secrets: Iterable[str] = ()) -> Answe
     if getattr(root.getroottree().docinfo, "doctype", ""):
         raise ProtocolError("the answer carries a DTD; refused", status=status)
 
-    qname = etree.QName(root)
-    if qname.namespace == SOAP12_ENV:
+    namespace, local = _split_tag(root.tag)
+    if namespace == SOAP12_ENV:
         raise ProtocolError(
             "the answer is a SOAP 1.2 envelope; the service speaks SOAP 1.1", status=status,
             hint="that the endpoint is the basicHttpBinding PartnerSystemUserService.svc",
         )
-    if qname.namespace != SOAP11_ENV or qname.localname != "Envelope":
+    if namespace != SOAP11_ENV or local != "Envelope":
         if status >= 400:
             raise _status_error(status, body, secrets, "not a SOAP answer")
         raise ProtocolError(
-            f"the answer is not a SOAP envelope (root element <{qname.localname[:40]}>)",
+            f"the answer is not a SOAP envelope (root element <{sanitise(local, limit=40)}>)",
             status=status,
             excerpt=_excerpt(body, secrets),
         )
@@ -462,7 +470,7 @@ def parse_answer(response: RawResponse, *, secrets: Iterable[str] = ()) -> Answe
         raise _status_error(status, body, secrets, "with a SOAP answer that is neither a fault nor a success")
     if payload.tag != f"{{{TNS}}}AuthenticationResponse":
         raise ProtocolError(
-            f"the SOAP Body holds <{etree.QName(payload).localname[:40]}> instead of AuthenticationResponse",
+            f"the SOAP Body holds <{sanitise(_split_tag(payload.tag)[1], limit=40)}> instead of AuthenticationResponse",
             status=status,
         )
     return _authentication_response(payload, status, secrets)
@@ -486,12 +494,12 @@ def _fault(fault: Any, status: int, secrets: tuple[str, ...]) -> SoapFaultError:
 def _authentication_response(payload: Any, status: int, secrets: tuple[str, ...]) -> Answer:
     fields: dict[str, Any] = {}
     for child in _only_child_element(payload):
-        qname = etree.QName(child)
-        if qname.namespace != TNS:
+        namespace, local = _split_tag(child.tag)
+        if namespace != TNS:
             continue
-        if qname.localname in fields:
-            raise ProtocolError(f"AuthenticationResponse has more than one {qname.localname}", status=status)
-        fields[qname.localname] = child
+        if local in fields:
+            raise ProtocolError(f"AuthenticationResponse has more than one {sanitise(local, limit=40)}", status=status)
+        fields[local] = child
 
     flag = fields.get("IsSuccessful")
     if flag is None or _is_nil(flag):

@@ -289,6 +289,10 @@ MALFORMED = {
     "external entity": b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>',
     "external dtd": b'<?xml version="1.0"?><!DOCTYPE r SYSTEM "http://127.0.0.1:9/x.dtd"><r/>',
     "deep nesting": b"<a>" * 300 + b"</a>" * 300,
+    # Found by atheris: lxml keeps an unbound prefix in the tag, and etree.QName then raises ValueError.
+    "unbound envelope prefix": b'<s:Envelope xmz:s="x"><s:Body/></s:Envelope>',
+    "unbound payload prefix": (ENV_OPEN + "<p:AuthenticationResponse/>" + ENV_CLOSE).encode(),
+    "unbound member prefix": answer("<p:IsSuccessful>true</p:IsSuccessful><Token>t</Token>"),
 }
 
 
