@@ -60,42 +60,33 @@ class ConfigurationError(SutSoapError):
     default_hint = "the value passed to sut-soap"
 
 
-class TransportError(SutSoapError):
+class _HttpAnswerError(SutSoapError):
+    """Shared shape of errors about an HTTP answer: its status and a short, scrubbed excerpt."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        excerpt: str | None = None,
+        hint: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        self.status = status
+        self.excerpt = excerpt
+        super().__init__(message, hint=hint, retryable=retryable)
+
+
+class TransportError(_HttpAnswerError):
     """The HTTP exchange failed before a SOAP answer arrived."""
 
     default_hint = "network reachability, the endpoint URL and the service status"
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        excerpt: str | None = None,
-        hint: str | None = None,
-        retryable: bool | None = None,
-    ) -> None:
-        self.status = status
-        self.excerpt = excerpt
-        super().__init__(message, hint=hint, retryable=retryable)
 
-
-class ProtocolError(SutSoapError):
+class ProtocolError(_HttpAnswerError):
     """The answer was not an acceptable SOAP 1.1 AuthenticationResponse."""
 
     default_hint = "that the endpoint is SuperOffice's PartnerSystemUserService and no proxy rewrote the answer"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        excerpt: str | None = None,
-        hint: str | None = None,
-        retryable: bool | None = None,
-    ) -> None:
-        self.status = status
-        self.excerpt = excerpt
-        super().__init__(message, hint=hint, retryable=retryable)
 
 
 class SoapFaultError(SutSoapError):
