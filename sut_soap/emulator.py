@@ -123,6 +123,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -1312,7 +1313,15 @@ def main(
                     f"  tenant:          {tenant.context_identifier} (serial {tenant.serial})",
                     f"    system user token: {tenant.system_user_token}",
                 ]
-            lines.append("Press Ctrl-C to stop.")
+            first = emulator.tenants[(args.tenant or ["Cust12345"])[0]]
+            lines += [
+                "Try it from another shell (these credentials are throwaway, so they may be shown):",
+                f"  SUT_SOAP_CLIENT_SECRET={shlex.quote(client_secret)} sut-soap ticket --endpoint {emulator.endpoint} "
+                f"--context-identifier {shlex.quote(first.context_identifier)} "
+                f"--system-user-token {shlex.quote(first.system_user_token)} "
+                f"--private-key {shlex.quote(str(key_path))}",
+                "Press Ctrl-C to stop.",
+            ]
             print("\n".join(lines), file=out, flush=True)
             waiter = stop or threading.Event()
             with _stop_on_sigterm(waiter):
