@@ -33,6 +33,7 @@ import zeep.exceptions
 from lxml import etree
 from zeep.plugins import Plugin
 
+from ._xml import hardened_parser, has_dtd, name_of
 from .errors import ConfigurationError, ProtocolError, SoapFaultError, SutSoapError, TransportError
 
 __all__ = [
@@ -136,7 +137,7 @@ class _HeaderPlugin(Plugin):
         values = binding_options["sut_soap_headers"]
         old = envelope.find(f"{{{SOAP11_ENV}}}Header")
         if old is not None:
-            kept = [c for c in old if not isinstance(c.tag, str) or _split_tag(c.tag)[0] not in WSA_NAMESPACES]
+            kept = [c for c in old if not isinstance(c.tag, str) or name_of(c).namespace not in WSA_NAMESPACES]
             envelope.remove(old)
         else:
             kept = []
@@ -349,13 +350,7 @@ _SPACE = re.compile(r"\s+")
 def _parser() -> etree.XMLParser:
     parser: etree.XMLParser | None = getattr(_local, "parser", None)
     if parser is None:
-        parser = etree.XMLParser(
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            dtd_validation=False,
-            huge_tree=False,
-        )
+        parser = hardened_parser()
         _local.parser = parser
     return parser
 
@@ -389,14 +384,6 @@ def _status_error(status: int, body: bytes, secrets: Iterable[str], what: str) -
     elif 300 <= status < 400:
         hint = "the endpoint URL: redirects are not followed so the client secret is never re-sent"
     return TransportError(message, status=status, excerpt=excerpt, hint=hint, retryable=status in _RETRYABLE_STATUS)
-
-
-def _split_tag(tag: str) -> tuple[str | None, str]:
-    """Return (namespace, local name) without etree.QName, which raises on names lxml let through."""
-    if tag.startswith("{"):
-        namespace, _, local = tag[1:].partition("}")
-        return namespace, local
-    return None, tag
 
 
 def _text(element: Any) -> str:
@@ -435,10 +422,10 @@ def parse_answer(response: RawResponse, *, secrets: Iterable[str] = ()) -> Answe
         raise ProtocolError(
             "the answer is not well-formed XML", status=status, excerpt=_excerpt(body, secrets)
         ) from None
-    if getattr(root.getroottree().docinfo, "doctype", ""):
+    if has_dtd(root):
         raise ProtocolError("the answer carries a DTD; refused", status=status)
 
-    namespace, local = _split_tag(root.tag)
+    namespace, local = name_of(root)
     if namespace == SOAP12_ENV:
         raise ProtocolError(
             "the answer is a SOAP 1.2 envelope; the service speaks SOAP 1.1", status=status,
@@ -470,7 +457,7 @@ def parse_answer(response: RawResponse, *, secrets: Iterable[str] = ()) -> Answe
         raise _status_error(status, body, secrets, "with a SOAP answer that is neither a fault nor a success")
     if payload.tag != f"{{{TNS}}}AuthenticationResponse":
         raise ProtocolError(
-            f"the SOAP Body holds <{sanitise(_split_tag(payload.tag)[1], limit=40)}> instead of AuthenticationResponse",
+            f"the SOAP Body holds <{sanitise(name_of(payload).localname, limit=40)}> instead of AuthenticationResponse",
             status=status,
         )
     return _authentication_response(payload, status, secrets)
@@ -494,7 +481,7 @@ def _fault(fault: Any, status: int, secrets: tuple[str, ...]) -> SoapFaultError:
 def _authentication_response(payload: Any, status: int, secrets: tuple[str, ...]) -> Answer:
     fields: dict[str, Any] = {}
     for child in _only_child_element(payload):
-        namespace, local = _split_tag(child.tag)
+        namespace, local = name_of(child)
         if namespace != TNS:
             continue
         if local in fields:

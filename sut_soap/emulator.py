@@ -149,6 +149,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
 
+from sut_soap._xml import hardened_parser, has_dtd, name_of
 from sut_soap.errors import ConfigurationError
 
 __all__ = [
@@ -439,21 +440,13 @@ def _parse_request(body: bytes) -> _Request | _Reply:
     head = body[:4096].lower()
     if b"<!doctype" in head or b"<!entity" in body.lower():
         return _bad_request()  # WCF: "DTD is prohibited in this XML document" -> 400
-    parser = etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
-    )
     try:
-        root = etree.fromstring(body, parser)
+        root = etree.fromstring(body, hardened_parser())
     except etree.XMLSyntaxError:
         return _bad_request()
-    docinfo = root.getroottree().docinfo
-    if (
-        getattr(docinfo, "doctype", "")
-        or docinfo.internalDTD is not None
-        or next(root.iter(etree.Entity), None) is not None
-    ):
+    if has_dtd(root) or next(root.iter(etree.Entity), None) is not None:
         return _bad_request()  # a DOCTYPE in an encoding the byte check above cannot see
-    root_name = etree.QName(root)
+    root_name = name_of(root)
     if root_name.localname != "Envelope":
         return _bad_request()
     if root_name.namespace != _SOAP11:
@@ -472,7 +465,7 @@ def _parse_request(body: bytes) -> _Request | _Reply:
     for element in header if header is not None else ():
         if not isinstance(element.tag, str):
             continue
-        name = etree.QName(element)
+        name = name_of(element)
         if name.namespace == SERVICE_NAMESPACE and name.localname in headers:
             if name.localname in seen:
                 return _soap_fault(
@@ -499,7 +492,7 @@ def _parse_request(body: bytes) -> _Request | _Reply:
         return _deserialization_failed(
             f"OperationFormatter encountered an invalid Message body. {expected} Found node type 'EndElement'."
         )
-    wrapper_name = etree.QName(wrapper)
+    wrapper_name = name_of(wrapper)
     if wrapper_name.namespace != SERVICE_NAMESPACE or wrapper_name.localname != "AuthenticationRequest":
         return _deserialization_failed(
             f"OperationFormatter encountered an invalid Message body. {expected} Found node type 'Element' "

@@ -71,6 +71,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from lxml import etree
 
+from sut_soap._xml import hardened_parser, has_dtd, name_of
 from sut_soap.errors import ConfigurationError
 
 __all__ = [
@@ -535,16 +536,7 @@ def _dtd_refused(where: str) -> ConfigurationError:
 
 
 def _parse_xml(data: bytes, where: str) -> etree._Element:
-    parser = etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-        # Not collect_ids=False: with it, libxml2 2.14 reads a DOCTYPE's external subset.
-    )
+    parser = hardened_parser(remove_comments=True, remove_pis=True)
     failure: str | None = None
     try:
         root = etree.fromstring(data, parser)
@@ -553,10 +545,9 @@ def _parse_xml(data: bytes, where: str) -> etree._Element:
         failure = f"{where} is not well-formed XML (line {line}, column {column})"
     if failure is not None:
         raise ConfigurationError(failure, hint="that the key file was copied completely and not edited")
-    docinfo = root.getroottree().docinfo
-    if docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+    if has_dtd(root):
         raise _dtd_refused(where)
-    if not isinstance(root, etree._Element) or etree.QName(root).localname != "RSAKeyValue":
+    if not isinstance(root, etree._Element) or name_of(root).localname != "RSAKeyValue":
         raise ConfigurationError(
             f"{where} is XML but its root element is not <RSAKeyValue>",
             hint="that this is the .NET RSA key document from the developer portal",
@@ -569,7 +560,7 @@ def _xml_values(root: etree._Element, where: str) -> dict[str, int]:
     for child in root:
         if not isinstance(child.tag, str):
             continue
-        name = etree.QName(child).localname
+        name = name_of(child).localname
         if name not in _XML_ELEMENTS:
             continue
         if name in values:

@@ -377,6 +377,20 @@ def test_utf16_doctype_request_is_refused(emu: Emulator, http: requests.Session)
     assert response.status_code == 400
 
 
+def test_unbound_prefixes_answered_not_crashed(emu: Emulator, http: requests.Session) -> None:
+    """Tags that keep an unbound prefix (lxml lets them parse) get a WCF-style answer, not an internal error."""
+    before = len(emu.internal_errors)
+    for body in (
+        b'<s:Envelope xmz:s="x"><s:Body/></s:Envelope>',
+        envelope().replace(b"<tns:AuthenticationRequest>", b"<q:AuthenticationRequest>").replace(
+            b"</tns:AuthenticationRequest>", b"</q:AuthenticationRequest>"
+        ),
+    ):
+        response = post(http, emu, body)
+        assert response.status_code in (400, 500)
+    assert len(emu.internal_errors) == before
+
+
 # -- rejections ---------------------------------------------------------------------------------------
 
 
