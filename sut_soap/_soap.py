@@ -115,7 +115,7 @@ def _load_document(path: str) -> Any:
             try:
                 document = zeep.wsdl.Document(path, loader, settings=_zeep_settings())  # type: ignore[arg-type]
             except (OSError, etree.LxmlError, zeep.exceptions.Error, ValueError, LookupError) as exc:
-                    raise ConfigurationError(
+                raise ConfigurationError(
                     f"cannot load the service WSDL {path}: {type(exc).__name__}",
                     hint="pass the path of a PartnerSystemUserService WSDL file",
                 ) from exc
