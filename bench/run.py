@@ -1,29 +1,45 @@
 """sut-soap benchmarks (``make bench``): plain output, figures for the issue notes.
 
-Measured on loopback against the bundled emulator:
-1. one exchange, emulator in another process: client wall time and client CPU per exchange;
-2. the cost split of one exchange inside the client: signing, envelope, answer parsing, JWT validation;
-3. exchanges per second the emulator sustains with the client in the same process;
-4. start-up: ``import sut_soap`` and ``sut-soap --help`` against a bare interpreter.
+Measured on loopback against the bundled emulator, which runs in another process so that the
+client's CPU can be measured on its own (sections 1-4):
+1. one exchange: ``authenticate()`` next to a minimal hand-written client (string template +
+   requests + lxml + PyJWT, ``bench/handwritten.py``), interleaved in the same run: wall time
+   and client CPU per exchange, and their ratio;
+2. the cost split of one exchange: signing, envelope building, HTTP, answer parsing, JWT
+   validation, for both clients; HTTP also with requests re-reading the environment per
+   request (its default) and over a bare ``http.client`` connection as a floor;
+3. ``get_ticket()`` on a warm cache against one exchange, and 50 threads on one cold tenant;
+4. ``get_tickets()`` for 200 tenants with 50 ms of emulator latency against one by one;
+5. start-up: ``import sut_soap`` and ``sut-soap --help`` against a bare interpreter;
+6. memory of a client holding 10,000 cached tickets (in a subprocess);
+7. exchanges per second with the emulator in the client's process.
+Targets are printed with the measured figures at the end. ``BENCH_EXCHANGES`` sets the number
+of exchanges in sections 1, 2 and 7 (default 300).
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from handwritten import HandwrittenClient
 
-from sut_soap import SystemUserClient
+from sut_soap import SystemUserClient, SystemUserTicket
 from sut_soap._soap import parse_answer
 from sut_soap.emulator import Emulator
 from sut_soap.signing import sign_system_user_token
@@ -32,88 +48,359 @@ SECRET = "bench-secret"
 CTX = "Cust12345"
 TOKEN = "Bench Sync-abc"
 EXCHANGES = int(os.environ.get("BENCH_EXCHANGES", "300"))
+WARM_TENANTS = 200
+WARM_LATENCY = 0.05
 
+# The emulator process: the tenant of sections 1-3, 200 tenants answering after 50 ms for
+# section 4, and a line protocol on stdin ("stats" -> exchanges and connections so far).
 EMULATOR_PROCESS = """
-import sys, threading
-from sut_soap.emulator import Emulator
+import sys
+from sut_soap.emulator import Emulator, Fault
 key = open(sys.argv[1], "rb").read()
-with Emulator(client_secret=%r, partner_public_key=key) as emu:
-    emu.add_tenant(%r, system_user_token=%r, serial="1234567")
+secret, ctx, token, warm, latency = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+with Emulator(client_secret=secret, partner_public_key=key) as emu:
+    emu.add_tenant(ctx, system_user_token=token, serial="1234567")
+    for i in range(warm):
+        emu.add_tenant(f"Warm{i:04d}", system_user_token=f"Warm Sync-{i:04d}")
+        emu.inject(Fault.LATENCY, tenant=f"Warm{i:04d}", seconds=latency)
+    for i in range(60):
+        emu.add_tenant(f"Cold{i:04d}", system_user_token=f"Cold Sync-{i:04d}")
+        emu.inject(Fault.LATENCY, tenant=f"Cold{i:04d}", seconds=0.1)
     print(emu.endpoint, flush=True)
-    threading.Event().wait()
+    for line in sys.stdin:
+        if line.strip() == "stats":
+            print(emu.exchange_count, emu.connection_count, flush=True)
 """
 
 
 @dataclass
-class Timing:
-    wall_ms: list[float]
-    cpu_ms: list[float]
+class Results:
+    """Figures the summary compares with the targets."""
 
-    def line(self, label: str) -> str:
+    exchange_wall_ms: float = float("nan")
+    handwritten_wall_ms: float = float("nan")
+    warm_get_us: float = float("nan")
+    warmup_speedup: float = float("nan")
+    cold_exchanges: int = -1
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Timing:
+    wall_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+
+    def add(self, wall_ms: float, cpu_ms: float) -> None:
+        self.wall_ms.append(wall_ms)
+        self.cpu_ms.append(cpu_ms)
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.wall_ms)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpu_ms)
+
+    def p95(self) -> float:
         w = sorted(self.wall_ms)
-        c = self.cpu_ms
-        return (
-            f"{label:<44} wall median {statistics.median(w):7.3f} ms  p95 {w[int(len(w) * 0.95) - 1]:7.3f} ms"
-            f"  | client CPU median {statistics.median(c):7.3f} ms"
-        )
+        return w[max(0, int(len(w) * 0.95) - 1)]
+
+
+def timed(fn: Callable[[], object], into: Timing) -> None:
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    c1, w1 = time.process_time(), time.perf_counter()
+    into.add((w1 - w0) * 1000, (c1 - c0) * 1000)
 
 
 def measure(fn: Callable[[], object], n: int) -> Timing:
-    wall, cpu = [], []
+    timing = Timing()
     for _ in range(n):
-        w0, c0 = time.perf_counter(), time.thread_time()
-        fn()
-        cpu.append((time.thread_time() - c0) * 1000)
-        wall.append((time.perf_counter() - w0) * 1000)
-    return Timing(wall, cpu)
+        timed(fn, timing)
+    return timing
 
 
-def exchange_out_of_process(key: rsa.RSAPrivateKey) -> None:
-    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    key_file = Path(tempfile.mkdtemp(prefix="sut-soap-bench-")) / "partner.pub.pem"
-    key_file.write_bytes(pem)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", EMULATOR_PROCESS % (SECRET, CTX, TOKEN), str(key_file)],
-        stdout=subprocess.PIPE,
+class EmulatorProcess:
+    """The emulator in a child process, so client CPU is the client's alone."""
+
+    def __init__(self, key: rsa.RSAPrivateKey) -> None:
+        pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        key_file = Path(tempfile.mkdtemp(prefix="sut-soap-bench-")) / "partner.pub.pem"
+        key_file.write_bytes(pem)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", EMULATOR_PROCESS, str(key_file), SECRET, CTX, TOKEN,
+             str(WARM_TENANTS), str(WARM_LATENCY)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.endpoint = self.proc.stdout.readline().strip()
+        base = urlsplit(self.endpoint)
+        self.jwks_url = f"{base.scheme}://{base.netloc}/login/.well-known/jwks"
+
+    def stats(self) -> tuple[int, int]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("stats\n")
+        self.proc.stdin.flush()
+        exchanges, connections = self.proc.stdout.readline().split()
+        return int(exchanges), int(connections)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the emulator process used so far (Linux /proc; NaN elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@contextmanager
+def sut_client(emu: EmulatorProcess, key: rsa.RSAPrivateKey, **kwargs: object) -> Iterator[SystemUserClient]:
+    with SystemUserClient(client_secret=SECRET, private_key=key, endpoint=emu.endpoint, **kwargs) as client:  # type: ignore[arg-type]
+        client.authenticate(context_identifier=CTX, system_user_token=TOKEN)  # JWKS fetched, connection open
+        yield client
+
+
+def exchange_against_handwritten(emu: EmulatorProcess, key: rsa.RSAPrivateKey, results: Results) -> None:
+    hand = HandwrittenClient(endpoint=emu.endpoint, jwks_url=emu.jwks_url, client_secret=SECRET, private_key=key)
+    with sut_client(emu, key) as client:
+        ours, theirs = Timing(), Timing()
+        fns = (
+            (lambda: client.authenticate(context_identifier=CTX, system_user_token=TOKEN), ours),
+            (lambda: hand.authenticate(CTX, TOKEN), theirs),
+        )
+        for _ in range(10):
+            for fn, _timing in fns:
+                fn()
+        for i in range(EXCHANGES):  # interleaved, alternating who goes first
+            for fn, timing in fns if i % 2 else fns[::-1]:
+                timed(fn, timing)
+    hand.close()
+    results.exchange_wall_ms, results.handwritten_wall_ms = ours.wall, theirs.wall
+    print(f"1. one exchange, emulator in another process, {EXCHANGES} each, interleaved (medians):")
+    for label, t in (("sut-soap authenticate()", ours), ("hand-written (template+requests+lxml+PyJWT)", theirs)):
+        print(f"   {label:<46} wall {t.wall:7.3f} ms (p95 {t.p95():7.3f})  client CPU {t.cpu:7.3f} ms")
+    print(f"   ratio sut-soap / hand-written: wall {ours.wall / theirs.wall:5.3f}  "
+          f"client CPU {ours.cpu / theirs.cpu:5.3f}  (extra client CPU {ours.cpu - theirs.cpu:+.3f} ms per exchange)")
+
+
+def cost_split(emu: EmulatorProcess, key: rsa.RSAPrivateKey) -> None:
+    hand = HandwrittenClient(endpoint=emu.endpoint, jwks_url=emu.jwks_url, client_secret=SECRET, private_key=key)
+    with sut_client(emu, key) as client:
+        signed = sign_system_user_token(TOKEN, key)
+        body, headers = client._soap.build(signed_token=signed, client_secret=SECRET, context_identifier=CTX)
+        response = client._soap.send(body, headers)
+        answer = parse_answer(response)
+        assert answer.token is not None
+        token = answer.token
+        hand_body = hand.envelope(CTX, signed)
+        hand_content = hand.post(hand_body)
+        n, n_http = 1000, max(100, EXCHANGES)
+        session = client._transport.session
+
+        def with_trust_env() -> object:
+            session.trust_env = True
+            try:
+                return client._soap.send(body, headers)
+            finally:
+                session.trust_env = False
+
+        target = urlsplit(emu.endpoint)
+        raw = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port)
+        raw_headers = {**headers, "Content-Length": str(len(body))}
+
+        def bare_post() -> bytes:
+            raw.request("POST", target.path, body=body, headers=raw_headers)
+            return raw.getresponse().read()
+
+        rows: list[tuple[str, Callable[[], object], Callable[[], object] | None, int]] = [
+            ("signing (RSA-2048 PKCS#1 v1.5)", lambda: sign_system_user_token(TOKEN, key), lambda: hand.sign(TOKEN), n),
+            ("envelope building (zeep + plugin | template)",
+             lambda: client._soap.build(signed_token=signed, client_secret=SECRET, context_identifier=CTX),
+             lambda: hand.envelope(CTX, signed), n),
+            ("HTTP POST + read (environment read once)", lambda: client._soap.send(body, headers),
+             lambda: hand.post(hand_body), n_http),
+            ("  the same, trust_env=True (requests' default)", with_trust_env, None, n_http),
+            ("  floor: bare http.client keep-alive POST", bare_post, None, n_http),
+            ("answer parsing (hardened lxml | lxml find)", lambda: parse_answer(response),
+             lambda: hand.parse(hand_content), n),
+            ("JWT validation (RS256 + claims | PyJWT)",
+             lambda: client._validator.validate(token, context_identifier=CTX),
+             lambda: hand.validate(token, CTX), n),
+        ]
+        print("2. cost split of one exchange, client CPU per step (medians; wall for HTTP):")
+        print(f"   {'step':<48} {'sut-soap':>20} {'hand-written':>14}")
+        total_ours = total_theirs = 0.0
+        for label, ours_fn, theirs_fn, count in rows:
+            ours = measure(ours_fn, count)
+            wall = f" ({ours.wall:.3f} wall)" if "HTTP" in label or "http" in label else ""
+            line = f"   {label:<48} {ours.cpu:8.3f} ms{wall:<14}"
+            if theirs_fn is not None:
+                theirs = measure(theirs_fn, count)
+                line += f" {theirs.cpu:8.3f} ms"
+                total_ours += ours.cpu
+                total_theirs += theirs.cpu
+            print(line)
+        print(f"   {'sum of the five steps':<48} {total_ours:8.3f} ms{'':<14} {total_theirs:8.3f} ms")
+        raw.close()
+    hand.close()
+
+
+def warm_cache_and_single_flight(emu: EmulatorProcess, key: rsa.RSAPrivateKey, results: Results) -> None:
+    with sut_client(emu, key) as client:
+        client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+        n = 200_000
+        get = client.get_ticket
+        c0, w0 = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            get(context_identifier=CTX, system_user_token=TOKEN)
+        wall_us = (time.perf_counter() - w0) / n * 1e6
+        cpu_us = (time.process_time() - c0) / n * 1e6
+    results.warm_get_us = wall_us
+    ratio = results.exchange_wall_ms * 1000 / wall_us
+    print(f"3. get_ticket() on a warm cache ({n} calls): {wall_us:.2f} us wall, {cpu_us:.2f} us CPU per call; "
+          f"{ratio:,.0f}x cheaper than one exchange ({results.exchange_wall_ms:.3f} ms)")
+
+    with sut_client(emu, key) as client:
+        barrier = threading.Barrier(50)
+        got: list[SystemUserTicket] = []
+        before, _ = emu.stats()
+
+        def ask() -> None:
+            barrier.wait()
+            got.append(client.get_ticket(context_identifier="Cold0000", system_user_token="Cold Sync-0000"))
+
+        threads = [threading.Thread(target=ask) for _ in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        after, _ = emu.stats()
+    results.cold_exchanges = after - before
+    print(f"   50 threads (Barrier) on one cold tenant (100 ms latency): {after - before} exchange(s), "
+          f"{len({t.ticket for t in got})} distinct ticket(s) for {len(got)} callers")
+
+
+def warm_up(emu: EmulatorProcess, key: rsa.RSAPrivateKey, results: Results) -> None:
+    tenants = {f"Warm{i:04d}": f"Warm Sync-{i:04d}" for i in range(WARM_TENANTS)}
+    print(f"4. warm-up of {WARM_TENANTS} cold tenants, {WARM_LATENCY * 1000:.0f} ms emulator latency each:")
+
+    with sut_client(emu, key) as client:
+        ex0, _ = emu.stats()
+        started = time.perf_counter()
+        for ctx, token in tenants.items():
+            client.get_ticket(context_identifier=ctx, system_user_token=token)
+        one_by_one = time.perf_counter() - started
+        ex1, _ = emu.stats()
+    print(f"   one by one (get_ticket in a loop)      {one_by_one:7.3f} s   {ex1 - ex0} exchanges")
+
+    speedups: dict[int, float] = {}
+    client_cpu: dict[int, float] = {}
+    emulator_cpu: dict[int, float] = {}
+    for workers in (16, 32, 64):
+        with sut_client(emu, key) as client:
+            ex0, conn0 = emu.stats()
+            emu_cpu0, cpu0 = emu.cpu_seconds(), time.process_time()
+            started = time.perf_counter()
+            result = client.get_tickets(tenants, max_workers=workers)
+            elapsed = time.perf_counter() - started
+            cpu, emu_cpu = time.process_time() - cpu0, emu.cpu_seconds() - emu_cpu0
+            ex1, conn1 = emu.stats()
+            ok = sum(isinstance(t, SystemUserTicket) for t in result.values())
+        speedups[workers] = one_by_one / elapsed
+        client_cpu[workers], emulator_cpu[workers] = cpu, emu_cpu
+        default = " (default)" if workers == 16 else ""
+        print(f"   get_tickets(max_workers={workers}){default:<10}{elapsed:7.3f} s   {ex1 - ex0} exchanges, "
+              f"{ok} tickets, {conn1 - conn0} new connections, speed-up {one_by_one / elapsed:5.1f}x")
+        print(f"      CPU: client {cpu:.3f} s ({cpu / len(tenants) * 1000:.2f} ms/exchange) + emulator {emu_cpu:.3f} s"
+              f" = {(cpu + emu_cpu) / elapsed:.2f} CPUs busy on average")
+    results.warmup_speedup = speedups[16]
+    results.notes.append(
+        f"warm-up: with 16 workers the client process used {client_cpu[16]:.2f} s of CPU for {len(tenants)} exchanges, "
+        f"mostly holding the GIL (all but RSA signing), so one process cannot beat "
+        f"{one_by_one / client_cpu[16]:.1f}x here; the emulator (one GIL-bound process too) "
+        f"used {emulator_cpu[16]:.2f} s"
     )
-    assert proc.stdout is not None
-    try:
-        endpoint = proc.stdout.readline().decode().strip()
-        with SystemUserClient(client_secret=SECRET, private_key=key, endpoint=endpoint) as client:
-            client.authenticate(context_identifier=CTX, system_user_token=TOKEN)  # JWKS fetch, warm pool
-            timing = measure(lambda: client.authenticate(context_identifier=CTX, system_user_token=TOKEN), EXCHANGES)
-        print(timing.line(f"1. authenticate(), emulator in another process ({EXCHANGES}x)"))
-    finally:
-        proc.kill()
-        proc.wait()
 
 
-def cost_split(key: rsa.RSAPrivateKey) -> None:
-    with Emulator(client_secret=SECRET, partner_public_key=key) as emu:
-        emu.add_tenant(CTX, system_user_token=TOKEN, serial="1234567")
-        with SystemUserClient(client_secret=SECRET, private_key=key, endpoint=emu.endpoint) as client:
-            client.authenticate(context_identifier=CTX, system_user_token=TOKEN)
-            signed = sign_system_user_token(TOKEN, key)
-            body, headers = client._soap.build(signed_token=signed, client_secret=SECRET, context_identifier=CTX)
-            response = client._soap.send(body, headers)
-            answer = parse_answer(response)
-            assert answer.token is not None
-            token = answer.token
-            n = 1000
-            print("2. cost split inside the client (CPU, same process, medians):")
-            parts = {
-                "signing (RSA-2048 PKCS#1 v1.5)": lambda: sign_system_user_token(TOKEN, key),
-                "envelope building (zeep + plugin)": lambda: client._soap.build(
-                    signed_token=signed, client_secret=SECRET, context_identifier=CTX
-                ),
-                "HTTP POST + read (loopback, emulator in-process)": lambda: client._soap.send(body, headers),
-                "answer parsing (hardened lxml)": lambda: parse_answer(response),
-                "JWT validation (RS256 + claims)": lambda: client._validator.validate(token, context_identifier=CTX),
-            }
-            for label, fn in parts.items():
-                t = measure(fn, 200 if "HTTP" in label else n)
-                print(f"   {label:<50} {statistics.median(t.wall_ms):8.3f} ms wall  "
-                      f"{statistics.median(t.cpu_ms):8.3f} ms CPU")
+def startup() -> None:
+    def run(args: list[str], n: int = 15) -> float:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            subprocess.run(args, check=True, capture_output=True)
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    bare = run([sys.executable, "-c", "pass"])
+    imp = run([sys.executable, "-c", "import sut_soap"])
+    full = run([sys.executable, "-c", "import sut_soap.client"])
+    helps = run([sys.executable, "-m", "sut_soap", "--help"])
+    script = Path(sys.executable).parent / "sut-soap"
+    helps_script = run([str(script), "--help"]) if script.exists() else float("nan")
+    print(f"5. start-up (median of 15): bare python {bare:.1f} ms | import sut_soap {imp:.1f} ms | "
+          f"import sut_soap.client (zeep) {full:.1f} ms | python -m sut_soap --help {helps:.1f} ms | "
+          f"sut-soap --help {helps_script:.1f} ms")
+
+
+MEMORY_PROCESS = textwrap.dedent("""
+    import json, resource, sys, time, tracemalloc
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from sut_soap import SystemUserClient, SystemUserTicket
+    from sut_soap.emulator import Emulator
+
+    N, trace = int(sys.argv[1]), sys.argv[2] == "trace"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with Emulator(client_secret="s", partner_public_key=key) as emu:
+        emu.add_tenant("Cust00000", system_user_token="Sync-00000", serial="1000000")
+        client = SystemUserClient(client_secret="s", private_key=key, endpoint=emu.endpoint)
+        template = client.authenticate(context_identifier="Cust00000", system_user_token="Sync-00000")
+    claims_text = json.dumps(dict(template.claims))
+
+    def exchange(*, context_identifier, system_user_token):
+        # What a real exchange leaves behind: fresh strings for the JWT and the decoded claims.
+        claims = json.loads(claims_text.replace("Cust00000", context_identifier))
+        jwt = template.token[:-10] + context_identifier[-10:].rjust(10, "x")
+        return SystemUserTicket.from_claims(jwt, claims, obtained_at=client._clock())
+
+    client.authenticate = exchange
+    tenants = [(f"Cust{i:05d}", f"Sync-{i:05d}") for i in range(N)]
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if trace:
+        tracemalloc.start()
+    for ctx, token in tenants:
+        client.get_ticket(context_identifier=ctx, system_user_token=token)
+    del ctx, token
+    assert len(client.cache) == N
+    if trace:
+        current, peak = tracemalloc.get_traced_memory()
+        print(current, peak, len(template.token))
+    else:
+        print(rss0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+""")
+
+
+def memory() -> None:
+    n = 10_000
+
+    def child(mode: str) -> list[int]:
+        out = subprocess.run([sys.executable, "-c", MEMORY_PROCESS, str(n), mode],
+                             check=True, capture_output=True, text=True)
+        return [int(x) for x in out.stdout.split()]
+
+    current, peak, jwt_chars = child("trace")
+    rss_before, rss_after = child("rss")
+    print(f"6. {n:,} cached tickets in one client (JWT {jwt_chars} chars, claims as decoded): "
+          f"traced {current / 2**20:.1f} MiB held ({current / n / 1024:.2f} KiB per tenant), "
+          f"peak {peak / 2**20:.1f} MiB | process max RSS {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB")
 
 
 def emulator_throughput(key: rsa.RSAPrivateKey) -> None:
@@ -132,38 +419,45 @@ def emulator_throughput(key: rsa.RSAPrivateKey) -> None:
                         list(pool.map(lambda _: client.authenticate(context_identifier=CTX, system_user_token=TOKEN),
                                       range(n)))
                 rate = n / (time.perf_counter() - started)
-                print(f"3. emulator + client in one process, {workers} thread(s): "
+                print(f"7. emulator + client in one process, {workers} thread(s): "
                       f"{rate:7.1f} exchanges/s ({n} exchanges)")
 
 
-def startup() -> None:
-    def run(args: list[str], n: int = 15) -> float:
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            subprocess.run(args, check=True, capture_output=True)
-            times.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(times)
-
-    bare = run([sys.executable, "-c", "pass"])
-    imp = run([sys.executable, "-c", "import sut_soap"])
-    full = run([sys.executable, "-c", "import sut_soap.client"])
-    helps = run([sys.executable, "-m", "sut_soap", "--help"])
-    script = Path(sys.executable).parent / "sut-soap"
-    helps_script = run([str(script), "--help"]) if script.exists() else float("nan")
-    print(f"4. start-up (median of 15): bare python {bare:.1f} ms | import sut_soap {imp:.1f} ms | "
-          f"import sut_soap.client (zeep) {full:.1f} ms | python -m sut_soap --help {helps:.1f} ms | "
-          f"sut-soap --help {helps_script:.1f} ms")
+def summary(results: Results) -> int:
+    rows = [
+        ("exchange wall time, sut-soap / hand-written", results.exchange_wall_ms / results.handwritten_wall_ms,
+         "<= 1.10", results.exchange_wall_ms / results.handwritten_wall_ms <= 1.10, "{:.3f}"),
+        ("warm get_ticket, times cheaper than an exchange", results.exchange_wall_ms * 1000 / results.warm_get_us,
+         ">= 1000", results.exchange_wall_ms * 1000 / results.warm_get_us >= 1000, "{:,.0f}x"),
+        (f"warm-up of {WARM_TENANTS} tenants at 50 ms, speed-up (16 workers)", results.warmup_speedup,
+         ">= 10", results.warmup_speedup >= 10, "{:.1f}x"),
+        ("exchanges for 50 threads on one cold tenant", results.cold_exchanges, "== 1",
+         results.cold_exchanges == 1, "{}"),
+    ]
+    print("targets:")
+    for label, value, target, ok, fmt in rows:
+        print(f"   {label:<58} {fmt.format(value):>9}   target {target:<8} {'met' if ok else 'MISSED'}")
+    for note in results.notes:
+        print(f"   note: {note}")
+    return 0
 
 
 def main() -> int:
     print(f"sut-soap benchmarks on {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    exchange_out_of_process(key)
-    cost_split(key)
-    emulator_throughput(key)
+    results = Results()
+    emu = EmulatorProcess(key)
+    try:
+        exchange_against_handwritten(emu, key, results)
+        cost_split(emu, key)
+        warm_cache_and_single_flight(emu, key, results)
+        warm_up(emu, key, results)
+    finally:
+        emu.stop()
     startup()
-    return 0
+    memory()
+    emulator_throughput(key)
+    return summary(results)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,231 @@
+"""Where :meth:`SystemUserClient.get_ticket` keeps tickets: a small, pluggable store.
+
+SuperOffice asks partners not to exchange before every call: each exchange creates a
+credential record, and a ticket stays valid for 6 hours after its last use. So the client
+keeps one ticket per tenant and exchanges again only when it is due. The decisions (is the
+ticket fresh, due for renewal, or dead; who exchanges when many threads ask at once) live
+in the client; a store only keeps entries. That keeps a store small enough to be backed by
+something shared, so a fleet of processes can share tickets.
+
+The seam, :class:`TicketCache`, is three methods:
+
+- ``get(key) -> CachedTicket | None``
+- ``set(key, entry, ttl)``: keep ``entry``; after ``ttl`` seconds it is useless and may go
+- ``delete(key)``: forget it (idempotent)
+
+and, optionally, ``lock(key, timeout)`` (:class:`LockingTicketCache`): a context manager
+holding a cross-process lock while one process exchanges, so that a fleet asking for the same
+cold tenant exchanges once, not once per process. Without it, single flight holds per
+process. A shared store's lock must expire on its own (a crashed holder must not block the
+fleet) and must let the caller in after ``timeout`` seconds rather than fail; the client
+reads the store again once it holds the lock.
+
+Keys are ``sut-soap:v1:<namespace>:<ContextIdentifier>``: the namespace is a keyed hash of the
+endpoint and the application (client secret), so two applications or environments never
+share an entry. An entry holds the ticket with its tenant data, when it was obtained and a
+keyed fingerprint of the system user token (never the token itself): a different system user
+token for the same tenant never gets the old ticket.
+
+The JSON form for shared stores leaves out the JWT and its ``system_token`` claim, which is
+the system user token: a ticket read back from it has ``token == ""`` (the JWT expires within
+minutes anyway) and no ``system_token`` claim. The in-memory store keeps the ticket object as
+``get_ticket`` returned it.
+
+Entries are secrets: whoever can read the store can call the tenant's APIs as the system
+user, and whoever can write it can hand your processes any ticket. A shared store belongs on
+a private network with TLS, authentication and access control, and its own persistence and
+backups count as secret storage. :meth:`CachedTicket.to_json` / :meth:`CachedTicket.from_json`
+are the wire format for such a store, for example (redis-py)::
+
+    class RedisTicketCache:
+        def __init__(self, redis): self.redis = redis
+        def get(self, key):
+            raw = self.redis.get(key)
+            return None if raw is None else CachedTicket.from_json(raw)
+        def set(self, key, entry, ttl):
+            self.redis.set(key, entry.to_json(), px=max(1, int(ttl * 1000)))
+        def delete(self, key):
+            self.redis.delete(key)
+        def lock(self, key, timeout):
+            # expires by itself; a timed-out wait raises LockError and the client goes ahead
+            return self.redis.lock(key + ":lock", timeout=timeout, blocking_timeout=timeout)
+
+(redis-py's ``Lock`` raises ``LockError`` when it is not acquired within ``blocking_timeout``;
+the client treats an exception from a store as the store being unavailable: it logs a
+warning and carries on without it, exchanging if it has to. A store that fails therefore
+costs extra exchanges, never a failed call and never a stale ticket.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from .ticket import SystemUserTicket
+from .tokens import CLAIM_PREFIX
+
+__all__ = ["CachedTicket", "InMemoryTicketCache", "LockingTicketCache", "TicketCache"]
+
+_FORMAT_VERSION = 1
+# Left out of the JSON form: the system user token travels in this claim of the JWT.
+_SECRET_CLAIMS = frozenset({CLAIM_PREFIX + "system_token"})
+
+# Marks entries this process created, so their age can also be measured on the monotonic
+# clock; an entry read back from another process (pickled or JSON) never matches.
+_PROCESS_MARK = os.urandom(8).hex()
+
+
+class CachedTicket:
+    """One tenant's cached ticket, as a :class:`TicketCache` stores it.
+
+    ``ticket`` is the validated :class:`~sut_soap.ticket.SystemUserTicket` (its ``obtained_at``
+    is when the exchange started); ``token_fingerprint`` is a keyed hash of the system user
+    token it was obtained with. The repr shows neither the ticket nor the JWT.
+    """
+
+    __slots__ = ("_local", "obtained_ts", "ticket", "token_fingerprint")
+
+    ticket: SystemUserTicket
+    token_fingerprint: str
+    obtained_ts: float
+    _local: tuple[str, float] | None
+
+    def __init__(
+        self, ticket: SystemUserTicket, *, token_fingerprint: str, obtained_monotonic: float | None = None
+    ) -> None:
+        if not isinstance(ticket, SystemUserTicket):
+            raise TypeError("ticket must be a SystemUserTicket")
+        if not isinstance(token_fingerprint, str) or not token_fingerprint:
+            raise TypeError("token_fingerprint must be a non-empty string")
+        self.ticket = ticket
+        self.token_fingerprint = token_fingerprint
+        self.obtained_ts = ticket.obtained_at.timestamp()
+        self._local = None if obtained_monotonic is None else (_PROCESS_MARK, float(obtained_monotonic))
+
+    @property
+    def context_identifier(self) -> str:
+        """The tenant the ticket is for."""
+        return self.ticket.context_identifier
+
+    @property
+    def obtained_at(self) -> datetime:
+        """When the exchange that produced the ticket started (timezone-aware)."""
+        return self.ticket.obtained_at
+
+    def local_age(self, monotonic_now: float) -> float | None:
+        """Seconds since this process obtained the ticket on the monotonic clock, else None."""
+        local = self._local
+        if local is None or local[0] != _PROCESS_MARK:
+            return None
+        return monotonic_now - local[1]
+
+    def to_json(self) -> str:
+        """Serialise for a shared store: the ticket (a secret) and claims, without the JWT or system token."""
+        return json.dumps(
+            {
+                "v": _FORMAT_VERSION,
+                "claims": {k: v for k, v in self.ticket.claims.items() if k not in _SECRET_CLAIMS},
+                "obtained_at": self.ticket.obtained_at.isoformat(),
+                "fingerprint": self.token_fingerprint,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> CachedTicket:
+        """Rebuild an entry written by :meth:`to_json`; raise ``ValueError`` on anything else."""
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or data.get("v") != _FORMAT_VERSION:
+                raise ValueError("not a sut-soap cache entry of a known version")
+            claims, fingerprint = data["claims"], data["fingerprint"]
+            if not isinstance(claims, Mapping) or not isinstance(fingerprint, str) or not fingerprint:
+                raise ValueError("malformed sut-soap cache entry")
+            obtained_at = datetime.fromisoformat(data["obtained_at"])
+            if obtained_at.tzinfo is None:
+                raise ValueError("obtained_at has no time zone")
+            ticket = SystemUserTicket.from_claims("", claims, obtained_at=obtained_at)
+        except (KeyError, TypeError, OverflowError) as exc:
+            raise ValueError(f"malformed sut-soap cache entry ({type(exc).__name__})") from None
+        return cls(ticket, token_fingerprint=fingerprint)
+
+    def __repr__(self) -> str:
+        return (
+            f"CachedTicket(context_identifier={self.context_identifier!r}, "
+            f"obtained_at={self.obtained_at.isoformat()!r}, ticket='***')"
+        )
+
+    __str__ = __repr__
+
+
+@runtime_checkable
+class TicketCache(Protocol):
+    """The store behind the client's ticket cache; see the module docstring.
+
+    Methods may be called from many threads at once. ``get`` returns what ``set`` stored for
+    the key (or None); it need not check freshness, the client does. Exceptions are treated
+    as the store being unavailable.
+    """
+
+    def get(self, key: str) -> CachedTicket | None: ...
+
+    def set(self, key: str, entry: CachedTicket, ttl: float) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+@runtime_checkable
+class LockingTicketCache(TicketCache, Protocol):
+    """A store that can also hold a cross-process lock per key while one process exchanges."""
+
+    def lock(self, key: str, timeout: float) -> AbstractContextManager[object]: ...
+
+
+class InMemoryTicketCache:
+    """The default store: a dict in this process, guarded by one short lock.
+
+    Entries are dropped when their ``ttl`` has passed (checked on ``get``, on the monotonic
+    clock) or when overwritten; the store holds at most one entry per tenant and client
+    namespace. Tickets stay in process memory, as any in-process credential does.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[CachedTicket, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> CachedTicket | None:
+        item = self._entries.get(key)  # a single dict read needs no lock; removal does
+        if item is None:
+            return None
+        if time.monotonic() >= item[1]:
+            with self._lock:
+                if self._entries.get(key) is item:
+                    del self._entries[key]
+            return None
+        return item[0]
+
+    def set(self, key: str, entry: CachedTicket, ttl: float) -> None:
+        with self._lock:
+            self._entries[key] = (entry, time.monotonic() + ttl)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"InMemoryTicketCache(entries={len(self)})"

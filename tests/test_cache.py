@@ -1,0 +1,605 @@
+"""get_ticket, invalidate and get_tickets: the per-tenant ticket cache, single flight and warm-up."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from sut_soap import (
+    AuthenticationRejectedError,
+    ConfigurationError,
+    SoapFaultError,
+    SutSoapError,
+    SystemUserClient,
+    SystemUserTicket,
+    TransportError,
+)
+from sut_soap.cache import CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
+from sut_soap.client import default_refresh_ahead
+from sut_soap.emulator import Emulator, Fault
+from sut_soap.keys import load_private_key
+
+KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
+PARTNER_KEY = load_private_key((KEYS / "test-partner.xml").read_bytes())
+CLIENT_SECRET = "canary-client-secret-c4c8e"
+CTX = "Cust12345"
+TOKEN = "Acme Sync-canaryC4che1"
+OTHER_CTX = "Cust67890"
+OTHER_TOKEN = "Other Sync-canaryC4che2"
+WARM = {f"Cust2{i:04d}": f"Warm Sync-canary{i:04d}" for i in range(40)}
+SECRETS = (CLIENT_SECRET, TOKEN, OTHER_TOKEN)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(client_secret=CLIENT_SECRET, partner_public_key=PARTNER_KEY) as emu:
+        emu.add_tenant(CTX, system_user_token=TOKEN, serial="1234567")
+        emu.add_tenant(OTHER_CTX, system_user_token=OTHER_TOKEN, serial="7654321")
+        for ctx, token in WARM.items():
+            emu.add_tenant(ctx, system_user_token=token)
+        yield emu
+
+
+@pytest.fixture
+def emu(emulator: Emulator) -> Iterator[Emulator]:
+    emulator.clear_faults()
+    yield emulator
+    emulator.clear_faults()
+    assert not emulator.internal_errors
+
+
+@pytest.fixture
+def make_client(emu: Emulator) -> Iterator[Callable[..., SystemUserClient]]:
+    made: list[SystemUserClient] = []
+
+    def make(**kwargs: Any) -> SystemUserClient:
+        options: dict[str, Any] = {"client_secret": CLIENT_SECRET, "private_key": PARTNER_KEY, "endpoint": emu.endpoint}
+        options.update(kwargs)
+        client = SystemUserClient(**options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+class FrozenClock:
+    """A wall clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FakeSharedStore:
+    """A stand-in for Redis: JSON text per key, the TTL given, and one lock per key."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.ttls: dict[str, float] = {}
+        self.lock_calls = 0
+        self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+
+    def get(self, key: str) -> CachedTicket | None:
+        text = self.data.get(key)
+        return None if text is None else CachedTicket.from_json(text)
+
+    def set(self, key: str, entry: CachedTicket, ttl: float) -> None:
+        self.data[key] = entry.to_json()
+        self.ttls[key] = ttl
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    @contextmanager
+    def lock(self, key: str, timeout: float) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks[key]
+            self.lock_calls += 1
+        acquired = lock.acquire(timeout=timeout)
+        try:
+            yield
+        finally:
+            if acquired:
+                lock.release()
+
+
+class BrokenStore:
+    """A store whose every operation fails, like an unreachable Redis."""
+
+    def get(self, key: str) -> CachedTicket | None:
+        raise ConnectionError("store down: " + key)
+
+    def set(self, key: str, entry: CachedTicket, ttl: float) -> None:
+        raise ConnectionError("store down")
+
+    def delete(self, key: str) -> None:
+        raise ConnectionError("store down")
+
+
+def run_threads(n: int, target: Callable[[int], None], timeout: float = 20.0) -> None:
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads), "a thread is stuck"
+
+
+def assert_no_secrets(*texts: str) -> None:
+    for secret in SECRETS:
+        assert all(secret not in text for text in texts)
+
+
+# --- the cache ------------------------------------------------------------------------------
+
+
+def test_warm_ticket_comes_from_cache(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """A second get_ticket for a tenant returns the cached ticket without an exchange."""
+    client = make_client()
+    before = emu.exchange_count
+    first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    second = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert second is first
+    assert emu.exchange_count == before + 1
+
+
+def test_tenants_never_share_tickets(make_client: Callable[..., SystemUserClient]) -> None:
+    """Each tenant gets its own ticket, for itself."""
+    client = make_client()
+    a = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    b = client.get_ticket(context_identifier=OTHER_CTX, system_user_token=OTHER_TOKEN)
+    assert (a.context_identifier, b.context_identifier) == (CTX, OTHER_CTX)
+    assert a.ticket != b.ticket
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is a
+
+
+def test_other_system_user_token_is_not_served_the_cached_ticket(
+    make_client: Callable[..., SystemUserClient], emu: Emulator
+) -> None:
+    """A different system user token for a cached tenant exchanges instead of reusing the ticket."""
+    client = make_client()
+    client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    before = emu.exchange_count
+    with pytest.raises(AuthenticationRejectedError):
+        client.get_ticket(context_identifier=CTX, system_user_token=OTHER_TOKEN)
+    assert emu.exchange_count == before + 1
+
+
+def test_stale_ticket_never_returned(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """At ticket_lifetime the cached ticket is dead: the next call exchanges for a new one."""
+    clock = FrozenClock()
+    client = make_client(clock=clock, ticket_lifetime=60, refresh_ahead=0)
+    first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    clock.advance(59.9)
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is first
+    before = emu.exchange_count
+    clock.advance(0.1)
+    second = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert second.ticket != first.ticket
+    assert emu.exchange_count == before + 1
+
+
+def test_expired_ticket_and_failed_exchange_raise(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """A dead ticket is not a fallback: when its renewal fails the caller gets the typed error."""
+    clock = FrozenClock()
+    client = make_client(clock=clock, ticket_lifetime=60, refresh_ahead=10)
+    client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    clock.advance(61)
+    emu.inject(Fault.SERVICE_UNAVAILABLE_HTML)
+    with pytest.raises(TransportError) as info:
+        client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert info.value.retryable
+
+
+def test_ticket_due_for_renewal_is_renewed(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """Inside the refresh-ahead window the ticket is renewed before it dies."""
+    clock = FrozenClock()
+    client = make_client(clock=clock, ticket_lifetime=600, refresh_ahead=300)
+    first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    clock.advance(299)
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is first
+    clock.advance(2)
+    second = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert second.ticket != first.ticket
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is second
+
+
+def test_renewal_failure_keeps_valid_ticket_with_one_warning(
+    make_client: Callable[..., SystemUserClient], emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transient failure while renewing returns the still-valid ticket, warns once, and backs off."""
+    clock = FrozenClock()
+    client = make_client(clock=clock, ticket_lifetime=600, refresh_ahead=300)
+    first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    clock.advance(400)
+    emu.inject(Fault.SERVICE_UNAVAILABLE_HTML)
+    before = emu.exchange_count
+    caplog.set_level(logging.DEBUG)
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is first
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is first
+    assert emu.exchange_count == before + 1
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert CTX in warnings[0].getMessage()
+    assert_no_secrets(caplog.text, first.ticket)
+    assert first.ticket not in caplog.text
+
+
+def test_renewal_rejected_raises(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """A renewal the service rejects (not retryable) raises instead of hiding the rejection."""
+    clock = FrozenClock()
+    client = make_client(clock=clock, ticket_lifetime=600, refresh_ahead=300)
+    client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    clock.advance(400)
+    emu.inject(Fault.REJECT, tenant=CTX, message="Revoked")
+    with pytest.raises(AuthenticationRejectedError):
+        client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+
+
+def test_wall_clock_set_back_does_not_extend_lifetime(
+    make_client: Callable[..., SystemUserClient], emu: Emulator
+) -> None:
+    """A wall clock set back an hour cannot keep a ticket past its lifetime (monotonic age counts)."""
+    offset = [timedelta(0)]
+    client = make_client(clock=lambda: datetime.now(timezone.utc) + offset[0], ticket_lifetime=0.3, refresh_ahead=0)
+    first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    offset[0] = timedelta(hours=-1)
+    time.sleep(0.35)
+    before = emu.exchange_count
+    with pytest.raises(SutSoapError):  # the re-exchange itself fails: the clock is an hour off
+        client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert emu.exchange_count == before + 1
+    assert first.context_identifier == CTX
+
+
+def test_invalidate_forces_exchange(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """After invalidate the next get_ticket exchanges for a new ticket."""
+    client = make_client()
+    first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    client.invalidate(CTX)
+    before = emu.exchange_count
+    second = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert second.ticket != first.ticket
+    assert emu.exchange_count == before + 1
+
+
+def test_invalidate_with_old_ticket_keeps_newer(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """invalidate(ticket=old) leaves a newer cached ticket alone (late 401s cause no extra exchange)."""
+    client = make_client()
+    old = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    client.invalidate(CTX, ticket=old)
+    new = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    before = emu.exchange_count
+    client.invalidate(CTX, ticket=old)
+    client.invalidate(CTX, ticket=old.ticket)
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is new
+    assert emu.exchange_count == before
+
+
+# --- single flight --------------------------------------------------------------------------
+
+
+def test_fifty_threads_cold_tenant_one_exchange(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """50 threads released together on a cold tenant cause exactly one exchange and share its ticket."""
+    client = make_client()
+    emu.inject(Fault.LATENCY, tenant=CTX, seconds=0.2, times=1)
+    barrier = threading.Barrier(50)
+    got: list[SystemUserTicket] = []
+    before = emu.exchange_count
+
+    def work(_: int) -> None:
+        barrier.wait(5)
+        got.append(client.get_ticket(context_identifier=CTX, system_user_token=TOKEN))
+
+    run_threads(50, work)
+    assert emu.exchange_count == before + 1
+    assert len(got) == 50
+    assert len({id(t) for t in got}) == 1
+
+
+def test_different_tenants_do_not_wait_for_each_other(
+    make_client: Callable[..., SystemUserClient], emu: Emulator
+) -> None:
+    """While one tenant's exchange hangs on latency, another tenant's exchange completes."""
+    client = make_client()
+    client.get_ticket(context_identifier=OTHER_CTX, system_user_token=OTHER_TOKEN)  # JWKS fetched
+    emu.inject(Fault.LATENCY, tenant=CTX, seconds=1.5, times=1)
+    before = emu.exchange_count
+    slow = threading.Thread(target=client.get_ticket, kwargs={"context_identifier": CTX, "system_user_token": TOKEN})
+    slow.start()
+    deadline = time.monotonic() + 5
+    while emu.exchange_count == before and time.monotonic() < deadline:
+        time.sleep(0.005)
+    started = time.monotonic()
+    ctx, token = next(iter(WARM.items()))
+    assert client.get_ticket(context_identifier=ctx, system_user_token=token).context_identifier == ctx
+    assert time.monotonic() - started < 0.7
+    assert slow.is_alive()
+    slow.join(5)
+
+
+def test_failed_exchange_releases_waiters_with_error(
+    make_client: Callable[..., SystemUserClient], emu: Emulator
+) -> None:
+    """When the one exchange fails, every waiter gets its typed error, no lock stays held, the next call retries."""
+    client = make_client()
+    emu.inject(Fault.LATENCY, tenant=CTX, seconds=0.3, times=1)
+    emu.inject(Fault.SOAP_FAULT_500, tenant=CTX, times=1)
+    barrier = threading.Barrier(10)
+    errors: list[BaseException] = []
+    before = emu.exchange_count
+
+    def work(_: int) -> None:
+        barrier.wait(5)
+        try:
+            client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+        except BaseException as exc:
+            errors.append(exc)
+
+    run_threads(10, work, timeout=10)
+    assert len(errors) == 10
+    assert all(isinstance(e, SoapFaultError) for e in errors)
+    assert emu.exchange_count == before + 1
+    assert not client._flights
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN).context_identifier == CTX
+    assert emu.exchange_count == before + 2
+
+
+def test_storm_consistent_and_bounded(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """20 threads hammering get_ticket with a 0.2 s lifetime: no dead ticket, exchanges <= ceil(elapsed/lifetime) + 1."""
+    lifetime = 0.2
+    client = make_client(ticket_lifetime=lifetime, refresh_ahead=0)
+    client.get_ticket(context_identifier=OTHER_CTX, system_user_token=OTHER_TOKEN)  # JWKS fetched
+    barrier = threading.Barrier(20)
+    bad: list[str] = []
+    seen: dict[str, datetime] = {}
+    calls = [0] * 20
+    before = emu.exchange_count
+    started = time.monotonic()
+
+    def work(i: int) -> None:
+        barrier.wait(5)
+        end = time.monotonic() + 1.0
+        while calls[i] < 4000 and time.monotonic() < end:
+            asked_at = time.time()
+            ticket = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+            calls[i] += 1
+            if ticket.context_identifier != CTX or ticket.obtained_at.timestamp() + lifetime <= asked_at:
+                bad.append(repr(ticket))
+            if seen.setdefault(ticket.ticket, ticket.obtained_at) != ticket.obtained_at:
+                bad.append("two obtained_at for one ticket")
+
+    run_threads(20, work)
+    elapsed = time.monotonic() - started
+    exchanges = emu.exchange_count - before
+    assert not bad
+    assert sum(calls) > 1000
+    assert 1 <= exchanges <= math.ceil(elapsed / lifetime) + 1
+
+
+# --- get_tickets ----------------------------------------------------------------------------
+
+
+def test_get_tickets_returns_ticket_or_error_per_tenant(
+    make_client: Callable[..., SystemUserClient], emu: Emulator
+) -> None:
+    """One tenant's failure is its own entry in the result; the others get tickets, in input order."""
+    client = make_client()
+    emu.inject(Fault.REJECT, tenant=OTHER_CTX, message="NeedsReapproval")
+    tenants = {CTX: TOKEN, OTHER_CTX: OTHER_TOKEN, "Cust00001": " ", **dict(list(WARM.items())[:5])}
+    result = client.get_tickets(tenants, max_workers=4)
+    assert list(result) == list(tenants)
+    assert isinstance(result[CTX], SystemUserTicket)
+    assert isinstance(result[OTHER_CTX], AuthenticationRejectedError)
+    assert isinstance(result["Cust00001"], ConfigurationError)
+    assert all(isinstance(result[ctx], SystemUserTicket) for ctx in list(WARM)[:5])
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is result[CTX]
+
+
+def test_get_tickets_pool_holds_every_worker_connection(
+    make_client: Callable[..., SystemUserClient], emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With more workers than requests' default pool of 10, connections are kept and reused, not discarded."""
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    client = make_client()
+    emu.inject(Fault.LATENCY, seconds=0.05)
+    opened = emu.connection_count
+    for _ in range(2):
+        result = client.get_tickets(WARM, max_workers=24)
+        assert all(isinstance(t, SystemUserTicket) for t in result.values())
+        for ctx in WARM:
+            client.invalidate(ctx)
+    assert emu.connection_count - opened <= 24
+    assert "pool is full" not in caplog.text
+
+
+def test_callers_session_is_not_resized(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """A session passed in keeps its adapters and its environment handling."""
+    session = requests.Session()
+    adapter = session.get_adapter(emu.endpoint)
+    client = make_client(session=session)
+    result = client.get_tickets({CTX: TOKEN, OTHER_CTX: OTHER_TOKEN}, max_workers=32)
+    assert all(isinstance(t, SystemUserTicket) for t in result.values())
+    assert session.get_adapter(emu.endpoint) is adapter
+    assert session.trust_env is True
+    session.close()
+
+
+def test_get_tickets_checks_its_arguments(make_client: Callable[..., SystemUserClient]) -> None:
+    """max_workers is bounded and tenants must be a mapping; an empty mapping gives an empty result."""
+    client = make_client()
+    for workers in (0, 257, 1.5, True):
+        with pytest.raises(ConfigurationError):
+            client.get_tickets({CTX: TOKEN}, max_workers=workers)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        client.get_tickets([(CTX, TOKEN)])  # type: ignore[arg-type]
+    assert client.get_tickets({}) == {}
+
+
+# --- stores ---------------------------------------------------------------------------------
+
+
+def test_shared_store_serves_other_clients(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """Two clients (two processes) sharing a store exchange once; the store never holds the token or secret."""
+    store = FakeSharedStore()
+    assert isinstance(store, LockingTicketCache)
+    one, two = make_client(cache=store), make_client(cache=store)
+    before = emu.exchange_count
+    a = one.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    b = two.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert a.ticket == b.ticket
+    assert emu.exchange_count == before + 1
+    assert store.lock_calls == 1
+    [(key, text)] = store.data.items()
+    assert key.startswith("sut-soap:v1:") and key.endswith(":" + CTX)
+    assert_no_secrets(key, text)
+    assert 21000 < store.ttls[key] <= 21600
+
+
+def test_shared_store_lock_gives_fleet_single_flight(
+    make_client: Callable[..., SystemUserClient], emu: Emulator
+) -> None:
+    """Threads of two clients sharing a locking store cause one exchange for a cold tenant."""
+    store = FakeSharedStore()
+    clients = [make_client(cache=store), make_client(cache=store)]
+    emu.inject(Fault.LATENCY, tenant=CTX, seconds=0.2, times=1)
+    barrier = threading.Barrier(20)
+    got: list[str] = []
+    before = emu.exchange_count
+
+    def work(i: int) -> None:
+        barrier.wait(5)
+        got.append(clients[i % 2].get_ticket(context_identifier=CTX, system_user_token=TOKEN).ticket)
+
+    run_threads(20, work)
+    assert emu.exchange_count == before + 1
+    assert len(set(got)) == 1 and len(got) == 20
+
+
+def test_other_application_never_gets_the_ticket(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
+    """A client with another client secret sharing the store does not see this application's tickets."""
+    store = FakeSharedStore()
+    make_client(cache=store).get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    other = make_client(cache=store, client_secret="another-application-secret")
+    with pytest.raises(AuthenticationRejectedError):
+        other.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+
+
+def test_broken_store_degrades_to_exchanging(
+    make_client: Callable[..., SystemUserClient], emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that fails costs exchanges, never a failed call; the warning names only the error type."""
+    caplog.set_level(logging.WARNING, logger="sut_soap")
+    client = make_client(cache=BrokenStore())
+    before = emu.exchange_count
+    for _ in range(2):
+        assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN).context_identifier == CTX
+    client.invalidate(CTX)
+    assert emu.exchange_count == before + 2
+    assert "ConnectionError" in caplog.text
+    assert "store down" not in caplog.text
+    assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 3  # get, set, delete: once each
+
+
+def test_entry_json_round_trip_and_reprs() -> None:
+    """CachedTicket survives to_json/from_json; reprs of entries and the store show no ticket."""
+    now = datetime.now(timezone.utc)
+    claims = {
+        "http://schemes.superoffice.net/identity/ticket": "7T:canaryTicketC4che",
+        "http://schemes.superoffice.net/identity/ctx": CTX,
+        "http://schemes.superoffice.net/identity/serial": "1234567",
+        "exp": int(now.timestamp()) + 300,
+    }
+    ticket = SystemUserTicket.from_claims("header.payload.signature", claims, obtained_at=now)
+    entry = CachedTicket(ticket, token_fingerprint="ab" * 16, obtained_monotonic=time.monotonic())
+    back = CachedTicket.from_json(entry.to_json())
+    assert back.ticket == ticket and back.token_fingerprint == entry.token_fingerprint
+    assert back.ticket.token == "" and "header.payload" not in entry.to_json()
+    assert back.obtained_at == now and back.local_age(time.monotonic()) is None
+    store = InMemoryTicketCache()
+    store.set("k", entry, 60)
+    assert isinstance(store, TicketCache)
+    for text in (repr(entry), str(back), repr(store)):
+        assert "7T:" not in text and "header.payload" not in text
+    for bad in ("", "[]", '{"v": 2}', '{"v": 1, "claims": {}}', '{"v": 1, "claims": [], "fingerprint": "f"}'):
+        with pytest.raises(ValueError):
+            CachedTicket.from_json(bad)
+
+
+def test_in_memory_store_drops_entries_after_ttl() -> None:
+    """The default store forgets an entry once its ttl has passed."""
+    now = datetime.now(timezone.utc)
+    claims = {
+        "http://schemes.superoffice.net/identity/ticket": "7T:x",
+        "http://schemes.superoffice.net/identity/ctx": CTX,
+        "http://schemes.superoffice.net/identity/serial": "1",
+        "exp": int(now.timestamp()) + 300,
+    }
+    entry = CachedTicket(SystemUserTicket.from_claims("a.b.c", claims, obtained_at=now), token_fingerprint="f")
+    store = InMemoryTicketCache()
+    store.set("k", entry, 0.05)
+    assert store.get("k") is entry
+    time.sleep(0.06)
+    assert store.get("k") is None and len(store) == 0
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+def test_default_refresh_ahead() -> None:
+    """refresh_ahead defaults to max(300 s, 10 % of the lifetime), at most half of it."""
+    assert default_refresh_ahead(6 * 3600) == 2160
+    assert default_refresh_ahead(1800) == 300
+    assert default_refresh_ahead(2) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ticket_lifetime": 0},
+        {"ticket_lifetime": 86401},
+        {"ticket_lifetime": float("nan")},
+        {"ticket_lifetime": True},
+        {"ticket_lifetime": 600, "refresh_ahead": 600},
+        {"refresh_ahead": -1},
+        {"cache": object()},
+    ],
+)
+def test_cache_options_checked(kwargs: dict[str, Any], emu: Emulator) -> None:
+    """Unusable lifetimes, refresh windows and stores are configuration errors."""
+    with pytest.raises(ConfigurationError):
+        SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=emu.endpoint, **kwargs)
+
+
+def test_environment_proxy_read_at_construction(
+    make_client: Callable[..., SystemUserClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's own session applies proxy variables present when it was built, and only those."""
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    unaffected = make_client()
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    proxied = make_client()
+    with pytest.raises(TransportError):
+        proxied.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert unaffected.get_ticket(context_identifier=CTX, system_user_token=TOKEN).context_identifier == CTX
