@@ -27,8 +27,8 @@ import argparse
 import os
 import sys
 
+from ._exitcodes import EXIT_OK, EXIT_TRANSPORT, EXIT_USAGE, exit_code_for
 from .errors import (
-    AuthenticationRejectedError,
     ConfigurationError,
     ProtocolError,
     SoapFaultError,
@@ -54,11 +54,6 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-EXIT_OK = 0
-EXIT_REJECTED = 1
-EXIT_USAGE = 2
-EXIT_TRANSPORT = 3
-EXIT_TOKEN = 4
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -103,18 +98,6 @@ _PASS_THROUGH = ("emulator", "replay")
 
 # --------------------------------------------------------------------------------------------
 # Exit codes, errors, warnings
-
-
-def _exit_code(error: SutSoapError) -> int:
-    if isinstance(error, (AuthenticationRejectedError, SoapFaultError)):
-        return EXIT_REJECTED
-    if isinstance(error, ConfigurationError):
-        return EXIT_USAGE
-    if isinstance(error, (TransportError, ProtocolError)):
-        return EXIT_TRANSPORT
-    if isinstance(error, TokenValidationError):
-        return EXIT_TOKEN
-    return EXIT_TRANSPORT
 
 
 class _Masker:
@@ -1400,7 +1383,7 @@ def main(
             if args.debug:
                 raise
             _print_error(error, err, args.masker)
-            return _exit_code(error)
+            return exit_code_for(error)
         except KeyboardInterrupt:
             return 130
         except SystemExit as exc:  # the emulator's own argparse

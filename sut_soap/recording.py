@@ -107,14 +107,13 @@ from requests.structures import CaseInsensitiveDict
 
 from . import __version__
 from . import errors as _errors
+from ._exitcodes import EXIT_OK, EXIT_USAGE, exit_code_for
 from ._soap import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, SOAP11_ENV, TNS, XSI, HttpTransport, parse_answer
 from ._xml import hardened_parser, has_dtd
 from .client import SystemUserClient
 from .errors import (
-    AuthenticationRejectedError,
     ConfigurationError,
     ProtocolError,
-    SoapFaultError,
     SutSoapError,
     TokenValidationError,
     TransportError,
@@ -1480,7 +1479,6 @@ def replay_client(
 
 # --- sut-soap replay ------------------------------------------------------------------------
 
-_EXIT_OK, _EXIT_REJECTED, _EXIT_USAGE, _EXIT_TRANSPORT, _EXIT_TOKEN = 0, 1, 2, 3, 4
 _EXIT_HELP = """\
 exit codes:
   0  the client would have returned a ticket (or the answer was a success and the JWT check was skipped)
@@ -1489,16 +1487,6 @@ exit codes:
   3  transport or protocol (recorded network failure, HTTP error, malformed or hostile answer)
   4  the JWT failed validation
 """
-
-
-def _exit_code(error: SutSoapError) -> int:
-    if isinstance(error, (AuthenticationRejectedError, SoapFaultError)):
-        return _EXIT_REJECTED
-    if isinstance(error, ConfigurationError):
-        return _EXIT_USAGE
-    if isinstance(error, TokenValidationError):
-        return _EXIT_TOKEN
-    return _EXIT_TRANSPORT
 
 
 def _recorded_context(exchange: Exchange) -> str | None:
@@ -1575,23 +1563,23 @@ def _replay_exchange(exchange: Exchange, number: int, total: int, args: argparse
         if mode == "skip" and isinstance(error, TokenValidationError) and error.check in ("key", "signature"):
             print("  JWT: not validated: the recording holds the JWT but no --public-key was given", file=out)
             print("  result: the answer is a success; the JWT check was skipped", file=out)
-            return _EXIT_OK
+            return EXIT_OK
         _print_jwt_mode(mode, at, out)
         print(f"  result: {type(error).__name__}: {error.message}", file=out)
         if error.hint:
             print(f"    check: {error.hint}", file=out)
-        return _exit_code(error)
+        return exit_code_for(error)
     _print_answer(transport, out)
     _print_jwt_mode(mode, at, out)
     if mode == "skip":
         print("  result: the answer is a success; the JWT check was skipped", file=out)
-        return _EXIT_OK
+        return EXIT_OK
     print(
         f"  result: SystemUserTicket ticket=7T:*** tenant={ticket.context_identifier} serial={ticket.serial} "
         f"webapi_url={ticket.webapi_url} expires_at={ticket.expires_at.isoformat()}",
         file=out,
     )
-    return _EXIT_OK
+    return EXIT_OK
 
 
 def _print_answer(transport: ReplayTransport, out: TextIO) -> None:
@@ -1639,10 +1627,10 @@ def replay_main(
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:
-        return _EXIT_OK if exc.code in (0, None) else _EXIT_USAGE
+        return EXIT_OK if exc.code in (0, None) else EXIT_USAGE
     try:
         recording = load_recording(args.directory)
-        code = _EXIT_OK
+        code = EXIT_OK
         total = len(recording.exchanges)
         print(f"replaying {args.directory}: {total} exchange(s), offline", file=out)
         for number, exchange in enumerate(recording.exchanges, start=1):
@@ -1651,7 +1639,7 @@ def replay_main(
         print(f"sut-soap replay: {error.message}", file=err)
         if error.hint:
             print(f"  check: {error.hint}", file=err)
-        return _exit_code(error)
+        return exit_code_for(error)
     return code
 
 
