@@ -17,11 +17,17 @@ the typed errors in :mod:`sut_soap.errors`.
 from __future__ import annotations
 
 import logging
+import math
 import re
+import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,7 +52,9 @@ __all__ = [
     "RawResponse",
     "SoapService",
     "bundled_wsdl_path",
+    "call_budget",
     "parse_answer",
+    "parse_retry_after",
 ]
 
 TNS = "http://www.superoffice.com/superid/partnersystemuser/0.1"
@@ -70,6 +78,20 @@ _EXCERPT_CHARS = 200
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
 _log = logging.getLogger("sut_soap.soap")
+
+# Seconds left of the current call's total deadline (set by SoapService.send for one POST);
+# HttpTransport cuts its timeouts and answer deadline to it.
+_budget: ContextVar[float | None] = ContextVar("sut_soap_call_budget", default=None)
+
+
+@contextmanager
+def call_budget(seconds: float | None) -> Iterator[None]:
+    """Within the block, an :class:`HttpTransport` POST takes at most ``seconds`` in all."""
+    token = _budget.set(seconds)
+    try:
+        yield
+    finally:
+        _budget.reset(token)
 
 
 class _DropZeepBodyLogs(logging.Filter):
@@ -188,21 +210,29 @@ class HttpTransport(zeep.Transport):
     def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
         """POST ``message`` once; read at most ``max_response_bytes`` before the deadline."""
         started = time.monotonic()
+        timeout: Any = self.operation_timeout
+        deadline = self.deadline
+        budget = _budget.get()
+        if budget is not None:
+            if budget <= 0:
+                raise TransportError("the call's total deadline passed before the request was sent", retryable=True)
+            timeout = _cut_timeout(timeout, budget)
+            deadline = budget if deadline is None else min(deadline, budget)
         response = self.session.post(
             address,
             data=message,
             headers={"User-Agent": "sut-soap (zeep)", **headers},
-            timeout=self.operation_timeout,
+            timeout=timeout,
             allow_redirects=False,
             stream=True,
         )
         try:
-            response._content = self._read_capped(response, started)
+            response._content = self._read_capped(response, started, deadline)
         finally:
             response.close()
         return response
 
-    def _read_capped(self, response: requests.Response, started: float) -> bytes:
+    def _read_capped(self, response: requests.Response, started: float, deadline: float | None = None) -> bytes:
         # read1 returns as soon as some bytes arrive, so the deadline is checked while a
         # server drips; decoding is bounded per call, so a compression bomb stops at the cap.
         chunks: list[bytes] = []
@@ -218,9 +248,9 @@ class HttpTransport(zeep.Transport):
                         f"the answer is larger than {self.max_response_bytes} bytes; reading stopped",
                         status=response.status_code,
                     )
-                if self.deadline is not None and time.monotonic() - started > self.deadline:
+                if deadline is not None and time.monotonic() - started > deadline:
                     raise TransportError(
-                        f"the answer did not complete within the {self.deadline:g} s deadline",
+                        f"the answer did not complete within the {deadline:g} s deadline",
                         status=response.status_code,
                         retryable=True,
                     )
@@ -241,6 +271,12 @@ class HttpTransport(zeep.Transport):
     def close(self) -> None:
         if self._close_session:
             self.session.close()
+
+
+def _cut_timeout(timeout: Any, budget: float) -> Any:
+    if isinstance(timeout, tuple):
+        return tuple(budget if t is None else min(float(t), budget) for t in timeout)
+    return budget if timeout is None else min(float(timeout), budget)
 
 
 @dataclass(frozen=True)
@@ -302,16 +338,25 @@ class SoapService:
             raise ConfigurationError(f"cannot build the request envelope: {type(exc).__name__}") from None
         return body, dict(headers)
 
-    def send(self, body: bytes, headers: Mapping[str, str]) -> RawResponse:
-        """POST the envelope through the transport; network failures become TransportError."""
+    def send(self, body: bytes, headers: Mapping[str, str], *, budget: float | None = None) -> RawResponse:
+        """POST the envelope through the transport; network failures become TransportError.
+
+        ``budget`` is what is left of the call's total deadline, in seconds: an
+        :class:`HttpTransport` cuts its timeouts and answer deadline to it.
+        """
         try:
-            response: RawResponse = self.transport.post(self.endpoint, body, dict(headers))
+            with call_budget(budget):
+                response: RawResponse = self.transport.post(self.endpoint, body, dict(headers))
         except SutSoapError:
             raise
-        except requests.exceptions.SSLError:
+        except requests.exceptions.SSLError as exc:
+            # Never retried: an untrusted, expired or misnamed certificate stays so, and the
+            # handshake failed before the envelope (with its secrets) was written.
+            reason = _tls_reason(exc)
             raise TransportError(
-                "TLS handshake with the endpoint failed",
-                hint="the endpoint's certificate, the system CA bundle and any TLS-intercepting proxy",
+                "TLS handshake with the endpoint failed" + (f": {reason}" if reason else ""),
+                hint="the endpoint's certificate, the system CA bundle (REQUESTS_CA_BUNDLE) "
+                     "and any TLS-intercepting proxy",
                 retryable=False,
             ) from None
         except requests.exceptions.ConnectTimeout:
@@ -333,6 +378,23 @@ class SoapService:
         close = getattr(self.transport, "close", None)
         if callable(close):
             close()
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """The OpenSSL verdict (e.g. ``certificate has expired``) found in an exception chain."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen or len(seen) > 20:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError) and current.verify_message:
+            return sanitise(str(current.verify_message), limit=120)
+        if isinstance(current, ssl.SSLError) and current.reason:
+            return sanitise(str(current.reason), limit=120)
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return ""
 
 
 def _is_read_error(exc: BaseException) -> bool:
@@ -371,7 +433,58 @@ def _excerpt(body: bytes, secrets: Iterable[str]) -> str:
     return sanitise(_TAG.sub(" ", text), secrets=secrets, limit=_EXCERPT_CHARS)
 
 
-def _status_error(status: int, body: bytes, secrets: Iterable[str], what: str) -> TransportError:
+_RETRY_AFTER_SECONDS = re.compile(r"[0-9]{1,20}")
+
+
+def _header(headers: object, name: str) -> str | None:
+    if not isinstance(headers, Mapping) or not headers:
+        return None
+    value = headers.get(name)
+    if value is None and not hasattr(headers, "lower_items"):  # a plain dict from a caller's transport
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == lowered), None)
+    return value if isinstance(value, str) else None
+
+
+def parse_retry_after(value: str | None, *, date: str | None = None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delay-seconds or an HTTP-date); None if unusable.
+
+    An HTTP-date is measured against the answer's own ``Date`` when it has one, so a skewed local
+    clock does not stretch or shrink the wait; a date in the past means 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if _RETRY_AFTER_SECONDS.fullmatch(text):
+        return float(text)
+    when = _http_date(text)
+    if when is None:
+        return None
+    reference = _http_date(date) if date is not None else None
+    if reference is None:
+        reference = time.time() if now is None else now
+    return max(0.0, when - reference)
+
+
+def _http_date(text: str) -> float | None:
+    if not text or len(text) > 64:
+        return None
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    try:
+        seconds = moment.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _status_error(
+    status: int, body: bytes, secrets: Iterable[str], what: str, headers: Mapping[str, str] | None = None
+) -> TransportError:
     excerpt = _excerpt(body, secrets) if body.strip() else ""
     message = f"HTTP {status} from the endpoint, {what}"
     if excerpt:
@@ -383,7 +496,15 @@ def _status_error(status: int, body: bytes, secrets: Iterable[str], what: str) -
         hint = "the endpoint URL (…/Login/Services/PartnerSystemUserService.svc) and the environment"
     elif 300 <= status < 400:
         hint = "the endpoint URL: redirects are not followed so the client secret is never re-sent"
-    return TransportError(message, status=status, excerpt=excerpt, hint=hint, retryable=status in _RETRYABLE_STATUS)
+    retry_after = parse_retry_after(_header(headers, "Retry-After"), date=_header(headers, "Date"))
+    return TransportError(
+        message,
+        status=status,
+        excerpt=excerpt,
+        hint=hint,
+        retryable=status in _RETRYABLE_STATUS,
+        retry_after=retry_after,
+    )
 
 
 def _text(element: Any) -> str:
@@ -403,22 +524,23 @@ def parse_answer(response: RawResponse, *, secrets: Iterable[str] = ()) -> Answe
     secrets = tuple(secrets)
     status = int(response.status_code)
     body = response.content or b""
+    headers = getattr(response, "headers", None)
     if 300 <= status < 400:
         raise _status_error(status, b"", secrets, "a redirect, which is refused")
     if not body.strip():
         if status >= 400:
-            raise _status_error(status, body, secrets, "with an empty body")
+            raise _status_error(status, body, secrets, "with an empty body", headers)
         raise ProtocolError(f"HTTP {status} with an empty body: no SOAP answer", status=status)
     if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
         if status >= 400:
-            raise _status_error(status, body, secrets, "not a SOAP answer")
+            raise _status_error(status, body, secrets, "not a SOAP answer", headers)
         raise ProtocolError("the answer carries a DTD or entity declaration; refused unparsed", status=status)
 
     try:
         root = etree.fromstring(body, parser=_parser())
     except (etree.XMLSyntaxError, ValueError):
         if status >= 400:
-            raise _status_error(status, body, secrets, "not a SOAP answer") from None
+            raise _status_error(status, body, secrets, "not a SOAP answer", headers) from None
         raise ProtocolError(
             "the answer is not well-formed XML", status=status, excerpt=_excerpt(body, secrets)
         ) from None
@@ -433,7 +555,7 @@ def parse_answer(response: RawResponse, *, secrets: Iterable[str] = ()) -> Answe
         )
     if namespace != SOAP11_ENV or local != "Envelope":
         if status >= 400:
-            raise _status_error(status, body, secrets, "not a SOAP answer")
+            raise _status_error(status, body, secrets, "not a SOAP answer", headers)
         raise ProtocolError(
             f"the answer is not a SOAP envelope (root element <{sanitise(local, limit=40)}>)",
             status=status,
@@ -454,7 +576,9 @@ def parse_answer(response: RawResponse, *, secrets: Iterable[str] = ()) -> Answe
     if payload.tag == f"{{{SOAP11_ENV}}}Fault":
         raise _fault(payload, status, secrets)
     if status != 200:
-        raise _status_error(status, body, secrets, "with a SOAP answer that is neither a fault nor a success")
+        raise _status_error(
+            status, body, secrets, "with a SOAP answer that is neither a fault nor a success", headers
+        )
     if payload.tag != f"{{{TNS}}}AuthenticationResponse":
         raise ProtocolError(
             f"the SOAP Body holds <{sanitise(name_of(payload).localname, limit=40)}> instead of AuthenticationResponse",

@@ -16,6 +16,14 @@ exchanged again only when it is due:
   returned (one WARNING) and no new attempt is made for 30 s;
 - from ``ticket_lifetime`` on: dead, never returned; the caller exchanges or gets the error.
 
+When ``get_ticket`` has no usable ticket to fall back on, a transient failure of the exchange
+is retried per the client's :class:`~sut_soap.retry.RetryPolicy` (each attempt signs again
+with a fresh timestamp); a renewal while the cached ticket is still valid is not retried, the
+cached ticket is. A rejection (IsSuccessful=false) is remembered for ``rejection_cooldown``
+seconds: the same tenant and system user token get the same error again without an exchange
+until then or until :meth:`SystemUserClient.invalidate`. ``authenticate`` does neither: it is
+always exactly one exchange.
+
 Age is measured from the start of the exchange on the injectable wall clock, and for tickets
 this process obtained also on the monotonic clock (the larger wins), so a wall clock set back
 cannot keep a dead ticket alive. Single flight: for one tenant (and system user token) only one
@@ -43,11 +51,18 @@ import requests
 import requests.adapters
 import requests.utils
 
-from ._soap import DEFAULT_TIMEOUT, HttpTransport, SoapService, parse_answer
+from ._soap import DEFAULT_TIMEOUT, Answer, HttpTransport, SoapService, parse_answer
 from .cache import CachedTicket, InMemoryTicketCache, TicketCache
-from .environments import jwks_url_for, normalise_environment, resolve_endpoint, validate_endpoint
+from .environments import (
+    is_loopback_host,
+    jwks_url_for,
+    normalise_environment,
+    resolve_endpoint,
+    validate_endpoint,
+)
 from .errors import AuthenticationRejectedError, ConfigurationError, ProtocolError, SutSoapError, TransportError
 from .keys import PrivateKeyInput, load_private_key
+from .retry import RetryPolicy
 from .signing import check_text_value, sign_system_user_token
 from .ticket import SystemUserTicket
 from .tokens import DEFAULT_LEEWAY, JwksKeySource, KeySource, TokenValidator, key_source_from_public_key
@@ -55,7 +70,14 @@ from .tokens import DEFAULT_LEEWAY, JwksKeySource, KeySource, TokenValidator, ke
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-__all__ = ["DEFAULT_MAX_WORKERS", "DEFAULT_TICKET_LIFETIME", "SystemUserClient", "default_refresh_ahead"]
+__all__ = [
+    "DEFAULT_MAX_WORKERS",
+    "DEFAULT_REJECTION_COOLDOWN",
+    "DEFAULT_TICKET_LIFETIME",
+    "RetryPolicy",
+    "SystemUserClient",
+    "default_refresh_ahead",
+]
 
 _log = logging.getLogger("sut_soap.client")
 
@@ -70,6 +92,12 @@ _RENEWAL_BACKOFF = 30.0
 _FINGERPRINT_MEMO = 100_000
 # Store failures are logged at WARNING at most this often per operation, else at DEBUG.
 _STORE_WARNING_INTERVAL = 60.0
+#: Seconds an identical rejected exchange is not sent again by ``get_ticket`` (MSAL waits 60 s).
+DEFAULT_REJECTION_COOLDOWN = 60.0
+_MAX_REJECTION_COOLDOWN = 24 * 3600.0
+_REJECTION_MEMO = 1000
+# The default of retry=: identity tells "not given" from an explicit RetryPolicy().
+_DEFAULT_RETRY = RetryPolicy()
 
 
 def default_refresh_ahead(ticket_lifetime: float) -> float:
@@ -101,6 +129,17 @@ class _Flight:
         self.done = threading.Event()
         self.ticket: SystemUserTicket | None = None
         self.error: BaseException | None = None
+
+
+class _Rejection:
+    """A remembered rejection: the error and when it happened (wall clock and monotonic)."""
+
+    __slots__ = ("error", "monotonic", "wall")
+
+    def __init__(self, error: AuthenticationRejectedError, wall: float, monotonic: float) -> None:
+        self.error = error
+        self.wall = wall
+        self.monotonic = monotonic
 
 
 class _Secret:
@@ -158,9 +197,23 @@ class SystemUserClient:
         cache: TicketCache | None = None,
         ticket_lifetime: float = DEFAULT_TICKET_LIFETIME,
         refresh_ahead: float | None = None,
+        retry: RetryPolicy | None = _DEFAULT_RETRY,
+        rejection_cooldown: float = DEFAULT_REJECTION_COOLDOWN,
+        allow_insecure_tls: bool = False,
     ) -> None:
         self._client_secret = _Secret(check_text_value(client_secret, "client secret"))
         self.ticket_lifetime, self.refresh_ahead = _check_lifetime(ticket_lifetime, refresh_ahead)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError("retry must be a RetryPolicy or None")
+        # A transport= given (recording, replay, a test double) answers each exchange as it sees
+        # fit; retrying over it unasked would replay or record more exchanges than the caller made.
+        self.retry: RetryPolicy | None = (
+            None if retry is None or (retry is _DEFAULT_RETRY and transport is not None) or retry.attempts == 1
+            else retry
+        )
+        self.rejection_cooldown = _check_cooldown(rejection_cooldown)
+        if not isinstance(allow_insecure_tls, bool):
+            raise ConfigurationError("allow_insecure_tls must be True or False")
         self._renew_after = self.ticket_lifetime - self.refresh_ahead
         self._cache: TicketCache = InMemoryTicketCache() if cache is None else _check_cache(cache)
         self._private_key = load_private_key(private_key, password=password)
@@ -211,8 +264,15 @@ class SystemUserClient:
         self._soap = SoapService(
             endpoint=self.endpoint, transport=self._transport, wsdl=Path(wsdl) if wsdl is not None else None
         )
+        urls = (self.endpoint, self.jwks_url)
         if self._own_session is not None:
-            _read_environment_once(self._own_session, (self.endpoint, self.jwks_url))
+            _check_ca_bundle(self._own_session, urls, trust_env=True)
+            _read_environment_once(self._own_session, urls)
+        elif session is not None:
+            _check_ca_bundle(session, urls, trust_env=session.trust_env)
+        used_session = getattr(self._transport, "session", None)
+        if isinstance(used_session, requests.Session):
+            _check_verification(used_session, urls, allow_insecure_tls=allow_insecure_tls)
 
         # Cache keys and token fingerprints are keyed with a hash of the client secret, so
         # neither reveals a secret and two applications never share an entry.
@@ -225,11 +285,15 @@ class SystemUserClient:
             getattr(self._cache, "lock", None) if callable(getattr(self._cache, "lock", None)) else None
         )
         connect, read = timeout
-        # Upper bound of one exchange: connect + 30 s answer deadline, plus a JWKS fetch.
-        self._exchange_bound = 2 * (connect + read) + 30.0
+        # Upper bound of one exchange, retries included: connect + the 30 s answer deadline
+        # (or the retry deadline, which cuts every attempt to what is left), plus a JWKS fetch.
+        total = 30.0 if self.retry is None else max(30.0, self.retry.deadline)
+        self._exchange_bound = 2 * (connect + read) + total
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
         self._backoff: dict[str, float] = {}
+        self._rejections: dict[str, _Rejection] = {}
+        self._rejections_lock = threading.Lock()
         self._store_warned: dict[str, float] = {}
         self._fingerprints: dict[str, str] = {}
 
@@ -238,16 +302,36 @@ class SystemUserClient:
 
         Every call is a fresh exchange at SuperOffice, which creates a credential record there:
         keep the ticket and reuse it for hours instead of calling this before every request.
+        This is exactly one exchange: no retry and no remembered rejection (see :meth:`get_ticket`).
         """
         context = check_text_value(context_identifier, "context identifier")
         token = check_text_value(system_user_token, "system user token")
+        return self._authenticate(context, token, None)
+
+    def _authenticate(self, context: str, token: str, retry: RetryPolicy | None) -> SystemUserTicket:
+        if retry is None:
+            answer, now = self._attempt(context, token, None)
+        else:
+            answer, now = retry.call(
+                lambda budget: self._attempt(context, token, budget), what=f"exchange for {context}"
+            )
+        if answer.token is None:  # parse_answer guarantees a token on success
+            raise ProtocolError("IsSuccessful is true but the answer carries no Token")
+        # Outside the retries: a JWKS or validation failure would not change by exchanging again.
+        claims = self._validator.validate(answer.token, context_identifier=context)
+        ticket = SystemUserTicket.from_claims(answer.token, claims, obtained_at=now)
+        _log.debug("ticket for %s valid; JWT expires %s", context, ticket.expires_at.isoformat())
+        return ticket
+
+    def _attempt(self, context: str, token: str, budget: float | None) -> tuple[Answer, datetime]:
+        """Sign now, send, and read the answer: one attempt at the exchange."""
         secret = self._client_secret.reveal()
         now = self._clock()
         signed = sign_system_user_token(token, self._private_key, at=now)
         body, headers = self._soap.build(signed_token=signed, client_secret=secret, context_identifier=context)
 
         started = time.perf_counter()
-        response = self._soap.send(body, headers)
+        response = self._soap.send(body, headers, budget=budget)
         _log.debug(
             "exchange for %s: HTTP %s in %.1f ms",
             context, response.status_code, (time.perf_counter() - started) * 1000,
@@ -255,12 +339,7 @@ class SystemUserClient:
         answer = parse_answer(response, secrets=(secret, signed, token))
         if not answer.is_successful:
             raise _rejection(context, answer.error_message)
-        if answer.token is None:  # parse_answer guarantees a token on success
-            raise ProtocolError("IsSuccessful is true but the answer carries no Token")
-        claims = self._validator.validate(answer.token, context_identifier=context)
-        ticket = SystemUserTicket.from_claims(answer.token, claims, obtained_at=now)
-        _log.debug("ticket for %s valid; JWT expires %s", context, ticket.expires_at.isoformat())
-        return ticket
+        return answer, now
 
     # -- cached tickets ------------------------------------------------------------------------
 
@@ -277,6 +356,10 @@ class SystemUserClient:
         callers get its ticket or its error. A ticket is never returned after
         ``ticket_lifetime``. When the tenant's API answers 401 with the ticket, call
         :meth:`invalidate` and then this once more.
+
+        Without a usable cached ticket, transient failures are retried per ``retry=``. A
+        rejection is raised again without an exchange for ``rejection_cooldown`` seconds (or
+        until :meth:`invalidate`), so a misconfigured tenant does not hammer the service.
         """
         if type(context_identifier) is str and type(system_user_token) is str:
             entry = self._read(
@@ -293,7 +376,9 @@ class SystemUserClient:
 
         Pass ``ticket`` (the ticket that got the 401) to forget it only if it is still the cached
         one: when many threads see the same 401, the first invalidates and the others then leave
-        the fresh ticket alone instead of causing one exchange each.
+        the fresh ticket alone instead of causing one exchange each. Without ``ticket``, a
+        remembered rejection of the tenant is forgotten too (say, once the tenant's
+        administrator approved the application again).
         """
         context = check_text_value(context_identifier, "context identifier")
         key = self._key_prefix + context
@@ -306,8 +391,12 @@ class SystemUserClient:
                 entry = None
             if entry is None or (isinstance(entry, CachedTicket) and entry.ticket.ticket != given):
                 return
-        for flight_key in [k for k in self._backoff if k.startswith(key + "\x00")]:
+        for flight_key in [k for k in list(self._backoff) if k.startswith(key + "\x00")]:
             self._backoff.pop(flight_key, None)
+        if ticket is None:
+            with self._rejections_lock:
+                for flight_key in [k for k in self._rejections if k.startswith(key + "\x00")]:
+                    del self._rejections[flight_key]
         try:
             self._cache.delete(key)
         except Exception as exc:
@@ -400,6 +489,10 @@ class SystemUserClient:
                     until = self._backoff.get(flight_key)
                     if until is not None and time.monotonic() < until:
                         return entry.ticket
+            # Checked before any lock, so a remembered rejection costs no fleet-lock round trip.
+            remembered = self._remembered_rejection(flight_key, context)
+            if remembered is not None:
+                raise remembered
             with self._flights_lock:
                 flight = self._flights.get(flight_key)
                 leader = flight is None
@@ -440,14 +533,21 @@ class SystemUserClient:
                     return entry.ticket
                 if age < self.ticket_lifetime:
                     usable = entry
+            remembered = self._remembered_rejection(flight_key, context)
+            if remembered is not None:
+                raise remembered
             _log.debug(
                 "ticket for %s %s; exchanging", context,
                 "missing" if entry is None else ("due for renewal" if usable is not None else "expired"),
             )
             started = time.monotonic()
             try:
-                ticket = self.authenticate(context_identifier=context, system_user_token=token)
+                # With a still-valid ticket in hand, a failed renewal falls back to it at once
+                # rather than making the caller wait out retries.
+                ticket = self._authenticate(context, token, self.retry if usable is None else None)
             except SutSoapError as error:
+                if isinstance(error, AuthenticationRejectedError):
+                    self._remember_rejection(flight_key, error)
                 if usable is not None and error.retryable and self._age(usable) < self.ticket_lifetime:
                     self._backoff[flight_key] = time.monotonic() + _RENEWAL_BACKOFF
                     _log.warning(
@@ -464,6 +564,44 @@ class SystemUserClient:
             except Exception as exc:
                 self._store_failed("set", exc)
             return ticket
+
+    def _remember_rejection(self, flight_key: str, error: AuthenticationRejectedError) -> None:
+        if self.rejection_cooldown <= 0:
+            return
+        with self._rejections_lock:
+            if len(self._rejections) >= _REJECTION_MEMO:
+                cooldown = self.rejection_cooldown
+                for stale in [k for k, r in self._rejections.items() if self._rejection_age(r) >= cooldown]:
+                    del self._rejections[stale]
+                if len(self._rejections) >= _REJECTION_MEMO:
+                    self._rejections.clear()
+            self._rejections[flight_key] = _Rejection(error, self._now(), time.monotonic())
+
+    def _rejection_age(self, rejection: _Rejection) -> float:
+        # The larger of wall-clock and monotonic age, as for tickets: setting the clock back
+        # cannot stretch the cooldown, and an injected clock can end it in tests.
+        return max(self._now() - rejection.wall, time.monotonic() - rejection.monotonic)
+
+    def _remembered_rejection(self, flight_key: str, context: str) -> AuthenticationRejectedError | None:
+        if not self._rejections:
+            return None
+        with self._rejections_lock:
+            rejection = self._rejections.get(flight_key)
+            if rejection is None:
+                return None
+            age = self._rejection_age(rejection)
+            if age >= self.rejection_cooldown:
+                del self._rejections[flight_key]
+                return None
+        _log.debug("exchange for %s not sent: the same exchange was rejected %.0f s ago", context, age)
+        original = rejection.error
+        # A new instance per raise: re-raising one object would grow its traceback forever.
+        return AuthenticationRejectedError(
+            f"{original.message} (remembered: rejected {age:.0f} s ago, not sent again for "
+            f"{self.rejection_cooldown:g} s or until invalidate())",
+            error_message=original.error_message,
+            hint=original.hint,
+        )
 
     @contextmanager
     def _fleet_lock(self, key: str) -> Iterator[None]:
@@ -571,6 +709,67 @@ def _check_lifetime(ticket_lifetime: object, refresh_ahead: object) -> tuple[flo
     ):
         raise ConfigurationError("refresh_ahead must be a number of seconds from 0 to below ticket_lifetime")
     return lifetime, float(refresh_ahead)
+
+
+def _check_cooldown(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 <= value <= _MAX_REJECTION_COOLDOWN
+    ):
+        raise ConfigurationError("rejection_cooldown must be a number of seconds from 0 (off) to 86400")
+    return float(value)
+
+
+def _https_hosts(urls: Iterable[str | None]) -> list[str]:
+    """The hosts among ``urls`` reached over https, loopback excepted."""
+    hosts = []
+    for url in urls:
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme == "https" and parts.hostname and not is_loopback_host(parts.hostname):
+            hosts.append(parts.hostname)
+    return hosts
+
+
+def _check_ca_bundle(session: requests.Session, urls: Iterable[str | None], *, trust_env: bool) -> None:
+    """Refuse a CA bundle that does not exist now rather than fail (or fall back) at the first request."""
+    if not any(url is not None and urlsplit(url).scheme == "https" for url in urls):
+        return
+    if isinstance(session.verify, str):
+        bundle, source = session.verify, "the session's verify="
+    elif session.verify is True and trust_env:
+        variable = next((v for v in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if os.environ.get(v)), None)
+        if variable is None:
+            return
+        bundle, source = os.environ[variable], variable
+    else:
+        return
+    if not os.path.exists(bundle):
+        raise ConfigurationError(
+            f"{source} names a CA bundle that does not exist: {bundle[:200]}",
+            hint="point it at a PEM file (or directory) of trusted CA certificates, or unset it",
+        )
+
+
+def _check_verification(session: requests.Session, urls: Iterable[str | None], *, allow_insecure_tls: bool) -> None:
+    """Refuse a session that skips certificate checks towards a remote https host, unless opted in."""
+    if session.verify is not False:
+        return
+    hosts = _https_hosts(urls)
+    if not hosts:
+        return
+    if not allow_insecure_tls:
+        raise ConfigurationError(
+            f"the session has verify=False: the certificate of {hosts[0]} would not be checked, so anyone "
+            "on the path could read the client secret and the signed token",
+            hint="leave verify on (or give verify= a CA bundle); allow_insecure_tls=True accepts the risk",
+        )
+    _log.warning(
+        "TLS certificate verification is OFF for %s (allow_insecure_tls=True): the client secret and "
+        "signed tokens can be read by anyone who can intercept the connection", ", ".join(sorted(set(hosts))),
+    )
 
 
 def _check_cache(cache: object) -> TicketCache:

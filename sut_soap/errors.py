@@ -71,14 +71,20 @@ class _HttpAnswerError(SutSoapError):
         excerpt: str | None = None,
         hint: str | None = None,
         retryable: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.status = status
         self.excerpt = excerpt
+        self.retry_after = retry_after
         super().__init__(message, hint=hint, retryable=retryable)
 
 
 class TransportError(_HttpAnswerError):
-    """The HTTP exchange failed before a SOAP answer arrived."""
+    """The HTTP exchange failed before a SOAP answer arrived.
+
+    ``status`` is the HTTP status when there was one; ``retry_after`` the seconds the server
+    asked to wait (its ``Retry-After`` header, seconds or HTTP-date), else None.
+    """
 
     default_hint = "network reachability, the endpoint URL and the service status"
 

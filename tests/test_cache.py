@@ -201,7 +201,7 @@ def test_stale_ticket_never_returned(make_client: Callable[..., SystemUserClient
 def test_expired_ticket_and_failed_exchange_raise(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
     """A dead ticket is not a fallback: when its renewal fails the caller gets the typed error."""
     clock = FrozenClock()
-    client = make_client(clock=clock, ticket_lifetime=60, refresh_ahead=10)
+    client = make_client(clock=clock, ticket_lifetime=60, refresh_ahead=10, retry=None)
     client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     clock.advance(61)
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML)
@@ -599,7 +599,7 @@ def test_environment_proxy_read_at_construction(
     unaffected = make_client()
     for name in ("HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
-    proxied = make_client()
+    proxied = make_client(retry=None)
     with pytest.raises(TransportError):
         proxied.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     assert unaffected.get_ticket(context_identifier=CTX, system_user_token=TOKEN).context_identifier == CTX

@@ -1,0 +1,145 @@
+"""When an exchange is tried again, and how long sut-soap waits first.
+
+Only failures that say nothing about the request itself are retried; anything the server
+decided about it (a rejection, a client fault, 4xx), anything wrong locally (configuration,
+TLS trust, a JWT that fails validation) and any answer that is not the protocol would come
+back the same way, so it is raised at once:
+
+- retried: connection refused or reset, DNS failure, connect or read timeout, a connection
+  that broke mid-answer; HTTP 502, 503 and 504; HTTP 429 when it says how long to wait
+  (``Retry-After``) within the cap; a SOAP ``s:Server`` fault.
+- never retried: TLS failures (untrusted, expired or misnamed certificate); HTTP 3xx, other 4xx
+  (401, 403, 404, ...) and 500 without a SOAP fault; 429 without ``Retry-After``; any status
+  whose ``Retry-After`` exceeds the cap; SOAP ``s:Client`` and other faults;
+  ``AuthenticationRejectedError`` (IsSuccessful=false), ``ProtocolError``,
+  ``TokenValidationError``, ``ConfigurationError`` and anything else.
+
+The wait before attempt *n + 1* is the server's ``Retry-After`` when it sent one (seconds or
+an HTTP-date; beyond ``retry_after_cap`` the call fails at once instead of sleeping), else
+"full jitter" as botocore does it: uniform in ``[0, min(backoff_cap, backoff_base * 2**(n-1))]``.
+No attempt starts, and no wait is begun that would end, later than ``deadline`` seconds after
+the first attempt started; each attempt's own network timeouts are cut to what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random as _random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from .errors import ConfigurationError, SoapFaultError, SutSoapError, TransportError
+
+__all__ = ["DEFAULT_RETRY", "RetryPolicy"]
+
+_log = logging.getLogger("sut_soap.retry")
+
+T = TypeVar("T")
+
+_MAX_ATTEMPTS = 10
+_MAX_SECONDS = 3600.0
+_TRANSIENT_STATUS = frozenset({502, 503, 504})
+
+
+def _seconds(name: str, value: object, *, low: float = 0.0, allow_zero: bool = True) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < low
+        or (value == 0 and not allow_zero)
+        or value > _MAX_SECONDS
+    ):
+        bound = "above 0" if not allow_zero else "from 0"
+        raise ConfigurationError(f"RetryPolicy {name} must be a number of seconds {bound} to {_MAX_SECONDS:g}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How ``get_ticket`` retries a transient failure of the exchange (see the module docstring).
+
+    ``attempts`` counts the first try: 3 means at most two retries, 1 disables retrying.
+    ``sleep``, ``random`` and ``monotonic`` are injectable so tests need not wait.
+    """
+
+    attempts: int = 3
+    backoff_base: float = 0.5
+    backoff_cap: float = 20.0
+    retry_after_cap: float = 30.0
+    deadline: float = 30.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    random: Callable[[], float] = field(default=_random.random, repr=False, compare=False)
+    monotonic: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.attempts, bool)
+            or not isinstance(self.attempts, int)
+            or not 1 <= self.attempts <= _MAX_ATTEMPTS
+        ):
+            raise ConfigurationError(f"RetryPolicy attempts must be an integer from 1 to {_MAX_ATTEMPTS}")
+        _seconds("backoff_base", self.backoff_base)
+        _seconds("backoff_cap", self.backoff_cap)
+        _seconds("retry_after_cap", self.retry_after_cap)
+        _seconds("deadline", self.deadline, allow_zero=False)
+        for name in ("sleep", "random", "monotonic"):
+            if not callable(getattr(self, name)):
+                raise ConfigurationError(f"RetryPolicy {name} must be callable")
+
+    def delay(self, error: BaseException, attempt: int) -> float | None:
+        """Seconds to wait after ``attempt`` (1-based) failed with ``error``; None: do not retry."""
+        if attempt >= self.attempts or not is_transient(error):
+            return None
+        retry_after = getattr(error, "retry_after", None)
+        if isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool):
+            return float(retry_after) if 0 <= retry_after <= self.retry_after_cap else None
+        if isinstance(error, TransportError) and error.status == 429:
+            return None  # throttled without saying for how long: guessing would only add load
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempt - 1))
+        return self.random() * ceiling
+
+    def call(self, attempt: Callable[[float], T], *, what: str) -> T:
+        """Run ``attempt(seconds_left)`` until it returns or the policy gives up; raise the last error."""
+        deadline_at = self.monotonic() + self.deadline
+        number = 1
+        while True:
+            try:
+                return attempt(deadline_at - self.monotonic())
+            except SutSoapError as error:
+                wait = self.delay(error, number)
+                status = getattr(error, "status", None)
+                failure = type(error).__name__ + (f", HTTP {status}" if status is not None else "")
+                if wait is None:
+                    if number > 1 or is_transient(error):
+                        _log.debug("%s: attempt %d of %d failed (%s); giving up", what, number, self.attempts, failure)
+                    raise
+                if self.monotonic() + wait >= deadline_at:
+                    _log.debug(
+                        "%s: attempt %d failed (%s); a wait of %.2f s would pass the %g s deadline",
+                        what, number, failure, wait, self.deadline,
+                    )
+                    raise
+                _log.debug(
+                    "%s: attempt %d of %d failed (%s); retrying in %.2f s",
+                    what, number, self.attempts, failure, wait,
+                )
+            self.sleep(wait)
+            number += 1
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` is the kind of failure another attempt may get past."""
+    if isinstance(error, SoapFaultError):
+        return error.retryable
+    if not isinstance(error, TransportError) or not error.retryable:
+        return False
+    status = error.status
+    return status is None or status < 400 or status == 429 or status in _TRANSIENT_STATUS
+
+
+#: The policy ``get_ticket`` uses unless ``retry=`` says otherwise.
+DEFAULT_RETRY = RetryPolicy()

@@ -1,0 +1,276 @@
+"""TLS: certificates are always checked, failures are final and happen before the envelope is sent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from sut_soap import ConfigurationError, SystemUserClient, TransportError
+from sut_soap.keys import load_private_key
+from sut_soap.retry import RetryPolicy
+
+KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
+PARTNER_KEY = load_private_key((KEYS / "test-partner.xml").read_bytes())
+CLIENT_SECRET = "canary-client-secret-t1s"
+CTX = "Cust12345"
+TOKEN = "Acme Sync-canaryT1s"
+PATH = "/Login/Services/PartnerSystemUserService.svc"
+_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+        "ALL_PROXY", "all_proxy")
+
+
+def make_cert(tmp: Path, name: str, *, san: x509.GeneralName, expired: bool = False) -> tuple[Path, Path]:
+    """A self-signed EC certificate and key written as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    start, end = (now - dt.timedelta(days=30), now - dt.timedelta(days=1)) if expired else (
+        now - dt.timedelta(minutes=5), now + dt.timedelta(days=1)
+    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"sut-soap test {name}")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / f"{name}.crt", tmp / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+class TlsServer:
+    """A loopback TLS server: counts handshakes and any application bytes received, answers HTTP 503."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}{PATH}"
+        self.connections = 0
+        self.handshakes = 0
+        self.received = b""
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            raw.settimeout(2)
+            try:
+                with self.context.wrap_socket(raw, server_side=True) as conn:
+                    self.handshakes += 1
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), 0)
+                    while len(body) < length:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        body += chunk
+                    self.received += data[: len(head) + 4] + body
+                    conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except (OSError, ssl.SSLError):
+                raw.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        self.sock.close()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Iterator[Callable[..., TlsServer]]:
+    servers: list[TlsServer] = []
+
+    def start(name: str, *, san: x509.GeneralName | None = None, expired: bool = False) -> TlsServer:
+        cert, key = make_cert(tmp_path, name, san=san or x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                              expired=expired)
+        server = TlsServer(cert, key)
+        server.cert = cert  # type: ignore[attr-defined]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+class NoSleep:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, seconds: float) -> None:
+        self.calls += 1
+
+
+def client_for(url: str, **kwargs: Any) -> SystemUserClient:
+    return SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=url, **kwargs)
+
+
+# --- handshake failures -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "trusted", "expired", "san", "reason"),
+    [
+        ("untrusted", False, False, None, "self-signed certificate"),
+        ("hostname", True, False, x509.DNSName("other.example"), "mismatch"),
+        ("expired", True, True, None, "expired"),
+    ],
+)
+def test_tls_failure_is_final_and_sends_nothing(
+    tls: Callable[..., TlsServer], monkeypatch: pytest.MonkeyPatch,
+    case: str, trusted: bool, expired: bool, san: x509.GeneralName | None, reason: str,
+) -> None:
+    """HOSTILE 20: an untrusted, misnamed or expired certificate is a TransportError, not retried, body never sent."""
+    server = tls(case, san=san, expired=expired)
+    if trusted:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.cert))  # type: ignore[attr-defined]
+    sleep = NoSleep()
+    with client_for(server.url, retry=RetryPolicy(sleep=sleep)) as client, pytest.raises(TransportError) as info:
+        client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert "TLS" in info.value.message and reason in info.value.message.lower()
+    assert info.value.retryable is False
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert sleep.calls == 0
+    assert server.connections == 1
+    assert server.handshakes == 0
+    assert server.received == b""
+    for text in (str(info.value), repr(info.value)):
+        assert CLIENT_SECRET not in text and TOKEN not in text
+
+
+def test_trusted_certificate_reaches_the_server(tls: Callable[..., TlsServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control: with the certificate trusted through REQUESTS_CA_BUNDLE the handshake and the POST happen."""
+    server = tls("good")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.cert))  # type: ignore[attr-defined]
+    with client_for(server.url, retry=None) as client, pytest.raises(TransportError) as info:
+        client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert info.value.status == 503
+    assert server.handshakes == 1
+    assert b"POST " + PATH.encode() in server.received and b"<tns:ContextIdentifier>" in server.received
+
+
+# --- CA bundles ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_missing_ca_bundle_in_the_environment_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str
+) -> None:
+    """HOSTILE 14: a CA bundle variable naming a missing file is a ConfigurationError at construction."""
+    monkeypatch.setenv(variable, str(tmp_path / "no-such-bundle.pem"))
+    with pytest.raises(ConfigurationError, match=variable):
+        client_for("https://online.superoffice.com" + PATH)
+    with pytest.raises(ConfigurationError, match=variable):
+        SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, environment="online",
+                         session=requests.Session())
+
+
+def test_existing_ca_bundle_is_used_by_the_own_session(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A bundle that exists is applied once; verification stays on either way."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("")
+    with client_for("https://online.superoffice.com" + PATH) as plain:
+        assert plain._own_session is not None and plain._own_session.verify is True
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    with client_for("https://online.superoffice.com" + PATH) as client:
+        assert client._own_session is not None and client._own_session.verify == str(bundle)
+
+
+def test_missing_ca_bundle_does_not_matter_without_https(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Over plain http to loopback (the emulator) the bundle is never used, so it is not checked."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    client_for("http://127.0.0.1:9" + PATH).close()
+
+
+def test_session_verify_naming_a_missing_bundle_is_refused(tmp_path: Path) -> None:
+    """A caller's session whose verify= names a missing file is refused before any request."""
+    session = requests.Session()
+    session.verify = str(tmp_path / "missing.pem")
+    with pytest.raises(ConfigurationError, match="verify="):
+        client_for("https://online.superoffice.com" + PATH, session=session)
+
+
+# --- verify=False -------------------------------------------------------------------------------
+
+
+def test_session_without_verification_is_refused() -> None:
+    """HOSTILE 14: a caller's session with verify=False towards SuperOffice is a ConfigurationError."""
+    session = requests.Session()
+    session.verify = False
+    with pytest.raises(ConfigurationError, match="verify=False") as info:
+        SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, environment="online", session=session)
+    assert "online.superoffice.com" in info.value.message
+    assert CLIENT_SECRET not in str(info.value)
+
+
+def test_insecure_opt_in_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """allow_insecure_tls=True accepts verify=False with a single WARNING naming the host, no secret."""
+    session = requests.Session()
+    session.verify = False
+    caplog.set_level(logging.DEBUG, logger="sut_soap")
+    SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, environment="online", session=session,
+                     allow_insecure_tls=True).close()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert "online.superoffice.com" in warnings[0].getMessage()
+    assert CLIENT_SECRET not in caplog.text
+
+
+def test_insecure_jwks_host_is_refused_too() -> None:
+    """verify=False is refused when only the JWKS host is remote https: the JWT keys would be unchecked."""
+    session = requests.Session()
+    session.verify = False
+    with pytest.raises(ConfigurationError, match=r"example\.com"):
+        client_for("http://127.0.0.1:9" + PATH, session=session, jwks_url="https://example.com/jwks")
+
+
+def test_verify_false_on_loopback_is_allowed(caplog: pytest.LogCaptureFixture) -> None:
+    """A test server on loopback with verify=False needs no opt-in and logs no warning."""
+    session = requests.Session()
+    session.verify = False
+    caplog.set_level(logging.WARNING)
+    client_for("https://127.0.0.1:8443" + PATH, session=session).close()
+    assert not caplog.records
