@@ -558,8 +558,8 @@ def _parse_xml(data: bytes, where: str) -> etree._Element:
 def _xml_values(root: etree._Element, where: str) -> dict[str, int]:
     values: dict[str, int] = {}
     for child in root:
-        if not isinstance(child.tag, str):
-            continue
+        # Comments and processing instructions are removed by the parser; any other non-element
+        # child would have a tag that is not a str, and so a name outside _XML_ELEMENTS.
         name = name_of(child).localname
         if name not in _XML_ELEMENTS:
             continue
