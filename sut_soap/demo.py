@@ -33,8 +33,8 @@ The same exchange against SuperOffice (development environment shown):
   from sut_soap import SystemUserClient
   client = SystemUserClient(client_secret=os.environ["SUT_SOAP_CLIENT_SECRET"],
                             private_key="partner-key.xml", environment="sod")
-  ticket = client.authenticate(context_identifier="Cust12345",
-                               system_user_token=os.environ["SUT_SOAP_SYSTEM_USER_TOKEN"])
+  ticket = client.get_ticket(context_identifier="Cust12345",
+                             system_user_token=os.environ["SUT_SOAP_SYSTEM_USER_TOKEN"])
 
   # or from the shell, secrets from the environment:
   sut-soap ticket --environment sod --context-identifier Cust12345 --private-key partner-key.xml
@@ -80,10 +80,18 @@ def run(out: TextIO) -> int:
             client_secret=client_secret, private_key=key_file, endpoint=emulator.endpoint
         ) as client:
             exchange_started = time.perf_counter()
-            ticket = client.authenticate(
+            ticket = client.get_ticket(
                 context_identifier=tenant.context_identifier, system_user_token=system_user_token
             )
             elapsed = (time.perf_counter() - exchange_started) * 1000
+            exchanges = emulator.exchange_count
+            cached_started = time.perf_counter()
+            again = client.get_ticket(
+                context_identifier=tenant.context_identifier, system_user_token=system_user_token
+            )
+            cached_us = (time.perf_counter() - cached_started) * 1e6
+            cache_hit = again is ticket and emulator.exchange_count == exchanges
+            renew_after = client.ticket_lifetime - client.refresh_ahead
         say(f"5. Exchange    Authenticate over SOAP 1.1: IsSuccessful=true in {elapsed:.1f} ms "
             "(sign + POST + parse + JWKS fetch + validate)")
         say(f"6. JWT         RS256 signature, issuer SuperOffice AS, audience spn:{ticket.serial}, "
@@ -94,6 +102,8 @@ def run(out: TextIO) -> int:
         say(f"               NetServer {ticket.netserver_url}")
         say(f"8. Ticket      {ticket.ticket}")
         say("               REST calls send: Authorization: SOTicket <ticket>, SO-AppToken: <client secret>")
+        say(f"9. Cache       get_ticket again: {'the same ticket, no exchange' if cache_hit else 'a new exchange'}, "
+            f"in {cached_us:.0f} µs (renewed after {renew_after / 3600:.1f} h; SuperOffice keeps it 6 h after last use)")
     say()
     say(SUPEROFFICE_EXAMPLE)
     say(f"Done in {time.perf_counter() - started:.2f} s.")

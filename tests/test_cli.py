@@ -932,6 +932,7 @@ def test_demo_runs() -> None:
     code, out, _ = run("demo")
     assert code == 0
     assert "8. Ticket      7T:" in out
+    assert "9. Cache       get_ticket again: the same ticket, no exchange" in out
     assert "spn:1234567" in out
     assert "environment=\"sod\"" in out
 
