@@ -102,8 +102,9 @@ def run(out: TextIO) -> int:
         say(f"               NetServer {ticket.netserver_url}")
         say(f"8. Ticket      {ticket.ticket}")
         say("               REST calls send: Authorization: SOTicket <ticket>, SO-AppToken: <client secret>")
-        say(f"9. Cache       get_ticket again: {'the same ticket, no exchange' if cache_hit else 'a new exchange'}, "
-            f"in {cached_us:.0f} µs (renewed after {renew_after / 3600:.1f} h; SuperOffice keeps it 6 h after last use)")
+        outcome = "the same ticket, no exchange" if cache_hit else "a new exchange"
+        say(f"9. Cache       get_ticket again: {outcome}, in {cached_us:.0f} µs "
+            f"(renewed after {renew_after / 3600:.1f} h; SuperOffice keeps it 6 h after last use)")
     say()
     say(SUPEROFFICE_EXAMPLE)
     say(f"Done in {time.perf_counter() - started:.2f} s.")
