@@ -86,6 +86,7 @@ __all__ = [
     "CLAIM_WEBAPI_URL",
     "DEFAULT_LEEWAY",
     "ISSUER",
+    "MAX_LEEWAY",
     "MAX_TICKET_CHARS",
     "MAX_TOKEN_BYTES",
     "JwksKeySource",
@@ -106,6 +107,7 @@ CLAIM_ASSOCIATE_ID = CLAIM_PREFIX + "associateid"
 
 ISSUER = "SuperOffice AS"
 DEFAULT_LEEWAY = 300.0
+MAX_LEEWAY = 300.0
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_TICKET_CHARS = 4096
 
@@ -678,8 +680,11 @@ class TokenValidator:
     ) -> None:
         if not callable(getattr(key_source, "get_key", None)):
             raise ConfigurationError("key_source must have a get_key(kid) method (a KeySource)")
-        if not _is_positive_number(leeway, allow_zero=True):
-            raise ConfigurationError("leeway must be a finite number of seconds >= 0")
+        if not _is_positive_number(leeway, allow_zero=True) or leeway > MAX_LEEWAY:
+            raise ConfigurationError(
+                f"leeway must be a number of seconds from 0 to {MAX_LEEWAY:g}",
+                hint="a JWT lives minutes; more skew than SuperOffice's own 5 minutes means the clock needs fixing",
+            )
         if not _is_positive_number(max_lifetime, allow_zero=False):
             raise ConfigurationError("max_lifetime must be a finite number of seconds > 0")
         if expected_serial is not None and (not isinstance(expected_serial, str) or not expected_serial):

@@ -339,7 +339,6 @@ def test_clock_skew_rejected(emu: Emulator, skew: timedelta, canary: Canary) -> 
         private_key=PARTNER_KEY,
         endpoint=emu.endpoint,
         clock=lambda: datetime.now(timezone.utc) + skew,
-        leeway=3600,
     ) as c:
         error = _rejected(c)
     assert error.error_message.startswith("InvalidTimestamp")
