@@ -371,7 +371,8 @@ MEMORY_PROCESS = textwrap.dedent("""
         jwt = template.token[:-10] + context_identifier[-10:].rjust(10, "x")
         return SystemUserTicket.from_claims(jwt, claims, obtained_at=client._clock())
 
-    client.authenticate = exchange
+    # get_ticket's own path to an exchange (authenticate() is the public single exchange).
+    client._authenticate = lambda context, token, retry: exchange(context_identifier=context, system_user_token=token)
     tenants = [(f"Cust{i:05d}", f"Sync-{i:05d}") for i in range(N)]
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if trace:
