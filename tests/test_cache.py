@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import requests
+from support import FrozenClock
 
 from sut_soap import (
     AuthenticationRejectedError,
@@ -73,19 +74,6 @@ def make_client(emu: Emulator) -> Iterator[Callable[..., SystemUserClient]]:
     yield make
     for client in made:
         client.close()
-
-
-class FrozenClock:
-    """A wall clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class FakeSharedStore:

@@ -33,7 +33,6 @@ import os
 import re
 import select
 import socket
-import ssl
 import struct
 import threading
 import time
@@ -55,8 +54,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
-from cryptography.x509.oid import NameOID
 from jwt_factory import b64url, jwk_for, mint, mint_raw, public_pem, rsa_key, self_signed_cert
+from support import TlsServer, make_cert
 
 import sut_soap.errors
 from sut_soap import (
@@ -810,63 +809,6 @@ def test_case_19_refused_or_unresolvable_is_retried_three_times(
     assert (len(lookups) if failure == "dns" else net.to_port(port)) == 3
 
 
-class TlsServer:
-    """A loopback TLS listener: counts connections, completed handshakes and application bytes."""
-
-    def __init__(self, cert: Path, key: Path) -> None:
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert, key)
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.port = int(self.sock.getsockname()[1])
-        self.url = f"https://127.0.0.1:{self.port}{PATH}"
-        self.connections = self.handshakes = 0
-        self.received = b""
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            raw.settimeout(1)
-            try:
-                with self.context.wrap_socket(raw, server_side=True) as conn:
-                    self.handshakes += 1
-                    self.received += conn.recv(65536)
-            except (OSError, ssl.SSLError):
-                raw.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(2)
-        self.sock.close()
-
-
-def _certificate(tmp: Path, *, san: x509.GeneralName, expired: bool) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(timezone.utc)
-    start, end = (now - timedelta(days=30), now - timedelta(days=1)) if expired else (now - timedelta(minutes=5),
-                                                                                     now + timedelta(days=1))
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sut-soap hostile test")])
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "server.crt", tmp / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 @pytest.mark.parametrize(
     ("trusted", "expired", "san", "reason"),
     [
@@ -881,7 +823,7 @@ def test_case_20_tls_failure_is_final_and_sends_nothing(
     monkeypatch: pytest.MonkeyPatch, make_client: Callable[..., SystemUserClient],
 ) -> None:
     """HOSTILE 20: an untrusted, misnamed or expired certificate: TransportError, not retried, no byte of the body sent."""
-    cert, key = _certificate(tmp_path, san=san, expired=expired)
+    cert, key = make_cert(tmp_path, "server", san=san, expired=expired)
     tls = TlsServer(cert, key)
     try:
         if trusted:
