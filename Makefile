@@ -18,6 +18,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check sut_soap tests bench fuzz tools
 	$(BIN)/mypy --strict sut_soap
+	$(BIN)/bandit -q -r sut_soap --severity-level medium
 
 # Coverage (issue 7): at least 95% overall, and 100% line and branch coverage of the modules
 # listed in tools/coverage_gate.py (signing, keys, _soap, tokens, _xml, errors).
