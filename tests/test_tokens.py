@@ -690,7 +690,7 @@ def _mutants(draw: st.DrawFn) -> str:
     return "".join(chars)
 
 
-@settings(derandomize=True, max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(derandomize=True, max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_mutants())
 def test_mutated_tokens_only_raise_token_validation_error(mutant: str) -> None:
     """Random character mutations of a valid token raise TokenValidationError and nothing else."""
