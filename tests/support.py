@@ -1,8 +1,10 @@
-"""Test helpers shared by several test files: a frozen wall clock and a loopback TLS server."""
+"""Test helpers and data shared by several test files: known-answer signatures, envelope patterns,
+a frozen wall clock and a loopback TLS server."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import socket
 import ssl
 import threading
@@ -15,6 +17,28 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 PATH = "/Login/Services/PartnerSystemUserService.svc"
+
+# The signed token and its UTC minute inside a request envelope the client built.
+SIGNED_TOKEN = re.compile(rb"<tns:SignedSystemToken>([^<]*)</tns:SignedSystemToken>")
+SIGNED_MINUTE = re.compile(rb"<tns:SignedSystemToken>[^<]*\.(\d{12})\.[^<]*</tns:SignedSystemToken>")
+
+# Made with OpenSSL, independently of this library:
+#   printf '%s' 'Acme Sync-8k8Q7DmBgo.202611281330' | openssl dgst -sha256 -sign test-partner-pkcs8.pem | base64 -w0
+KAT_ASCII = (
+    "Acme Sync-8k8Q7DmBgo.202611281330."
+    "E1jErSl6K9kyOKOPTSdfOARTjj98MsmyDzUBRZozhU+zEECCgewkzz9/8Di7GWYqEs0cbmNyf/siLfimp+/ANltX8KQ2fi8229Cr3P1Q"
+    "ewA5f0xjf+C4SzXQTpEFhiUHKXCgX+cxpPxU/QX8uAb4GTqaTuxbEFAi7B0sPSwH9QwGjFg3cA/7moSKL3Tjmwa8GC3nO4kLRVF+An5G"
+    "ZTTuRumipGRNLkrPE98UO61bmavRZhxFTYVLgzSmhAP1/4uB3C3g3NYLMBhdD10OZBL5WhrW/oGQ3uMLU98pNUZ0ezHOJQt3op81WL2S"
+    "YF7UwxTvzRnsrESARcCJHA8iaf/PHA=="
+)
+# The same for a non-ASCII token (UTF-8 bytes signed) at 2026-01-01 13:05 UTC.
+KAT_UTF8 = (
+    "Sørlandet Å Sync-Ωmega.202601011305."
+    "egqsWs8CtYGFDXRJ7GgIdxiJ3Yy6nUIJn4h4Lyj0hkIyhUMISLfhSoN8f+FnDHBbVMU6fbuHiEkt34fQ/9DLAvYX0yxv2BiAAkiRVdyf"
+    "IPLsyhkb6inJpFrcx75OsCodgeA4DUXIGXPWuhETXtaUudGu5K/nICwDAmTqOnwxEw6Ev4kjIYuvNpdlBK5Rd8Nn5QFltF7kWOuDxp5t"
+    "AH3YRd434nF1GkxPea5SEdJZVLo0ddUhTpwPjG4/0FgijMADC6DbJ0WuhGPq3O+wDu6kyNfWHcBZLjpP0BwHuZtGamBj/GpJHZITS3vm"
+    "mjCUq432z8tz6NAYR9yPqYgUB0FCAg=="
+)
 
 
 class FrozenClock:

@@ -55,7 +55,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from jwt_factory import b64url, jwk_for, mint, mint_raw, public_pem, rsa_key, self_signed_cert
-from support import TlsServer, make_cert
+from support import KAT_ASCII, KAT_UTF8, SIGNED_MINUTE, SIGNED_TOKEN, TlsServer, make_cert
 
 import sut_soap.errors
 from sut_soap import (
@@ -90,8 +90,6 @@ SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 TNS = "http://www.superoffice.com/superid/partnersystemuser/0.1"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
-SIGNED = re.compile(rb"<tns:SignedSystemToken>([^<]*)</tns:SignedSystemToken>")
-MINUTE = re.compile(rb"<tns:SignedSystemToken>[^<]*\.(\d{12})\.[^<]*</tns:SignedSystemToken>")
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
                "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
@@ -165,7 +163,7 @@ class Canary:
 
     def harvest(self, body: bytes) -> None:
         """The signed system tokens inside request envelopes (unescaped as well as escaped)."""
-        for match in SIGNED.finditer(body):
+        for match in SIGNED_TOKEN.finditer(body):
             text = match.group(1).decode("utf-8", "replace")
             self.add(text, unescape(text))
 
@@ -699,22 +697,6 @@ def test_case_14_insecure_tls_settings_refused(tmp_path: Path, monkeypatch: pyte
 # Signing
 # =================================================================================================
 
-# Made with OpenSSL, independently of this library (see fixtures/keys/README.md for the key):
-#   printf '%s' 'Acme Sync-8k8Q7DmBgo.202611281330' | openssl dgst -sha256 -sign test-partner-pkcs8.pem | base64 -w0
-KAT_ASCII = (
-    "Acme Sync-8k8Q7DmBgo.202611281330."
-    "E1jErSl6K9kyOKOPTSdfOARTjj98MsmyDzUBRZozhU+zEECCgewkzz9/8Di7GWYqEs0cbmNyf/siLfimp+/ANltX8KQ2fi8229Cr3P1Q"
-    "ewA5f0xjf+C4SzXQTpEFhiUHKXCgX+cxpPxU/QX8uAb4GTqaTuxbEFAi7B0sPSwH9QwGjFg3cA/7moSKL3Tjmwa8GC3nO4kLRVF+An5G"
-    "ZTTuRumipGRNLkrPE98UO61bmavRZhxFTYVLgzSmhAP1/4uB3C3g3NYLMBhdD10OZBL5WhrW/oGQ3uMLU98pNUZ0ezHOJQt3op81WL2S"
-    "YF7UwxTvzRnsrESARcCJHA8iaf/PHA=="
-)
-KAT_UTF8 = (
-    "Sørlandet Å Sync-Ωmega.202601011305."
-    "egqsWs8CtYGFDXRJ7GgIdxiJ3Yy6nUIJn4h4Lyj0hkIyhUMISLfhSoN8f+FnDHBbVMU6fbuHiEkt34fQ/9DLAvYX0yxv2BiAAkiRVdyf"
-    "IPLsyhkb6inJpFrcx75OsCodgeA4DUXIGXPWuhETXtaUudGu5K/nICwDAmTqOnwxEw6Ev4kjIYuvNpdlBK5Rd8Nn5QFltF7kWOuDxp5t"
-    "AH3YRd434nF1GkxPea5SEdJZVLo0ddUhTpwPjG4/0FgijMADC6DbJ0WuhGPq3O+wDu6kyNfWHcBZLjpP0BwHuZtGamBj/GpJHZITS3vm"
-    "mjCUq432z8tz6NAYR9yPqYgUB0FCAg=="
-)
 
 
 def test_case_15_timestamp_is_utc_whatever_the_zone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -756,8 +738,8 @@ def test_case_17_retry_resigns_with_the_new_minute(server: LoopServer,
     with raises(17) as info:
         get(client)
     assert info.value.status == 503
-    assert [MINUTE.search(b).group(1) for b in server.bodies] == [b"202601011259", b"202601011300"]  # type: ignore[union-attr]
-    signatures = [SIGNED.search(b).group(1).rsplit(b".", 1)[1] for b in server.bodies]  # type: ignore[union-attr]
+    assert [SIGNED_MINUTE.search(b).group(1) for b in server.bodies] == [b"202601011259", b"202601011300"]  # type: ignore[union-attr]
+    signatures = [SIGNED_TOKEN.search(b).group(1).rsplit(b".", 1)[1] for b in server.bodies]  # type: ignore[union-attr]
     assert signatures[0] != signatures[1]
 
 

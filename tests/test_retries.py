@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import socket
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
-from support import FrozenClock
+from support import SIGNED_MINUTE, SIGNED_TOKEN, FrozenClock
 
 from sut_soap import (
     AuthenticationRejectedError,
@@ -49,8 +48,6 @@ TOKEN = "Acme Sync-canaryR3try1"
 OTHER_TOKEN = "Acme Sync-canaryR3try2"
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 TNS = "http://www.superoffice.com/superid/partnersystemuser/0.1"
-SIGNED_TOKEN = re.compile(rb"<tns:SignedSystemToken>([^<]*)</tns:SignedSystemToken>")
-SIGNED_MINUTE = re.compile(rb"<tns:SignedSystemToken>[^<]*\.(\d{12})\.[^<]*</tns:SignedSystemToken>")
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+from support import KAT_ASCII, KAT_UTF8
 
 from sut_soap.errors import ConfigurationError
 from sut_soap.keys import load_private_key
@@ -22,23 +23,6 @@ KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
 XML_KEY = KEYS / "test-partner.xml"
 AT = datetime(2026, 11, 28, 13, 30, 42, tzinfo=timezone.utc)
 
-# Made with OpenSSL, independently of this library:
-#   printf '%s' 'Acme Sync-8k8Q7DmBgo.202611281330' | openssl dgst -sha256 -sign test-partner-pkcs8.pem | base64 -w0
-KAT_ASCII = (
-    "Acme Sync-8k8Q7DmBgo.202611281330."
-    "E1jErSl6K9kyOKOPTSdfOARTjj98MsmyDzUBRZozhU+zEECCgewkzz9/8Di7GWYqEs0cbmNyf/siLfimp+/ANltX8KQ2fi8229Cr3P1Q"
-    "ewA5f0xjf+C4SzXQTpEFhiUHKXCgX+cxpPxU/QX8uAb4GTqaTuxbEFAi7B0sPSwH9QwGjFg3cA/7moSKL3Tjmwa8GC3nO4kLRVF+An5G"
-    "ZTTuRumipGRNLkrPE98UO61bmavRZhxFTYVLgzSmhAP1/4uB3C3g3NYLMBhdD10OZBL5WhrW/oGQ3uMLU98pNUZ0ezHOJQt3op81WL2S"
-    "YF7UwxTvzRnsrESARcCJHA8iaf/PHA=="
-)
-# The same for a non-ASCII token (UTF-8 bytes signed) at 2026-01-01 13:05 UTC.
-KAT_UTF8 = (
-    "Sørlandet Å Sync-Ωmega.202601011305."
-    "egqsWs8CtYGFDXRJ7GgIdxiJ3Yy6nUIJn4h4Lyj0hkIyhUMISLfhSoN8f+FnDHBbVMU6fbuHiEkt34fQ/9DLAvYX0yxv2BiAAkiRVdyf"
-    "IPLsyhkb6inJpFrcx75OsCodgeA4DUXIGXPWuhETXtaUudGu5K/nICwDAmTqOnwxEw6Ev4kjIYuvNpdlBK5Rd8Nn5QFltF7kWOuDxp5t"
-    "AH3YRd434nF1GkxPea5SEdJZVLo0ddUhTpwPjG4/0FgijMADC6DbJ0WuhGPq3O+wDu6kyNfWHcBZLjpP0BwHuZtGamBj/GpJHZITS3vm"
-    "mjCUq432z8tz6NAYR9yPqYgUB0FCAg=="
-)
 
 
 def test_known_answer_from_xml_key() -> None:
