@@ -10,11 +10,14 @@ import ssl
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from sut_soap.retry import RetryPolicy
 
 PATH = "/Login/Services/PartnerSystemUserService.svc"
 
@@ -39,6 +42,23 @@ KAT_UTF8 = (
     "AH3YRd434nF1GkxPea5SEdJZVLo0ddUhTpwPjG4/0FgijMADC6DbJ0WuhGPq3O+wDu6kyNfWHcBZLjpP0BwHuZtGamBj/GpJHZITS3vm"
     "mjCUq432z8tz6NAYR9yPqYgUB0FCAg=="
 )
+
+
+class Sleeper:
+    """An injected sleep: records each wait and moves a fake monotonic clock instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.now = 1000.0
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def policy(self, **kwargs: Any) -> RetryPolicy:
+        """A policy that never really sleeps; random() is 1.0 so each wait is its ceiling."""
+        options: dict[str, Any] = {"sleep": self, "random": lambda: 1.0, "monotonic": lambda: self.now}
+        return RetryPolicy(**{**options, **kwargs})
 
 
 class FrozenClock:

@@ -55,7 +55,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from jwt_factory import b64url, jwk_for, mint, mint_raw, public_pem, rsa_key, self_signed_cert
-from support import KAT_ASCII, KAT_UTF8, SIGNED_MINUTE, SIGNED_TOKEN, TlsServer, make_cert
+from support import KAT_ASCII, KAT_UTF8, SIGNED_MINUTE, SIGNED_TOKEN, Sleeper, TlsServer, make_cert
 
 import sut_soap.errors
 from sut_soap import (
@@ -410,22 +410,6 @@ def server(canary: Canary) -> Iterator[LoopServer]:
     s.httpd.server_close()
     for body in s.bodies:
         canary.harvest(body)
-
-
-class Sleeper:
-    """An injected sleep that records the waits and moves a fake monotonic clock."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-        self.now = 1000.0
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-    def policy(self, **kwargs: Any) -> RetryPolicy:
-        options: dict[str, Any] = {"sleep": self, "random": lambda: 1.0, "monotonic": lambda: self.now}
-        return RetryPolicy(**{**options, **kwargs})
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
-from support import SIGNED_MINUTE, SIGNED_TOKEN, FrozenClock
+from support import SIGNED_MINUTE, SIGNED_TOKEN, FrozenClock, Sleeper
 
 from sut_soap import (
     AuthenticationRejectedError,
@@ -51,28 +51,6 @@ TNS = "http://www.superoffice.com/superid/partnersystemuser/0.1"
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-class Sleeper:
-    """An injected sleep: records each wait and moves a fake monotonic clock instead of waiting."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-        self.now = 1000.0
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-    def monotonic(self) -> float:
-        return self.now
-
-
-def policy(sleeper: Sleeper, **kwargs: Any) -> RetryPolicy:
-    """A policy that never really sleeps; random() is 1.0 so each wait is its ceiling."""
-    options: dict[str, Any] = {"sleep": sleeper, "random": lambda: 1.0, "monotonic": sleeper.monotonic}
-    options.update(kwargs)
-    return RetryPolicy(**options)
 
 
 class Reply:
@@ -377,7 +355,7 @@ def test_transient_503_is_retried_then_succeeds(
     emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]
 ) -> None:
     """Two 503s then a success: get_ticket returns the ticket after 3 exchanges and two jittered waits."""
-    client = make_client(emu.endpoint, retry=policy(sleeper))
+    client = make_client(emu.endpoint, retry=sleeper.policy())
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, times=2)
     before = emu.exchange_count
     ticket = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
@@ -390,7 +368,7 @@ def test_attempts_are_bounded_and_the_last_error_surfaces(
     emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]
 ) -> None:
     """A 503 that persists costs exactly 3 attempts, then its retryable TransportError is raised."""
-    client = make_client(emu.endpoint, retry=policy(sleeper))
+    client = make_client(emu.endpoint, retry=sleeper.policy())
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML)
     before = emu.exchange_count
     with pytest.raises(TransportError) as info:
@@ -405,7 +383,7 @@ def test_retry_after_seconds_is_honoured(
     emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]
 ) -> None:
     """A 503 with Retry-After: 2 waits exactly 2 s (not the jittered backoff) before trying again."""
-    client = make_client(emu.endpoint, retry=policy(sleeper))
+    client = make_client(emu.endpoint, retry=sleeper.policy())
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, retry_after=2, times=1)
     assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN).context_identifier == CTX
     assert sleeper.waits == [2.0]
@@ -422,7 +400,7 @@ def test_retry_after_beyond_the_cap_fails_without_sleeping(
 ) -> None:
     """A Retry-After beyond 30 s (seconds or HTTP-date) is not waited for: one attempt, then the error."""
     server.default = Reply(status, b"", {"Retry-After": retry_after})
-    client = make_client(server.url, retry=policy(sleeper))
+    client = make_client(server.url, retry=sleeper.policy())
     with pytest.raises(TransportError) as info:
         client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     assert info.value.status == status
@@ -435,7 +413,7 @@ def test_429_is_retried_only_when_it_says_how_long(
     server: ScriptedServer, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]
 ) -> None:
     """429 with Retry-After: 1 is retried after 1 s; a bare 429 is not retried at all."""
-    client = make_client(server.url, retry=policy(sleeper))
+    client = make_client(server.url, retry=sleeper.policy())
     server.script = [Reply(429, b"", {"Retry-After": "1"}), Reply(429)]
     with pytest.raises(TransportError) as info:
         client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
@@ -460,7 +438,7 @@ def test_transient_answers_use_every_attempt(
 ) -> None:
     """502/504 pages, an empty 503 and an s:Server fault are retried up to 3 attempts, then raised."""
     server.default = reply
-    client = make_client(server.url, retry=policy(sleeper))
+    client = make_client(server.url, retry=sleeper.policy())
     with pytest.raises(expected) as info:
         client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     assert info.value.retryable is True
@@ -495,7 +473,7 @@ def test_final_answers_are_never_retried(
 ) -> None:
     """Rejections, client faults, 4xx other than 429, redirects and non-SOAP answers cost exactly 1 attempt."""
     server.default = reply
-    client = make_client(server.url, retry=policy(sleeper))
+    client = make_client(server.url, retry=sleeper.policy())
     with pytest.raises(expected):
         client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     assert server.posts == 1
@@ -504,7 +482,7 @@ def test_final_answers_are_never_retried(
 
 def test_connection_reset_is_retried(emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]) -> None:
     """A connection closed without an answer is retried and the next attempt's ticket is returned."""
-    client = make_client(emu.endpoint, retry=policy(sleeper))
+    client = make_client(emu.endpoint, retry=sleeper.policy())
     emu.inject(Fault.DISCONNECT, times=1)
     assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN).context_identifier == CTX
     assert len(sleeper.waits) == 1
@@ -525,7 +503,7 @@ def test_connection_refused_is_retried_three_times(
             attempts.append(str(url))
             return super().post(url, *args, **kwargs)
 
-    client = make_client(f"http://127.0.0.1:{port}/x", session=Counting(), retry=policy(sleeper))
+    client = make_client(f"http://127.0.0.1:{port}/x", session=Counting(), retry=sleeper.policy())
     with pytest.raises(TransportError, match="cannot connect") as info:
         client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     assert info.value.retryable is True
@@ -535,7 +513,7 @@ def test_connection_refused_is_retried_three_times(
 
 def test_jwt_failures_are_not_retried(emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]) -> None:
     """A JWT that fails validation is raised after one exchange; retrying could not change it."""
-    client = make_client(emu.endpoint, retry=policy(sleeper))
+    client = make_client(emu.endpoint, retry=sleeper.policy())
     emu.inject(Fault.EXPIRED_TOKEN)
     before = emu.exchange_count
     with pytest.raises(TokenValidationError):
@@ -548,7 +526,7 @@ def test_jwks_outage_does_not_exchange_again(
     emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]
 ) -> None:
     """A JWKS outage after a successful exchange surfaces at once: no second exchange (and credential record)."""
-    client = make_client(emu.endpoint, retry=policy(sleeper))
+    client = make_client(emu.endpoint, retry=sleeper.policy())
     emu.inject(Fault.JWKS_UNAVAILABLE)
     before = emu.exchange_count
     with pytest.raises(TransportError) as info:
@@ -562,7 +540,7 @@ def test_configuration_errors_are_not_retried(
     emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]
 ) -> None:
     """A control character in the tenant is refused before any exchange, with no wait."""
-    client = make_client(emu.endpoint, retry=policy(sleeper))
+    client = make_client(emu.endpoint, retry=sleeper.policy())
     before = emu.exchange_count
     with pytest.raises(ConfigurationError):
         client.get_ticket(context_identifier="Cust\x0012", system_user_token=TOKEN)
@@ -579,7 +557,7 @@ def test_each_retry_signs_again_with_a_fresh_timestamp(
         datetime(2026, 1, 1, 13, 0, 0, 200_000, tzinfo=timezone.utc),
         datetime(2026, 1, 1, 13, 0, 1, 0, tzinfo=timezone.utc),
     ])
-    client = make_client(server.url, retry=policy(sleeper), clock=lambda: next(times))
+    client = make_client(server.url, retry=sleeper.policy(), clock=lambda: next(times))
     with pytest.raises(TransportError):
         client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     minutes = [SIGNED_MINUTE.search(body).group(1) for body in server.bodies]  # type: ignore[union-attr]
@@ -595,7 +573,7 @@ def test_no_wait_that_would_pass_the_deadline(
     server: ScriptedServer, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]
 ) -> None:
     """With a 1 s deadline, a 0.6 s wait is taken but the next 1.2 s one is not: 2 attempts, then the error."""
-    client = make_client(server.url, retry=policy(sleeper, backoff_base=0.6, deadline=1.0))
+    client = make_client(server.url, retry=sleeper.policy(backoff_base=0.6, deadline=1.0))
     with pytest.raises(TransportError):
         client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     assert server.posts == 2
@@ -607,7 +585,7 @@ def test_retry_after_past_the_deadline_is_not_waited_for(
 ) -> None:
     """A Retry-After within its cap but beyond what is left of the deadline ends the call at once."""
     server.default = Reply(503, b"", {"Retry-After": "20"})
-    client = make_client(server.url, retry=policy(sleeper, deadline=10.0))
+    client = make_client(server.url, retry=sleeper.policy(deadline=10.0))
     with pytest.raises(TransportError):
         client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     assert server.posts == 1
@@ -637,7 +615,7 @@ def test_renewal_with_a_valid_ticket_is_not_retried(
 ) -> None:
     """HOSTILE 77: a failed renewal returns the still-valid ticket at once, with no retry and no wait."""
     clock = FrozenClock()
-    client = make_client(emu.endpoint, retry=policy(sleeper), clock=clock, ticket_lifetime=600, refresh_ahead=300)
+    client = make_client(emu.endpoint, retry=sleeper.policy(), clock=clock, ticket_lifetime=600, refresh_ahead=300)
     first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     clock.advance(400)
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML)
@@ -669,7 +647,7 @@ def test_authenticate_is_always_one_exchange(
     emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]
 ) -> None:
     """authenticate never retries, whatever the policy: it is the one-exchange primitive."""
-    client = make_client(emu.endpoint, retry=policy(sleeper))
+    client = make_client(emu.endpoint, retry=sleeper.policy())
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, times=1)
     before = emu.exchange_count
     with pytest.raises(TransportError):
@@ -684,7 +662,7 @@ def test_a_callers_transport_is_not_retried_unless_asked(
     """With transport= and no retry=, one attempt (recordings and replays stay one-to-one); retry= turns it on."""
     plain = make_client(emu.endpoint, transport=HttpTransport())
     assert plain.retry is None
-    asked = make_client(emu.endpoint, transport=HttpTransport(), retry=policy(sleeper))
+    asked = make_client(emu.endpoint, transport=HttpTransport(), retry=sleeper.policy())
     assert asked.retry is not None
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, times=1)
     with pytest.raises(TransportError):
@@ -699,7 +677,7 @@ def test_waiters_share_the_outcome_of_the_retried_exchange(
     emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]
 ) -> None:
     """10 threads on a cold tenant during two 503s: one leader makes 3 exchanges, all get its ticket."""
-    client = make_client(emu.endpoint, retry=policy(sleeper))
+    client = make_client(emu.endpoint, retry=sleeper.policy())
     client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)  # JWKS fetched
     client.invalidate(CTX)
     emu.inject(Fault.LATENCY, seconds=0.1, times=1)
@@ -820,7 +798,7 @@ def test_retry_paths_leak_no_secret(
     emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient], canary: Canary
 ) -> None:
     """At DEBUG on every logger: one line per retry, and no secret in logs, errors, chains or warnings."""
-    client = make_client(emu.endpoint, retry=policy(sleeper))
+    client = make_client(emu.endpoint, retry=sleeper.policy())
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, times=2)
     ticket = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     retry_lines = [line for line in canary.text().splitlines() if "retrying in" in line]
