@@ -498,9 +498,11 @@ def _parse_key_material(data: bytes) -> list[tuple[str | None, RSAPublicKey]]:
         else:
             raise _KeyMaterialError("it is PEM but neither a public key nor a certificate")
     else:
-        loaded = _load(lambda: x509.load_der_x509_certificate(text).public_key())
+        # DER is binary: strip() above may have cut whitespace-valued bytes off its end.
+        der = data.removeprefix(b"\xef\xbb\xbf")
+        loaded = _load(lambda: x509.load_der_x509_certificate(der).public_key())
         if loaded is None:
-            loaded = _load(lambda: load_der_public_key(text))
+            loaded = _load(lambda: load_der_public_key(der))
     if loaded is None:
         raise _KeyMaterialError("it is not a parseable public key, certificate, JWK or JWKS")
     if not isinstance(loaded, RSAPublicKey):

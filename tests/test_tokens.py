@@ -738,6 +738,15 @@ def test_der_certificate_file(tmp_path: Path) -> None:
     _validates_with(key_source_from_public_key(path))
 
 
+def test_der_certificate_ending_in_a_whitespace_byte() -> None:
+    """A DER certificate whose last byte is 0x09-0x0d or 0x20 loads (binary data is never stripped)."""
+    while True:
+        der = self_signed_cert(key()).public_bytes(serialization.Encoding.DER)
+        if der[-1:] in (b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c"):
+            break
+    _validates_with(key_source_from_public_key(der))
+
+
 def test_der_public_key_bytes() -> None:
     """DER SubjectPublicKeyInfo bytes load."""
     der = key().public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
