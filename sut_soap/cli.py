@@ -140,14 +140,15 @@ def _mask_elements_parsed(text: str) -> str:
     """Second pass: parse (hardened) and blank any secret element the regex could not see."""
     from lxml import etree
 
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+    from ._xml import hardened_parser, name_of
+
     try:
-        root = etree.fromstring(text.encode("utf-8"), parser=parser)
+        root = etree.fromstring(text.encode("utf-8"), parser=hardened_parser())
     except (etree.XMLSyntaxError, ValueError):
         return text  # not XML (an HTML error page, a truncated answer): the regex pass stands
     changed = False
     for element in root.iter():
-        if not isinstance(element.tag, str) or etree.QName(element).localname not in _SECRET_ELEMENTS:
+        if not isinstance(element.tag, str) or name_of(element).localname not in _SECRET_ELEMENTS:
             continue
         if (element.text or "").strip() in ("", MASK) and len(element) == 0:
             continue
@@ -1018,6 +1019,7 @@ def _load_partner_public_key(path: str) -> RSAPublicKey:
     from cryptography.hazmat.primitives.asymmetric import rsa
     from lxml import etree
 
+    from ._xml import hardened_parser, name_of
     from .tokens import key_source_from_public_key
 
     try:
@@ -1031,15 +1033,14 @@ def _load_partner_public_key(path: str) -> RSAPublicKey:
     where = f"the public key file {path!r}"
     if b"<!" in text:
         raise ConfigurationError(f"{where} carries a DTD or declaration; refused")
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     try:
-        root = etree.fromstring(text, parser=parser)
+        root = etree.fromstring(text, parser=hardened_parser())
     except etree.XMLSyntaxError:
         raise ConfigurationError(f"{where} is not well-formed XML") from None
     values: dict[str, int] = {}
     for element in root:
         if isinstance(element.tag, str):
-            name = etree.QName(element).localname
+            name = name_of(element).localname
             if name in ("D", "P", "Q", "DP", "DQ", "InverseQ"):
                 raise ConfigurationError(
                     f"{where} holds a private key", hint="give the public key registered for the application"
