@@ -21,8 +21,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .cache import CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
     from .client import SystemUserClient
     from .keys import load_private_key
+    from .retry import RetryPolicy
     from .signing import sign_system_user_token
     from .ticket import SystemUserTicket
 
@@ -30,12 +32,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationRejectedError",
+    "CachedTicket",
     "ConfigurationError",
+    "InMemoryTicketCache",
+    "LockingTicketCache",
     "ProtocolError",
+    "RetryPolicy",
     "SoapFaultError",
     "SutSoapError",
     "SystemUserClient",
     "SystemUserTicket",
+    "TicketCache",
     "TokenValidationError",
     "TransportError",
     "__version__",
@@ -44,8 +51,13 @@ __all__ = [
 ]
 
 _LAZY = {
+    "CachedTicket": "cache",
+    "InMemoryTicketCache": "cache",
+    "LockingTicketCache": "cache",
+    "RetryPolicy": "retry",
     "SystemUserClient": "client",
     "SystemUserTicket": "ticket",
+    "TicketCache": "cache",
     "load_private_key": "keys",
     "sign_system_user_token": "signing",
 }

@@ -73,10 +73,15 @@ def test_public_api_does_not_drift() -> None:
             "AuthenticationRejectedError", "ConfigurationError", "ProtocolError", "SoapFaultError", "SutSoapError",
             "SystemUserClient", "SystemUserTicket", "TokenValidationError", "TransportError", "__version__",
             "load_private_key", "sign_system_user_token",
+            "RetryPolicy", "TicketCache", "LockingTicketCache", "InMemoryTicketCache", "CachedTicket",
         ]
     )
     for name in sut_soap.__all__:
         assert getattr(sut_soap, name) is not None
+    from sut_soap.cache import InMemoryTicketCache
+    from sut_soap.retry import RetryPolicy
+
+    assert sut_soap.RetryPolicy is RetryPolicy and sut_soap.InMemoryTicketCache is InMemoryTicketCache
 
 
 def test_import_is_light() -> None:
