@@ -270,7 +270,15 @@ def _read_token(value: str, stdin: TextIO, what: str = "TOKEN") -> str:
             raise ConfigurationError(f"{what} on stdin is larger than {_MAX_READ} bytes")
     value = value.strip()
     if not value:
-        raise ConfigurationError(f"{what} is empty", hint="pass the JWT, or - to read it from stdin")
+        raise ConfigurationError(f"{what} is empty", hint="pass the value, or - to read it from stdin")
+    return value
+
+
+def _system_user_token(args: argparse.Namespace, what: str = "--system-user-token") -> str:
+    """--system-user-token or its variable; ``-`` reads it from stdin (no real token is a lone dash)."""
+    value = _require(args.system_user_token, what, "SUT_SOAP_SYSTEM_USER_TOKEN")
+    if value == "-":
+        value = _read_token(value, args.stdin, "--system-user-token")
     return value
 
 
@@ -287,7 +295,7 @@ def _add_key(parser: argparse.ArgumentParser, *, required_note: str = "") -> Non
 def _add_token(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
     parser.add_argument(
         "--system-user-token", metavar="T", default=_env_default("SUT_SOAP_SYSTEM_USER_TOKEN"),
-        help="the tenant's system user token, exactly as received [SUT_SOAP_SYSTEM_USER_TOKEN]",
+        help="the tenant's system user token, exactly as received; - reads it from stdin [SUT_SOAP_SYSTEM_USER_TOKEN]",
     )
 
 
@@ -524,7 +532,7 @@ def _parse_timestamp(stamp: str | None) -> datetime | None:
 def _cmd_sign(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .signing import sign_system_user_token
 
-    token = _require(args.system_user_token, "--system-user-token", "SUT_SOAP_SYSTEM_USER_TOKEN")
+    token = _system_user_token(args)
     key = _require(args.private_key, "--private-key", "SUT_SOAP_PRIVATE_KEY")
     args.masker.add(token)
     at = _parse_timestamp(args.timestamp)
@@ -554,8 +562,7 @@ def _cmd_envelope(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         args.masker.add(signed)
         key: RSAPrivateKey = _throwaway_key()  # the client needs a key; building an envelope never uses it
     else:
-        token = _require(args.system_user_token, "--system-user-token (or --signed-token)",
-                         "SUT_SOAP_SYSTEM_USER_TOKEN")
+        token = _system_user_token(args, "--system-user-token (or --signed-token)")
         args.masker.add(token)
         key = _load_key(args)
         signed = sign_system_user_token(token, key, at=_parse_timestamp(args.timestamp))
@@ -716,7 +723,7 @@ def _cmd_ticket(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .keys import public_key_fingerprint
 
     context = _require(args.context_identifier, "--context-identifier", "SUT_SOAP_CONTEXT_IDENTIFIER")
-    token = _require(args.system_user_token, "--system-user-token", "SUT_SOAP_SYSTEM_USER_TOKEN")
+    token = _system_user_token(args)
     secret = _require(args.client_secret, "--client-secret", "SUT_SOAP_CLIENT_SECRET")
     args.masker.add(token, secret)
     environment, endpoint = _target(args)
