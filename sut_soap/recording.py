@@ -1522,6 +1522,7 @@ def _replay_exchange(exchange: Exchange, number: int, total: int, args: argparse
     redacted_jwt = b"{{SUT_SOAP:JWT}}" in body
     key = _stand_in_key()
     public_key: Any = key.public_key()
+    at = exchange.recorded_at or _utc_now()  # the client validates as at this time
     jwt: str | None = None
     mode = "none"
     if redacted_jwt and exchange.jwt_claims is not None:
@@ -1531,7 +1532,7 @@ def _replay_exchange(exchange: Exchange, number: int, total: int, args: argparse
     elif redacted_jwt:
         mode = "skip"
         jwt = mint_test_jwt(key, context_identifier=args.context_identifier or _recorded_context(exchange)
-                            or "Cust12345")
+                            or "Cust12345", now=at)
     elif token is not None:
         if args.public_key:
             mode = "full"
@@ -1539,7 +1540,6 @@ def _replay_exchange(exchange: Exchange, number: int, total: int, args: argparse
         else:
             mode = "skip"
     context = args.context_identifier or _recorded_context(exchange) or "Cust12345"
-    at = exchange.recorded_at or _utc_now()
     transport = ReplayTransport(
         Recording((exchange,), None, {}),
         jwt=jwt,
