@@ -1178,6 +1178,8 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
+                size = -1
+            if size < 0:  # "-1" parses, and read(-1) would read to EOF past the size cap
                 self.close_connection = True
                 self._send(_bad_request())
                 return None
