@@ -88,6 +88,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -723,9 +724,22 @@ def _read_body(directory: Path, name: object, json_path: Path) -> bytes | None:
         return None
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
         raise _bad(json_path, f"names a body file {str(name)[:60]!r}, which is not a file of this directory")
-    path = directory / name
+    return _read_file_of(directory, directory / name)
+
+
+def _read_file_of(directory: Path, path: Path) -> bytes:
+    """A regular file of the recording, at most _MAX_BODY_FILE bytes.
+
+    A tampered recording must not make a replay read elsewhere (a symlink out of the
+    directory) or block forever (a FIFO).
+    """
     try:
-        if path.stat().st_size > _MAX_BODY_FILE:
+        if not path.resolve().is_relative_to(directory.resolve()):
+            raise _bad(path, "is a link to a file outside the recording directory")
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise _bad(path, "is not a regular file")
+        if info.st_size > _MAX_BODY_FILE:
             raise _bad(path, f"is larger than {_MAX_BODY_FILE} bytes")
         return path.read_bytes()
     except OSError as exc:
@@ -741,9 +755,10 @@ def _str_map(value: object, path: Path, what: str) -> dict[str, str]:
 
 
 def _read_exchange(directory: Path, path: Path) -> Exchange:
+    data = _read_file_of(directory, path)
     try:
-        document = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
+        document = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
         raise _bad(path, f"is not readable JSON ({type(exc).__name__})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise _bad(path, f"is not in the format {FORMAT}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -242,11 +244,21 @@ def test_unstorable_claims_are_left_out_of_the_recording(tmp_path: Path, claims:
 def test_oversized_body_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A body file over the size limit is refused as a ConfigurationError naming the file, before it is read."""
     directory = _copy("rejection", tmp_path)
+    (directory / "01-response.xml").write_bytes(b" " * 2000 + (directory / "01-response.xml").read_bytes())
+    monkeypatch.setattr(recording_module, "_MAX_BODY_FILE", 1500)
+    with pytest.raises(ConfigurationError) as caught:
+        load_recording(directory)
+    assert caught.value.message == f"the recording file {directory / '01-response.xml'} is larger than 1500 bytes"
+    assert caught.value.hint == "re-record, or fix the file by hand"
+
+
+def test_oversized_exchange_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NN-exchange.json itself is capped too, before it is parsed."""
+    directory = _copy("rejection", tmp_path)
     monkeypatch.setattr(recording_module, "_MAX_BODY_FILE", 10)
     with pytest.raises(ConfigurationError) as caught:
         load_recording(directory)
-    assert caught.value.message == f"the recording file {directory / '01-response.xml'} is larger than 10 bytes"
-    assert caught.value.hint == "re-record, or fix the file by hand"
+    assert caught.value.message == f"the recording file {directory / '01-exchange.json'} is larger than 10 bytes"
 
 
 # --- recording ----------------------------------------------------------------------------------------
@@ -579,3 +591,70 @@ def test_scan_ignores_jwt_shapes_without_a_json_header(tmp_path: Path, segment: 
     """A dotted e-word whose first segment does not decode to a JSON header with alg is not reported."""
     (tmp_path / "notes.md").write_text(f"see {segment}.payloadpart.signaturepart and {segment}.x.y\n")
     assert scan_for_secrets(tmp_path) == []
+
+
+def _one_recording(tmp_path: Path) -> Path:
+    source = Path(__file__).resolve().parents[1] / "fixtures" / "recordings" / "rejection"
+    target = tmp_path / "rec"
+    shutil.copytree(source, target)
+    return target
+
+
+def test_body_symlink_out_of_the_recording_is_refused(tmp_path: Path) -> None:
+    """A body file that links outside the recording directory is refused, so a replay never reads elsewhere."""
+    recording = _one_recording(tmp_path)
+    outside = tmp_path / "elsewhere.xml"
+    outside.write_bytes(b"<not-yours/>")
+    body = next(p for p in recording.iterdir() if p.name.endswith("-response.xml"))
+    body.unlink()
+    body.symlink_to(outside)
+    with pytest.raises(ConfigurationError, match="outside the recording directory"):
+        load_recording(recording)
+
+
+def test_exchange_file_symlink_out_of_the_recording_is_refused(tmp_path: Path) -> None:
+    """An NN-exchange.json that links outside the directory is refused too."""
+    recording = _one_recording(tmp_path)
+    exchange = next(p for p in recording.iterdir() if p.name.endswith("-exchange.json"))
+    outside = tmp_path / "exchange.json"
+    outside.write_bytes(exchange.read_bytes())
+    exchange.unlink()
+    exchange.symlink_to(outside)
+    with pytest.raises(ConfigurationError, match="outside the recording directory"):
+        load_recording(recording)
+
+
+def test_symlink_inside_the_recording_is_followed(tmp_path: Path) -> None:
+    """A link to another file of the same recording is fine (nothing leaves the directory)."""
+    recording = _one_recording(tmp_path)
+    body = next(p for p in recording.iterdir() if p.name.endswith("-response.xml"))
+    kept = recording / "kept-response.bin"
+    body.rename(kept)
+    body.symlink_to(kept.name)
+    assert load_recording(recording).exchanges
+
+
+def test_fifo_body_is_refused_not_read(tmp_path: Path) -> None:
+    """A body that is a FIFO is refused at once instead of blocking the replay forever."""
+    recording = _one_recording(tmp_path)
+    body = next(p for p in recording.iterdir() if p.name.endswith("-response.xml"))
+    body.unlink()
+    os.mkfifo(body)
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_recording(recording)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # blocked opening the FIFO: release it so the suite does not hang, then fail
+        with open(body, "wb"):
+            pass
+        worker.join(10)
+        pytest.fail("load_recording blocked on a FIFO body file")
+    assert len(outcome) == 1 and isinstance(outcome[0], ConfigurationError)
+    assert "not a regular file" in outcome[0].message
