@@ -142,6 +142,15 @@ class _Rejection:
         self.monotonic = monotonic
 
 
+class _TokenMemo(dict[str, str]):
+    """System user token -> fingerprint; its repr shows only the size (the keys are secrets)."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} token fingerprints>"
+
+    __str__ = __repr__
+
+
 class _Secret:
     """A value that never shows itself in str or repr."""
 
@@ -295,7 +304,7 @@ class SystemUserClient:
         self._rejections: dict[str, _Rejection] = {}
         self._rejections_lock = threading.Lock()
         self._store_warned: dict[str, float] = {}
-        self._fingerprints: dict[str, str] = {}
+        self._fingerprints = _TokenMemo()
 
     def authenticate(self, *, context_identifier: str, system_user_token: str) -> SystemUserTicket:
         """Sign the tenant's system user token, exchange it and return the validated ticket.
@@ -376,7 +385,8 @@ class SystemUserClient:
 
         Pass ``ticket`` (the ticket that got the 401) to forget it only if it is still the cached
         one: when many threads see the same 401, the first invalidates and the others then leave
-        the fresh ticket alone instead of causing one exchange each. Without ``ticket``, a
+        the fresh ticket alone instead of causing one exchange each (a store that cannot be read
+        is not trusted to tell: the entry is forgotten). Without ``ticket``, a
         remembered rejection of the tenant is forgotten too (say, once the tenant's
         administrator approved the application again).
         """
@@ -387,10 +397,12 @@ class SystemUserClient:
             try:
                 entry = self._cache.get(key)
             except Exception as exc:
+                # Unreadable: the refused ticket may still be cached, so forget the entry (at
+                # worst one extra exchange) rather than keep serving it once the store is back.
                 self._store_failed("get", exc)
-                entry = None
-            if entry is None or (isinstance(entry, CachedTicket) and entry.ticket.ticket != given):
-                return
+            else:
+                if entry is None or (isinstance(entry, CachedTicket) and entry.ticket.ticket != given):
+                    return
         for flight_key in [k for k in list(self._backoff) if k.startswith(key + "\x00")]:
             self._backoff.pop(flight_key, None)
         if ticket is None:
