@@ -21,10 +21,11 @@ lint: $(STAMP)
 	$(BIN)/bandit -q -r sut_soap --severity-level medium
 	$(BIN)/python tools/audit.py
 
-# Coverage (issue 7): at least 95% overall, and 100% line and branch coverage of the modules
-# listed in tools/coverage_gate.py (signing, keys, _soap, tokens, _xml, errors).
+# Coverage: at least 98% overall (issue 7 asks for 95%; the suite is at 99%, and the floor keeps
+# it there), and 100% line and branch coverage of the modules listed in tools/coverage_gate.py
+# (signing, keys, _soap, tokens, _xml, errors, cache).
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q --cov --cov-report=term --cov-fail-under=95
+	$(BIN)/python -m pytest -q --cov --cov-report=term --cov-fail-under=98
 	$(BIN)/python tools/coverage_gate.py
 
 test: lint unit
