@@ -3,14 +3,16 @@
 ``make lint`` runs this (issue 7, supply chain). Its scope is the installed closure of
 ``sut-soap[test]`` (runtime and test dependencies, transitively, with their extras and
 markers) plus pip and setuptools; tools that ``make fuzz`` or ``make mutate`` install on
-demand, or anything added by hand, are listed but not judged. It runs pip-audit over the
-environment it is started in, then looks after what pip-audit had to skip. pip-audit asks PyPI's JSON API
-for each installed *version* (``/pypi/NAME/VERSION/json``); some package mirrors and proxies
-answer that with 404 while still serving the project document (``/pypi/NAME/json``), whose
-``vulnerabilities`` list is the one of the project's latest release. So a package pip-audit
-skipped as "not found" is judged from that document when its installed version *is* the
-latest release, and counts as unaudited otherwise. Unaudited packages fail the run, as
-``pip-audit --strict`` would: passing with nothing checked is what this must never do.
+demand, or anything added by hand, are listed but not judged.
+
+It runs pip-audit over the environment it is started in, then looks after what pip-audit had
+to skip. pip-audit asks PyPI's JSON API for each installed *version*
+(``/pypi/NAME/VERSION/json``); some package mirrors and proxies answer that with 404 while
+still serving the project document (``/pypi/NAME/json``), whose ``vulnerabilities`` list is
+the one of the project's latest release. So a package pip-audit skipped as "not found" is
+judged from that document when its installed version *is* the latest release, and counts as
+unaudited otherwise. Unaudited packages fail the run, as ``pip-audit --strict`` would:
+passing with nothing checked is what this must never do.
 
 Usage: python tools/audit.py [--workers N]
 Exit status: 0 nothing known and everything audited, 1 vulnerable or unaudited, 2 the audit
