@@ -8,6 +8,7 @@ import json
 import sys
 import threading
 from collections.abc import Iterator, Mapping
+from datetime import date
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -264,8 +265,31 @@ def test_fetch_refuses_names_that_would_change_the_url() -> None:
             audit.fetch_project_document(name, "http://127.0.0.1:9/{name}", lambda _: None)
 
 
-def test_main_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """main() exits 0 when everything in scope is clean, 1 on an unaudited package, 2 when pip-audit can't run."""
+def test_accepted_file_parses_and_names_bad_lines() -> None:
+    """Comments and blank lines are skipped; a line without a date or a reason is an error naming the line."""
+    text = "# header\n\nGHSA-aaaa 2099-01-31 no fixed release yet; only the test extra uses it\n"
+    assert audit.read_accepted(text) == [
+        audit.Acceptance("GHSA-aaaa", date(2099, 1, 31), "no fixed release yet; only the test extra uses it")
+    ]
+    with pytest.raises(ValueError, match="line 2: expected"):
+        audit.read_accepted("# x\nGHSA-aaaa 2099-01-31\n")
+    with pytest.raises(ValueError, match="line 1: 'soon' is not a YYYY-MM-DD date"):
+        audit.read_accepted("GHSA-aaaa soon because\n")
+
+
+def test_acceptance_matches_aliases_and_expires() -> None:
+    """An acceptance waives a finding by id or alias until its date (inclusive); after that it counts again."""
+    finding = audit.Finding("lxml", "6.1.3", "PYSEC-2099-1", ("CVE-2099-0001",), ())
+    other = audit.Finding("zeep", "4.3.3", "PYSEC-2099-7")
+    accepted = [audit.Acceptance("CVE-2099-0001", date(2099, 1, 31), "waiting for a release")]
+    counted, waived = audit.split_accepted([finding, other], accepted, today=date(2099, 1, 31))
+    assert counted == [other] and waived == [(finding, accepted[0])]
+    counted, waived = audit.split_accepted([finding, other], accepted, today=date(2099, 2, 1))
+    assert counted == [finding, other] and waived == []
+
+
+def test_main_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """main() exits 0 when clean or accepted, 1 on unaudited or vulnerable, 2 on a bad accepted file or no pip-audit."""
     installed = audit.installed_versions()
     scope = audit.dependency_closure("sut-soap", ["test"], audit.installed_requirements) - {"sut-soap"}
     scope |= {name for name in audit.ALWAYS_AUDITED if name in installed}
@@ -284,6 +308,17 @@ def test_main_exit_codes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
     monkeypatch.setattr(audit, "fetch_project_document", lambda name: document(installed[name], ADVISORY if name == "lxml" else WITHDRAWN))
     assert audit.main([]) == 1
     assert f"VULNERABLE lxml {installed['lxml']}: PYSEC-2099-1" in capsys.readouterr().out
+
+    accepted = tmp_path / "accepted.txt"
+    accepted.write_text("PYSEC-2099-1 2999-12-31 no release fixes it yet\n")
+    assert audit.main(["--accepted", str(accepted)]) == 0
+    out = capsys.readouterr().out
+    assert f"ACCEPTED until 2999-12-31 lxml {installed['lxml']}: PYSEC-2099-1" in out and "1 accepted" in out
+    accepted.write_text("PYSEC-2099-1 2000-01-01 expired long ago\n")
+    assert audit.main(["--accepted", str(accepted)]) == 1
+    assert "VULNERABLE lxml" in capsys.readouterr().out
+    accepted.write_text("PYSEC-2099-1\n")
+    assert audit.main(["--accepted", str(accepted)]) == 2
 
     def broken() -> Mapping[str, Any]:
         raise RuntimeError("pip-audit exited 3 without a report")

@@ -14,7 +14,11 @@ judged from that document when its installed version *is* the latest release, an
 unaudited otherwise. Unaudited packages fail the run, as ``pip-audit --strict`` would:
 passing with nothing checked is what this must never do.
 
-Usage: python tools/audit.py [--workers N]
+An advisory that cannot be fixed yet may be accepted in ``tools/audit-accepted.txt``, one per
+line: ``ID YYYY-MM-DD reason``. The ID is the advisory's or one of its aliases; the date is
+when the acceptance ends (it then counts again); the reason is required.
+
+Usage: python tools/audit.py [--workers N] [--accepted FILE]
 Exit status: 0 nothing known and everything audited, 1 vulnerable or unaudited, 2 the audit
 itself could not run.
 """
@@ -34,6 +38,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+ACCEPTED_FILE = Path(__file__).resolve().parent / "audit-accepted.txt"
 PROJECT = "sut-soap"
 PROJECT_EXTRAS = ("test",)
 ALWAYS_AUDITED = ("pip", "setuptools")
@@ -75,6 +81,48 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.findings and not self.unaudited
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    vuln_id: str
+    until: date
+    reason: str
+
+
+def read_accepted(text: str) -> list[Acceptance]:
+    """Parse the accepted-advisories file; ValueError names the first bad line."""
+    accepted = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 2)
+        if len(parts) < 3:
+            raise ValueError(f"line {number}: expected 'ID YYYY-MM-DD reason'")
+        try:
+            until = date.fromisoformat(parts[1])
+        except ValueError:
+            raise ValueError(f"line {number}: {parts[1]!r} is not a YYYY-MM-DD date") from None
+        accepted.append(Acceptance(parts[0], until, parts[2]))
+    return accepted
+
+
+def split_accepted(
+    findings: Iterable[Finding], accepted: Iterable[Acceptance], today: date
+) -> tuple[list[Finding], list[tuple[Finding, Acceptance]]]:
+    """(findings that still count, findings accepted until a date not yet passed)."""
+    live = [a for a in accepted if a.until >= today]
+    counted: list[Finding] = []
+    waived: list[tuple[Finding, Acceptance]] = []
+    for finding in findings:
+        ids = {finding.vuln_id, *finding.aliases}
+        match = next((a for a in live if a.vuln_id in ids), None)
+        if match is None:
+            counted.append(finding)
+        else:
+            waived.append((finding, match))
+    return counted, waived
 
 
 def judge_latest(name: str, installed: str, document: Mapping[str, Any]) -> tuple[list[Finding], str | None]:
@@ -270,8 +318,14 @@ def run_pip_audit() -> Mapping[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=8, help="parallel requests to PyPI (default 8)")
+    parser.add_argument("--accepted", type=Path, default=ACCEPTED_FILE, help="accepted advisories (ID date reason)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    try:
+        accepted = read_accepted(args.accepted.read_text(encoding="utf-8")) if args.accepted.exists() else []
+    except ValueError as exc:
+        print(f"audit: {args.accepted}: {exc}", file=sys.stderr)
+        return 2
     try:
         pip_audit_report = run_pip_audit()
     except (OSError, RuntimeError, ValueError) as exc:
@@ -284,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     scope.update(name for name in ALWAYS_AUDITED if name in installed)
     report = audit(pip_audit_report, installed, fetch_project_document, scope=scope, workers=args.workers)
+    report.findings, waived = split_accepted(report.findings, accepted, date.today())
+    for finding, acceptance in waived:
+        print(f"ACCEPTED until {acceptance.until} {finding.line()}: {acceptance.reason}")
     for finding in report.findings:
         print(f"VULNERABLE {finding.line()}")
     for name, reason in sorted(report.unaudited.items()):
@@ -295,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"audit: {len(report.by_pip_audit)} packages by pip-audit, {len(report.by_latest_release)} by their "
         f"latest release's advisories on PyPI, {len(report.unaudited)} unaudited; "
-        f"{len(report.findings)} known vulnerabilities ({elapsed:.1f} s)"
+        f"{len(report.findings)} known vulnerabilities, {len(waived)} accepted ({elapsed:.1f} s)"
     )
     return 0 if report.ok else 1
 
