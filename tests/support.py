@@ -1,5 +1,5 @@
 """Test helpers and data shared by several test files: known-answer signatures, envelope patterns,
-a frozen wall clock and a loopback TLS server."""
+a frozen wall clock, a loopback TLS server, the per-test emulator reset and a client factory."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,38 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from sut_soap.client import SystemUserClient
+from sut_soap.emulator import Emulator
 from sut_soap.retry import RetryPolicy
 
 PATH = "/Login/Services/PartnerSystemUserService.svc"
+
+
+def reset_emulator(emulator: Emulator) -> Iterator[Emulator]:
+    """Body of a per-test fixture over a module's emulator: no faults before or after, no internal error."""
+    emulator.clear_faults()
+    yield emulator
+    emulator.clear_faults()
+    assert emulator.internal_errors == []
+
+
+class ClientFactory:
+    """Makes SystemUserClients from shared options (a call's own win) and closes every one at teardown."""
+
+    def __init__(self, **defaults: Any) -> None:
+        self.defaults = defaults
+        self.made: list[SystemUserClient] = []
+
+    def __call__(self, *endpoint: str | None, **options: Any) -> SystemUserClient:
+        if endpoint:  # a positional endpoint, None included (no endpoint), replaces the default
+            (options["endpoint"],) = endpoint
+        client = SystemUserClient(**{**self.defaults, **options})
+        self.made.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.made:
+            client.close()
 
 # The signed token and its UTC minute inside a request envelope the client built.
 SIGNED_TOKEN = re.compile(rb"<tns:SignedSystemToken>([^<]*)</tns:SignedSystemToken>")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from support import FrozenClock
+from support import ClientFactory, FrozenClock, reset_emulator
 
 from sut_soap import (
     AuthenticationRejectedError,
@@ -54,26 +54,14 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def emu(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.clear_faults()
-    yield emulator
-    emulator.clear_faults()
-    assert not emulator.internal_errors
+    yield from reset_emulator(emulator)
 
 
 @pytest.fixture
 def make_client(emu: Emulator) -> Iterator[Callable[..., SystemUserClient]]:
-    made: list[SystemUserClient] = []
-
-    def make(**kwargs: Any) -> SystemUserClient:
-        options: dict[str, Any] = {"client_secret": CLIENT_SECRET, "private_key": PARTNER_KEY, "endpoint": emu.endpoint}
-        options.update(kwargs)
-        client = SystemUserClient(**options)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
+    factory = ClientFactory(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=emu.endpoint)
+    yield factory
+    factory.close()
 
 
 class FakeSharedStore:

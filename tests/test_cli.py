@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from jwt_factory import jwks_for, mint, public_pem, rsa_key
+from support import reset_emulator
 
 import sut_soap.cli
 from sut_soap.cli import main
@@ -70,9 +71,7 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def emu(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.clear_faults()
-    yield emulator
-    emulator.clear_faults()
+    yield from reset_emulator(emulator)
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from support import reset_emulator
 
 from sut_soap import (
     AuthenticationRejectedError,
@@ -51,9 +52,7 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def emu(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.clear_faults()
-    yield emulator
-    emulator.clear_faults()
+    yield from reset_emulator(emulator)
 
 
 @pytest.fixture

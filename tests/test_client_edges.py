@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 import requests
 import requests.adapters
-from support import FrozenClock
+from support import ClientFactory, FrozenClock, reset_emulator
 
 import sut_soap.client as client_module
 from sut_soap import (
@@ -185,26 +185,14 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def emu(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.clear_faults()
-    yield emulator
-    emulator.clear_faults()
-    assert not emulator.internal_errors
+    yield from reset_emulator(emulator)
 
 
 @pytest.fixture
 def make_client() -> Iterator[Callable[..., SystemUserClient]]:
-    made: list[SystemUserClient] = []
-
-    def make(endpoint: str = NOWHERE, **kwargs: Any) -> SystemUserClient:
-        options: dict[str, Any] = {"client_secret": CLIENT_SECRET, "private_key": PARTNER_KEY, "endpoint": endpoint}
-        options.update(kwargs)
-        client = SystemUserClient(**options)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
+    factory = ClientFactory(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=NOWHERE)
+    yield factory
+    factory.close()
 
 
 def get(client: SystemUserClient, ctx: str = CTX, token: str = TOKEN) -> SystemUserTicket:

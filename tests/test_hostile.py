@@ -55,7 +55,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from jwt_factory import b64url, jwk_for, mint, mint_raw, public_pem, rsa_key, self_signed_cert
-from support import KAT_ASCII, KAT_UTF8, SIGNED_MINUTE, SIGNED_TOKEN, Sleeper, TlsServer, make_cert
+from support import KAT_ASCII, KAT_UTF8, SIGNED_MINUTE, SIGNED_TOKEN, ClientFactory, Sleeper, TlsServer, make_cert
 
 import sut_soap.errors
 from sut_soap import (
@@ -414,18 +414,9 @@ def server(canary: Canary) -> Iterator[LoopServer]:
 
 @pytest.fixture
 def make_client() -> Iterator[Callable[..., SystemUserClient]]:
-    made: list[SystemUserClient] = []
-
-    def make(endpoint: str, **kwargs: Any) -> SystemUserClient:
-        options: dict[str, Any] = {"client_secret": CLIENT_SECRET, "private_key": PARTNER_KEY, "endpoint": endpoint,
-                                   "timeout": (1.0, 1.0), "clock": CLOCK}
-        client = SystemUserClient(**{**options, **kwargs})
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
+    factory = ClientFactory(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, timeout=(1.0, 1.0), clock=CLOCK)
+    yield factory
+    factory.close()
 
 
 def get(client: SystemUserClient, ctx: str = CTX, token: str = TOKEN) -> SystemUserTicket:

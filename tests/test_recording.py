@@ -14,6 +14,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from jwt_factory import public_pem, rsa_key
+from support import reset_emulator
 
 from sut_soap import (
     AuthenticationRejectedError,
@@ -59,9 +60,7 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def emu(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.clear_faults()
-    yield emulator
-    emulator.clear_faults()
+    yield from reset_emulator(emulator)
 
 
 def _record(

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
-from support import SIGNED_MINUTE, SIGNED_TOKEN, FrozenClock, Sleeper
+from support import SIGNED_MINUTE, SIGNED_TOKEN, ClientFactory, FrozenClock, Sleeper, reset_emulator
 
 from sut_soap import (
     AuthenticationRejectedError,
@@ -134,9 +134,7 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def emu(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.clear_faults()
-    yield emulator
-    emulator.clear_faults()
+    yield from reset_emulator(emulator)
 
 
 @pytest.fixture
@@ -155,16 +153,9 @@ def sleeper() -> Sleeper:
 
 @pytest.fixture
 def make_client() -> Iterator[Callable[..., SystemUserClient]]:
-    made: list[SystemUserClient] = []
-
-    def make(endpoint: str, **kwargs: Any) -> SystemUserClient:
-        client = SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=endpoint, **kwargs)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
+    factory = ClientFactory(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY)
+    yield factory
+    factory.close()
 
 
 class Canary:
