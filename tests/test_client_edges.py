@@ -149,6 +149,22 @@ class TimedOutEvent(threading.Event):
         return False
 
 
+def blocking(until: threading.Event, then: Callable[[], Any]) -> tuple[Callable[[], Any], threading.Event]:
+    """A scripted action that signals it started, waits for ``until``, then returns ``then()``; and that signal."""
+    entered = threading.Event()
+
+    def action() -> Any:
+        entered.set()
+        assert until.wait(WAIT)
+        return then()
+
+    return action, entered
+
+
+def interrupt() -> Any:
+    raise KeyboardInterrupt
+
+
 class Outcome:
     """Runs a call on a thread and keeps what it returned or raised (BaseException included)."""
 
@@ -319,13 +335,8 @@ def test_callers_get_the_valid_ticket_while_one_renews_it(
     client = make_client(emu.endpoint, transport=transport, clock=clock, ticket_lifetime=600, refresh_ahead=300)
     first = get(client)
     clock.advance(400)
-    entered, release = threading.Event(), threading.Event()
-
-    def hold() -> object:
-        entered.set()
-        release.wait(WAIT)
-        return FORWARD
-
+    release = threading.Event()
+    hold, entered = blocking(release, lambda: FORWARD)
     transport.script.append(hold)
     renewer = Outcome(lambda: get(client))
     assert entered.wait(WAIT)
@@ -348,13 +359,7 @@ def test_followers_receive_the_leaders_error(make_client: Callable[..., SystemUs
     monkeypatch.setattr(client_module, "_Flight", flight_class(lambda: SignallingEvent(waiting)))
     transport = Transport()
     client = make_client(transport=transport)
-    entered = threading.Event()
-
-    def reject_once_followed() -> Response:
-        entered.set()
-        assert waiting.wait(WAIT)
-        return rejection("InvalidSystemToken")
-
+    reject_once_followed, entered = blocking(waiting, lambda: rejection("InvalidSystemToken"))
     transport.script.append(reject_once_followed)
     leader = Outcome(lambda: get(client))
     assert entered.wait(WAIT)
@@ -375,13 +380,7 @@ def test_followers_of_an_interrupted_leader_exchange_themselves(
     monkeypatch.setattr(client_module, "_Flight", flight_class(lambda: SignallingEvent(waiting)))
     transport = Transport()
     client = make_client(transport=transport)
-    entered = threading.Event()
-
-    def interrupted() -> Response:
-        entered.set()
-        assert waiting.wait(WAIT)
-        raise KeyboardInterrupt
-
+    interrupted, entered = blocking(waiting, interrupt)
     transport.script += [interrupted, lambda: rejection("InvalidSystemToken")]
     leader = Outcome(lambda: get(client))
     assert entered.wait(WAIT)
@@ -403,13 +402,8 @@ def test_follower_gives_up_after_twice_the_exchange_bound(
     monkeypatch.setattr(client_module, "_Flight", flight_class(TimedOutEvent))
     transport = Transport()  # no server: the held exchange then fails to connect
     client = make_client(transport=transport, timeout=(2.0, 3.0))
-    entered, release = threading.Event(), threading.Event()
-
-    def stuck() -> object:
-        entered.set()
-        release.wait(WAIT)
-        return FORWARD
-
+    release = threading.Event()
+    stuck, entered = blocking(release, lambda: FORWARD)
     transport.script.append(stuck)
     leader = Outcome(lambda: get(client))
     assert entered.wait(WAIT)
