@@ -593,41 +593,23 @@ def test_scan_ignores_jwt_shapes_without_a_json_header(tmp_path: Path, segment: 
     assert scan_for_secrets(tmp_path) == []
 
 
-def _one_recording(tmp_path: Path) -> Path:
-    source = Path(__file__).resolve().parents[1] / "fixtures" / "recordings" / "rejection"
-    target = tmp_path / "rec"
-    shutil.copytree(source, target)
-    return target
-
-
-def test_body_symlink_out_of_the_recording_is_refused(tmp_path: Path) -> None:
-    """A body file that links outside the recording directory is refused, so a replay never reads elsewhere."""
-    recording = _one_recording(tmp_path)
-    outside = tmp_path / "elsewhere.xml"
-    outside.write_bytes(b"<not-yours/>")
-    body = next(p for p in recording.iterdir() if p.name.endswith("-response.xml"))
-    body.unlink()
-    body.symlink_to(outside)
-    with pytest.raises(ConfigurationError, match="outside the recording directory"):
-        load_recording(recording)
-
-
-def test_exchange_file_symlink_out_of_the_recording_is_refused(tmp_path: Path) -> None:
-    """An NN-exchange.json that links outside the directory is refused too."""
-    recording = _one_recording(tmp_path)
-    exchange = next(p for p in recording.iterdir() if p.name.endswith("-exchange.json"))
-    outside = tmp_path / "exchange.json"
-    outside.write_bytes(exchange.read_bytes())
-    exchange.unlink()
-    exchange.symlink_to(outside)
+@pytest.mark.parametrize("name", ["01-response.xml", "01-exchange.json"])
+def test_symlink_out_of_the_recording_is_refused(tmp_path: Path, name: str) -> None:
+    """A body or exchange file that links outside the recording directory is refused: a replay never reads elsewhere."""
+    recording = _copy("rejection", tmp_path)
+    inside = recording / name
+    outside = tmp_path / name
+    outside.write_bytes(inside.read_bytes())
+    inside.unlink()
+    inside.symlink_to(outside)
     with pytest.raises(ConfigurationError, match="outside the recording directory"):
         load_recording(recording)
 
 
 def test_symlink_inside_the_recording_is_followed(tmp_path: Path) -> None:
     """A link to another file of the same recording is fine (nothing leaves the directory)."""
-    recording = _one_recording(tmp_path)
-    body = next(p for p in recording.iterdir() if p.name.endswith("-response.xml"))
+    recording = _copy("rejection", tmp_path)
+    body = recording / "01-response.xml"
     kept = recording / "kept-response.bin"
     body.rename(kept)
     body.symlink_to(kept.name)
@@ -636,8 +618,8 @@ def test_symlink_inside_the_recording_is_followed(tmp_path: Path) -> None:
 
 def test_fifo_body_is_refused_not_read(tmp_path: Path) -> None:
     """A body that is a FIFO is refused at once instead of blocking the replay forever."""
-    recording = _one_recording(tmp_path)
-    body = next(p for p in recording.iterdir() if p.name.endswith("-response.xml"))
+    recording = _copy("rejection", tmp_path)
+    body = recording / "01-response.xml"
     body.unlink()
     os.mkfifo(body)
     outcome: list[BaseException] = []
