@@ -4,6 +4,7 @@ a frozen wall clock, a loopback TLS server, the per-test emulator reset and a cl
 from __future__ import annotations
 
 import datetime as dt
+import io
 import re
 import socket
 import ssl
@@ -18,11 +19,27 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from sut_soap.cli import main as cli_main
 from sut_soap.client import SystemUserClient
 from sut_soap.emulator import Emulator
+from sut_soap.recording import replay_main
 from sut_soap.retry import RetryPolicy
 
 PATH = "/Login/Services/PartnerSystemUserService.svc"
+
+
+def run_cli(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+    """``sut-soap ARGV`` in process: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = cli_main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin) if stdin is not None else None)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_replay(*argv: str) -> tuple[int, str, str]:
+    """``sut-soap replay ARGV`` in process: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = replay_main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
 
 
 def reset_emulator(emulator: Emulator) -> Iterator[Emulator]:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 from jwt_factory import jwks_for, mint, public_pem, rsa_key
 from support import reset_emulator
+from support import run_cli as run
 
 import sut_soap.cli
 from sut_soap.cli import main
@@ -74,14 +75,6 @@ def emu(emulator: Emulator) -> Iterator[Emulator]:
     yield from reset_emulator(emulator)
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CLIENT_SECRET", "PRIVATE_KEY", "SYSTEM_USER_TOKEN", "CONTEXT_IDENTIFIER", "ENVIRONMENT", "ENDPOINT"):
-        monkeypatch.delenv(f"SUT_SOAP_{name}", raising=False)
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def key_0600(tmp_path: Path) -> Path:
     """The test partner key as a 0600 file (git checks fixtures out 0644, which warns)."""
@@ -89,12 +82,6 @@ def key_0600(tmp_path: Path) -> Path:
     shutil.copyfile(XML_KEY, target)
     target.chmod(0o600)
     return target
-
-
-def run(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin) if stdin is not None else None)
-    return code, out.getvalue(), err.getvalue()
 
 
 def ticket_args(emu: Emulator, *extra: str) -> list[str]:

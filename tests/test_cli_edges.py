@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -15,9 +14,9 @@ from typing import Any
 
 import pytest
 from jwt_factory import jwks_for, mint, public_pem, rsa_key
+from support import run_cli as run
 
 import sut_soap.cli
-from sut_soap.cli import main
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
 XML_KEY = KEYS / "test-partner.xml"
@@ -115,24 +114,12 @@ def scripted(script: Script) -> Iterator[str]:
         server.server_close()
 
 
-def run(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin) if stdin is not None else None)
-    return code, out.getvalue(), err.getvalue()
-
-
 def doctor(script: Script, *extra: str) -> tuple[int, dict[str, str], str]:
     """Run doctor against the scripted server: exit code, {check: line}, and both streams."""
     with scripted(script) as endpoint:
         code, out, err = run("doctor", "--endpoint", endpoint, "--timeout", "5", *extra)
     lines = {line[5:17].strip(): line for line in out.splitlines()}
     return code, lines, out + err
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CLIENT_SECRET", "PRIVATE_KEY", "SYSTEM_USER_TOKEN", "CONTEXT_IDENTIFIER", "ENVIRONMENT", "ENDPOINT"):
-        monkeypatch.delenv(f"SUT_SOAP_{name}", raising=False)
 
 
 # ------------------------------------------------------------------------------------------

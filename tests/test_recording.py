@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import socket
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from jwt_factory import public_pem, rsa_key
 from support import reset_emulator
+from support import run_replay as _run
 
 from sut_soap import (
     AuthenticationRejectedError,
@@ -37,7 +37,6 @@ from sut_soap.recording import (
     placeholder,
     redact_exchange,
     replay_client,
-    replay_main,
     save_recording,
 )
 from sut_soap.tokens import CLAIM_TICKET, StaticKeySource, TokenValidator
@@ -508,12 +507,6 @@ def test_mint_test_jwt_claims_and_time() -> None:
 
 
 # --- sut-soap replay -----------------------------------------------------------------------------
-
-
-def _run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = replay_main(list(argv), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize(

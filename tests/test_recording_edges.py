@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -16,6 +15,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from jwt_factory import mint, rsa_key
+from support import run_replay as _run
 
 import sut_soap.recording as recording_module
 from sut_soap.errors import (
@@ -37,7 +37,6 @@ from sut_soap.recording import (
     placeholder,
     redact_exchange,
     replay_client,
-    replay_main,
     save_recording,
     scan_for_secrets,
 )
@@ -121,12 +120,6 @@ def _edit(directory: Path, change: Any, number: str = "01") -> None:
     document = json.loads(path.read_text(encoding="utf-8"))
     change(document)
     path.write_text(json.dumps(document), encoding="utf-8")
-
-
-def _run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = replay_main(list(argv), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 # --- the model and redaction -------------------------------------------------------------------------
