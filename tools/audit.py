@@ -171,8 +171,10 @@ def audit(
     """
     report = Report()
     skipped: list[str] = []
+    listed: set[str] = set()
     for dependency in pip_audit_report.get("dependencies", []):
         name = canonicalize_name(str(dependency.get("name", "")))
+        listed.add(name)
         skip_reason = dependency.get("skip_reason")
         if scope is not None and name not in scope and name != PROJECT:
             report.outside_scope.append(name)
@@ -204,7 +206,6 @@ def audit(
         return name, findings, reason
 
     if scope is not None:
-        listed = {canonicalize_name(str(d.get("name", ""))) for d in pip_audit_report.get("dependencies", [])}
         for name in sorted(scope - listed - {PROJECT}):
             if name in installed:
                 report.unaudited[name] = "installed, but missing from pip-audit's report"
