@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sut_soap.cli import MASK, _Masker
+from sut_soap.cli._common import MASK, _Masker
 
 
 def test_secret_in_cdata_or_child_elements_is_masked_by_the_parsed_pass() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sut_soap.cli import _load_partner_public_key
+from sut_soap.cli.doctor import _load_partner_public_key
 from sut_soap.errors import ConfigurationError
 
 

@@ -17,10 +17,10 @@ from typing import TextIO
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .client import SystemUserClient
-from .emulator import Emulator
-from .keys import private_key_to_rsa_xml, public_key_fingerprint
-from .signing import timestamp
+from ..client import SystemUserClient
+from ..emulator import Emulator
+from ..keys import private_key_to_rsa_xml, public_key_fingerprint
+from ..signing import timestamp
 
 __all__ = ["run"]
 

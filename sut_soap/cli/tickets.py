@@ -1,0 +1,288 @@
+"""``sign``, ``envelope`` and ``ticket``: sign a system user token, show the request envelope,
+and perform the exchange for a validated ticket."""
+
+from __future__ import annotations
+
+import argparse
+
+from .._exitcodes import EXIT_OK
+from ..errors import (
+    ConfigurationError,
+)
+from ._common import (
+    _add_context,
+    _add_key,
+    _add_secret,
+    _add_target,
+    _add_timeout,
+    _add_token,
+    _clock_skew,
+    _load_key,
+    _masked_claims,
+    _Masker,
+    _parse_timestamp,
+    _password,
+    _read_token,
+    _require,
+    _system_user_token,
+    _target,
+    _throwaway_key,
+    _timeout,
+)
+
+# typing is not imported at run time: see sut_soap.cli's docstring.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TextIO
+
+    import requests
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+    from .._soap import HttpTransport
+    from ..ticket import SystemUserTicket
+
+def _args_sign(sign: argparse.ArgumentParser) -> None:
+    _add_token(sign)
+    _add_key(sign)
+    sign.add_argument("--timestamp", metavar="YYYYMMDDHHMM", help="sign for this UTC minute (reproducible output)")
+
+
+def _args_envelope(envelope: argparse.ArgumentParser) -> None:
+    _add_secret(envelope)
+    _add_context(envelope)
+    token_source = envelope.add_mutually_exclusive_group()
+    token_source.add_argument("--signed-token", metavar="X", help="an already signed system user token; - for stdin")
+    _add_token(token_source)
+    _add_key(envelope, required_note=" (to sign now)")
+    envelope.add_argument("--timestamp", metavar="YYYYMMDDHHMM", help="sign for this UTC minute (reproducible output)")
+    _add_target(envelope)
+    envelope.add_argument(
+        "--show-secrets", action="store_true",
+        help="print the envelope exactly as it would be sent, client secret and signed token included",
+    )
+
+
+def _args_ticket(ticket: argparse.ArgumentParser) -> None:
+    _add_context(ticket)
+    _add_token(ticket)
+    _add_key(ticket)
+    _add_secret(ticket)
+    _add_target(ticket)
+    keys = ticket.add_mutually_exclusive_group()
+    keys.add_argument("--jwks-url", metavar="URL", help="JWKS that signs the JWT (default: the environment's)")
+    keys.add_argument("--public-key", metavar="FILE", help="PEM key, certificate or JWKS file for offline checks")
+    _add_timeout(ticket)
+    ticket.add_argument(
+        "--json", action="store_true",
+        help="print one JSON object: ticket, context_identifier, serial, webapi_url, netserver_url, "
+        "expires_at, claims (the system_token claim masked)",
+    )
+    ticket.add_argument("-v", "--verbose", action="store_true", help="show each step on stderr (secrets masked)")
+    ticket.add_argument(
+        "--record", metavar="DIR",
+        help="also save the exchange, secrets replaced by placeholders, for `sut-soap replay DIR` "
+        "(an existing recording is not overwritten)",
+    )
+
+
+def _cmd_sign(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from ..signing import sign_system_user_token
+
+    token = _system_user_token(args)
+    key = _require(args.private_key, "--private-key", "SUT_SOAP_PRIVATE_KEY")
+    args.masker.add(token)
+    at = _parse_timestamp(args.timestamp)
+    print(sign_system_user_token(token, key, at=at, password=_password(args)), file=out)
+    return EXIT_OK
+
+
+def _signed_minute(signed: str) -> str | None:
+    parts = signed.rsplit(".", 2)
+    if len(parts) == 3 and len(parts[1]) == 12 and parts[1].isdigit():
+        return parts[1]
+    return None
+
+
+def _cmd_envelope(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from ..client import SystemUserClient
+    from ..signing import sign_system_user_token
+
+    secret = _require(args.client_secret, "--client-secret", "SUT_SOAP_CLIENT_SECRET")
+    context = _require(args.context_identifier, "--context-identifier", "SUT_SOAP_CONTEXT_IDENTIFIER")
+    args.masker.add(secret)
+    environment, endpoint = _target(args)
+    if args.signed_token is not None:
+        if args.timestamp is not None:
+            raise ConfigurationError("--timestamp applies only when signing here; --signed-token is already signed")
+        signed = _read_token(args.signed_token, args.stdin, "--signed-token")
+        args.masker.add(signed)
+        key: RSAPrivateKey = _throwaway_key()  # the client needs a key; building an envelope never uses it
+    else:
+        token = _system_user_token(args, "--system-user-token (or --signed-token)")
+        args.masker.add(token)
+        key = _load_key(args)
+        signed = sign_system_user_token(token, key, at=_parse_timestamp(args.timestamp))
+        args.masker.add(signed)
+    with SystemUserClient(
+        client_secret=secret, private_key=key,
+        environment=environment if environment or endpoint else "online", endpoint=endpoint,
+    ) as client:
+        body, headers = client.build_envelope(context_identifier=context, signed_system_token=signed)
+        url = client.endpoint if environment or endpoint else None
+    print(f"POST {url or '<the endpoint: give --environment or --endpoint>'} HTTP/1.1", file=err)
+    for name, value in headers.items():
+        print(f"{name}: {value}", file=err)
+    print(f"Content-Length: {len(body)}", file=err)
+    minute = _signed_minute(signed)
+    notes = ["nothing was sent"]
+    if minute:
+        notes.append(f"the token is signed for UTC minute {minute}")
+    if not args.show_secrets:
+        notes.append("secrets masked (--show-secrets prints the exact envelope)")
+    print("# " + "; ".join(notes), file=err)
+    if args.show_secrets:
+        out.write(body.decode("utf-8"))
+        if out.isatty():
+            out.write("\n")
+    else:
+        print(args.masker.envelope(body), file=out)
+    return EXIT_OK
+
+
+def _ticket_json(ticket: SystemUserTicket) -> dict[str, Any]:
+    return {
+        "ticket": ticket.ticket,
+        "context_identifier": ticket.context_identifier,
+        "serial": ticket.serial,
+        "webapi_url": ticket.webapi_url,
+        "netserver_url": ticket.netserver_url,
+        "expires_at": ticket.expires_at.isoformat(),
+        "claims": _masked_claims(dict(ticket.claims), show_ticket=True),
+    }
+
+
+_SHOWN_RESPONSE_HEADERS = ("Content-Type", "Content-Length", "Date", "Server", "Retry-After", "Location")
+
+
+def _clock_note(date_header: str | None, received_at: float) -> str:
+    skew = _clock_skew(date_header, received_at)
+    if skew is None:
+        return ""
+    return f"  (local clock {skew:+.0f} s against it)"
+
+
+def _print_prefixed(err: TextIO, prefix: str, text: str) -> None:
+    for line in text.splitlines() or [""]:
+        print(prefix + line, file=err)
+
+
+def _verbose_transport(
+    timeout: tuple[float, float], masker: _Masker, step: Callable[[str], None], err: TextIO
+) -> HttpTransport:
+    import re
+    import time
+
+    from .._soap import HttpTransport
+
+    token_text = re.compile(r"<(?:[\w.-]+:)?(?:SignedSystemToken|Token)(?:\s[^>]*)?>([^<]+)<")
+
+    class _ShowingTransport(HttpTransport):
+        """The client's own transport, printing each envelope (masked) as it goes by."""
+
+        def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
+            for value in token_text.findall(message.decode("utf-8", errors="replace")):
+                masker.add(value)
+                minute = _signed_minute(value)
+                if minute:
+                    step(f"signed the system user token for UTC minute {minute}")
+            step(f"POST {address}")
+            for name, value in headers.items():
+                print(f"> {name}: {value}", file=err)
+            _print_prefixed(err, "> ", masker.envelope(message))
+            started = time.perf_counter()
+            response = super().post(address, message, headers)
+            received = time.time()
+            for value in token_text.findall(response.content.decode("utf-8", errors="replace")):
+                masker.add(value)
+            step(f"HTTP {response.status_code} in {(time.perf_counter() - started) * 1000:.0f} ms")
+            for name in _SHOWN_RESPONSE_HEADERS:
+                value = response.headers.get(name)
+                if value is not None:
+                    note = _clock_note(value, received) if name == "Date" else ""
+                    print(f"< {name}: {masker.text(value)}{note}", file=err)
+            _print_prefixed(err, "< ", masker.envelope(response.content))
+            return response
+
+    return _ShowingTransport(timeout=timeout)
+
+
+def _recording_transport(
+    directory: str, inner: HttpTransport | None, timeout: tuple[float, float], *, secret: str, token: str, context: str
+) -> HttpTransport:
+    try:
+        from ..recording import RecordingTransport
+    except ImportError:
+        raise ConfigurationError("--record is not available in this installation of sut-soap") from None
+    recorder: HttpTransport = RecordingTransport(
+        directory, timeout=timeout, transport=inner, client_secret=secret, system_user_token=token,
+        context_identifier=context, note="sut-soap ticket --record",
+    )
+    return recorder
+
+
+def _cmd_ticket(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import json
+
+    from ..client import SystemUserClient
+    from ..keys import public_key_fingerprint
+
+    context = _require(args.context_identifier, "--context-identifier", "SUT_SOAP_CONTEXT_IDENTIFIER")
+    token = _system_user_token(args)
+    secret = _require(args.client_secret, "--client-secret", "SUT_SOAP_CLIENT_SECRET")
+    args.masker.add(token, secret)
+    environment, endpoint = _target(args)
+    if environment is None and endpoint is None:
+        raise ConfigurationError("--environment or --endpoint is required (or set SUT_SOAP_ENVIRONMENT)")
+    timeout = _timeout(args)
+
+    def step(text: str) -> None:
+        if args.verbose:
+            print(f"* {args.masker.text(text)}", file=err)
+
+    key = _load_key(args)
+    step(f"private key: RSA {key.key_size} bits, public key {public_key_fingerprint(key)}")
+    transport = _verbose_transport(timeout, args.masker, step, err) if args.verbose else None
+    if args.record:
+        transport = _recording_transport(
+            args.record, transport, timeout, secret=secret, token=token, context=context
+        )
+        step(f"recording to {args.record}")
+    with SystemUserClient(
+        client_secret=secret,
+        private_key=key,
+        environment=environment,
+        endpoint=endpoint,
+        jwks_url=args.jwks_url,
+        public_key=args.public_key,
+        timeout=timeout,
+        transport=transport,
+    ) as client:
+        step(f"endpoint {client.endpoint}")
+        step(f"JWT keys from {client.jwks_url or args.public_key}")
+        step(f"exchanging for tenant {context}")
+        ticket = client.authenticate(context_identifier=context, system_user_token=token)
+    args.masker.add(ticket.token)
+    step("JWT validated: RS256, issuer, audience, expiry, tenant and ticket checked")
+    if args.json:
+        print(json.dumps(_ticket_json(ticket), indent=2, sort_keys=True), file=out)
+    else:
+        print(ticket.ticket, file=out)
+    print(
+        f"ticket for {ticket.context_identifier} (serial {ticket.serial}); "
+        f"web API {ticket.webapi_url}; JWT expires {ticket.expires_at.isoformat()}",
+        file=err,
+    )
+    return EXIT_OK
+
+
