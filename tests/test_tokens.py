@@ -895,7 +895,7 @@ class _Server(ThreadingHTTPServer):
 def http_server() -> Iterator[_Server]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.state = _ServerState()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
     server.shutdown()
