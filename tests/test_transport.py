@@ -42,7 +42,7 @@ class _Server:
         self.httpd = _Quiet(("127.0.0.1", 0), _H)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/Login/Services/PartnerSystemUserService.svc"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
 
