@@ -38,6 +38,7 @@ import zeep.exceptions
 from lxml import etree
 from zeep.plugins import Plugin
 
+from ._contract import OPERATION, SOAP11_ENV, SOAP12_ENV, SOAP_ACTION, TNS, WSA_NAMESPACES, XSI
 from ._xml import hardened_parser, has_dtd, name_of
 from .errors import ConfigurationError, ProtocolError, SoapFaultError, SutSoapError, TransportError
 
@@ -56,18 +57,6 @@ __all__ = [
     "parse_retry_after",
 ]
 
-TNS = "http://www.superoffice.com/superid/partnersystemuser/0.1"
-SOAP11_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
-SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
-XSI = "http://www.w3.org/2001/XMLSchema-instance"
-WSA_NAMESPACES = frozenset(
-    {
-        "http://www.w3.org/2005/08/addressing",
-        "http://schemas.xmlsoap.org/ws/2004/08/addressing",
-    }
-)
-SOAP_ACTION = f"{TNS}/IPartnerSystemUserService/Authenticate"
-OPERATION = "Authenticate"
 WSDL_NAME = "PartnerSystemUserService.wsdl"
 
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 10.0)

@@ -67,14 +67,14 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from ._contract import CLAIM_SYSTEM_TOKEN
 from .ticket import SystemUserTicket
-from .tokens import CLAIM_PREFIX
 
 __all__ = ["CachedTicket", "InMemoryTicketCache", "LockingTicketCache", "TicketCache"]
 
 _FORMAT_VERSION = 1
 # Left out of the JSON form: the system user token travels in this claim of the JWT.
-_SECRET_CLAIMS = frozenset({CLAIM_PREFIX + "system_token"})
+_SECRET_CLAIMS = frozenset({CLAIM_SYSTEM_TOKEN})
 
 # Marks entries this process created, so their age can also be measured on the monotonic
 # clock; an entry read back from another process (pickled or JSON) never matches.

@@ -149,6 +149,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
 
+from sut_soap._contract import CLAIM_PREFIX, ISSUER, JWKS_PATH, SERVICE_PATH, SOAP11_ENV, SOAP_ACTION, TNS, XSI
 from sut_soap._xml import hardened_parser, has_dtd, name_of
 from sut_soap.errors import ConfigurationError
 
@@ -169,16 +170,12 @@ __all__ = [
     "main",
 ]
 
-SERVICE_NAMESPACE = "http://www.superoffice.com/superid/partnersystemuser/0.1"
-SOAP_ACTION = SERVICE_NAMESPACE + "/IPartnerSystemUserService/Authenticate"
-ENDPOINT_PATH = "/Login/Services/PartnerSystemUserService.svc"
-JWKS_PATH = "/login/.well-known/jwks"
+SERVICE_NAMESPACE = TNS
+ENDPOINT_PATH = SERVICE_PATH
 OPENID_CONFIGURATION_PATH = "/login/.well-known/openid-configuration"
-CLAIM_PREFIX = "http://schemes.superoffice.net/identity/"
-ISSUER = "SuperOffice AS"
 
-_SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
-_XSI = "http://www.w3.org/2001/XMLSchema-instance"
+_SOAP11 = SOAP11_ENV
+_XSI = XSI
 _DIAGNOSTICS = "http://schemas.microsoft.com/2004/09/ServiceModel/Diagnostics"
 _ADDRESSING_NONE = "http://schemas.microsoft.com/ws/2005/05/addressing/none"
 _DISPATCHER = "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher"

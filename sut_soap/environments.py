@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+from ._contract import JWKS_PATH, SERVICE_PATH
 from .errors import ConfigurationError
 
 __all__ = [
@@ -31,8 +32,6 @@ ENVIRONMENTS: dict[str, str] = {
 }
 _ALIASES = {"stage": "qaonline"}
 
-SERVICE_PATH = "/Login/Services/PartnerSystemUserService.svc"
-JWKS_PATH = "/login/.well-known/jwks"
 
 
 def normalise_environment(environment: str) -> str:

@@ -108,8 +108,9 @@ from requests.structures import CaseInsensitiveDict
 
 from . import __version__
 from . import errors as _errors
+from ._contract import CLAIM_PREFIX, CLAIM_TICKET, ISSUER, SOAP11_ENV, TNS, XSI
 from ._exitcodes import EXIT_OK, EXIT_USAGE, exit_code_for
-from ._soap import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, SOAP11_ENV, TNS, XSI, HttpTransport, parse_answer
+from ._soap import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, HttpTransport, parse_answer
 from ._xml import hardened_parser, has_dtd
 from .client import SystemUserClient
 from .errors import (
@@ -120,7 +121,7 @@ from .errors import (
     TransportError,
 )
 from .keys import PrivateKeyInput, load_private_key
-from .tokens import CLAIM_PREFIX, CLAIM_TICKET, ISSUER, decode_unverified
+from .tokens import decode_unverified
 
 __all__ = [
     "FORMAT",

@@ -73,6 +73,17 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
+from ._contract import (
+    ALGORITHM,
+    CLAIM_ASSOCIATE_ID,
+    CLAIM_CTX,
+    CLAIM_NETSERVER_URL,
+    CLAIM_PREFIX,
+    CLAIM_SERIAL,
+    CLAIM_TICKET,
+    CLAIM_WEBAPI_URL,
+    ISSUER,
+)
 from .environments import validate_endpoint
 from .errors import ConfigurationError, TokenValidationError, TransportError
 
@@ -97,21 +108,12 @@ __all__ = [
     "key_source_from_public_key",
 ]
 
-CLAIM_PREFIX = "http://schemes.superoffice.net/identity/"
-CLAIM_TICKET = CLAIM_PREFIX + "ticket"
-CLAIM_CTX = CLAIM_PREFIX + "ctx"
-CLAIM_SERIAL = CLAIM_PREFIX + "serial"
-CLAIM_WEBAPI_URL = CLAIM_PREFIX + "webapi_url"
-CLAIM_NETSERVER_URL = CLAIM_PREFIX + "netserver_url"
-CLAIM_ASSOCIATE_ID = CLAIM_PREFIX + "associateid"
-
-ISSUER = "SuperOffice AS"
 DEFAULT_LEEWAY = 300.0
 MAX_LEEWAY = 300.0
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_TICKET_CHARS = 4096
 
-_ALGORITHM = "RS256"
+_ALGORITHM = ALGORITHM
 _MIN_RSA_BITS = 2048
 _MAX_RSA_BITS = 16384
 _MAX_JWKS_BYTES = 1024 * 1024

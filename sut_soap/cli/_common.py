@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from .._contract import CLAIM_SYSTEM_TOKEN, CLAIM_TICKET
 from .._exitcodes import EXIT_USAGE
 from ..errors import (
     ConfigurationError,
@@ -54,9 +55,8 @@ Secrets are masked in everything printed, except the output a command exists to 
 
 MASK = "***"
 _SECRET_ELEMENTS = ("ApplicationToken", "SignedSystemToken", "Token")
-_CLAIM_PREFIX = "http://schemes.superoffice.net/identity/"
-_CLAIM_TICKET = _CLAIM_PREFIX + "ticket"
-_ALWAYS_MASKED_CLAIMS = (_CLAIM_PREFIX + "system_token",)
+_CLAIM_TICKET = CLAIM_TICKET
+_ALWAYS_MASKED_CLAIMS = (CLAIM_SYSTEM_TOKEN,)
 _MAX_READ = 1024 * 1024
 _DOCTOR_PROBE = "sut-soap-doctor-probe"
 _CLOCK_WARN = 60.0

@@ -120,7 +120,7 @@ def _fetch(
 
 
 def _probe_envelope() -> bytes:
-    from .._soap import TNS
+    from .._contract import TNS
 
     probe = _DOCTOR_PROBE
     return (
