@@ -61,12 +61,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from ._clock import SYSTEM_CLOCK, Clock
 from ._contract import CLAIM_SYSTEM_TOKEN
 from .ticket import SystemUserTicket
 
@@ -195,15 +195,16 @@ class InMemoryTicketCache:
     namespace. Tickets stay in process memory, as any in-process credential does.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Clock | None = None) -> None:
         self._entries: dict[str, tuple[CachedTicket, float]] = {}
         self._lock = threading.Lock()
+        self._monotonic = (clock or SYSTEM_CLOCK).monotonic
 
     def get(self, key: str) -> CachedTicket | None:
         item = self._entries.get(key)  # a single dict read needs no lock; removal does
         if item is None:
             return None
-        if time.monotonic() >= item[1]:
+        if self._monotonic() >= item[1]:
             with self._lock:
                 if self._entries.get(key) is item:
                     del self._entries[key]
@@ -212,7 +213,7 @@ class InMemoryTicketCache:
 
     def set(self, key: str, entry: CachedTicket, ttl: float) -> None:
         with self._lock:
-            self._entries[key] = (entry, time.monotonic() + ttl)
+            self._entries[key] = (entry, self._monotonic() + ttl)
 
     def delete(self, key: str) -> None:
         with self._lock:

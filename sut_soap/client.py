@@ -38,11 +38,10 @@ import hashlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -51,6 +50,7 @@ import requests
 import requests.adapters
 import requests.utils
 
+from ._clock import Clock, as_clock
 from ._soap import DEFAULT_TIMEOUT, Answer, HttpTransport, SoapService, parse_answer
 from .cache import CachedTicket, InMemoryTicketCache, TicketCache
 from .environments import (
@@ -168,10 +168,6 @@ class _Secret:
     __str__ = __repr__
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _jwks_url_of_endpoint(endpoint: str) -> str:
     parts = urlsplit(endpoint)
     return f"{parts.scheme}://{parts.netloc}/login/.well-known/jwks"
@@ -202,7 +198,7 @@ class SystemUserClient:
         password: str | bytes | None = None,
         leeway: float = DEFAULT_LEEWAY,
         expected_serial: str | None = None,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock | Callable[[], datetime] | None = None,
         cache: TicketCache | None = None,
         ticket_lifetime: float = DEFAULT_TICKET_LIFETIME,
         refresh_ahead: float | None = None,
@@ -224,14 +220,13 @@ class SystemUserClient:
         if not isinstance(allow_insecure_tls, bool):
             raise ConfigurationError("allow_insecure_tls must be True or False")
         self._renew_after = self.ticket_lifetime - self.refresh_ahead
-        self._cache: TicketCache = InMemoryTicketCache() if cache is None else _check_cache(cache)
         self._private_key = load_private_key(private_key, password=password)
         self.environment = normalise_environment(environment) if environment is not None else None
         self.endpoint = resolve_endpoint(environment=self.environment, endpoint=endpoint)
         timeout = _check_timeout(timeout)
-        self._clock = clock or _utc_now
-        # The cache reads the time on every hit: plain time.time() unless a clock is injected.
-        self._now: Callable[[], float] = time.time if clock is None else (lambda: self._clock().timestamp())
+        self._clock = as_clock(clock)
+        self._now: Callable[[], float] = self._clock.wall
+        self._cache: TicketCache = InMemoryTicketCache(clock=self._clock) if cache is None else _check_cache(cache)
 
         if transport is not None and session is not None:
             raise ConfigurationError("give either session= or transport=, not both")
@@ -261,14 +256,14 @@ class SystemUserClient:
             else:
                 self.jwks_url = _jwks_url_of_endpoint(self.endpoint)
             key_source = JwksKeySource(
-                self.jwks_url, session=getattr(self._transport, "session", None), timeout=timeout
+                self.jwks_url, session=getattr(self._transport, "session", None), timeout=timeout, clock=self._clock
             )
         self._key_source = key_source
         self._validator = TokenValidator(
             key_source,
             leeway=leeway,
             expected_serial=expected_serial,
-            clock=lambda: self._clock().timestamp(),
+            clock=self._clock,
         )
         self._soap = SoapService(
             endpoint=self.endpoint, transport=self._transport, wsdl=Path(wsdl) if wsdl is not None else None
@@ -322,7 +317,7 @@ class SystemUserClient:
             answer, now = self._attempt(context, token, None)
         else:
             answer, now = retry.call(
-                lambda budget: self._attempt(context, token, budget), what=f"exchange for {context}"
+                lambda budget: self._attempt(context, token, budget), what=f"exchange for {context}", clock=self._clock
             )
         if answer.token is None:  # parse_answer guarantees a token on success
             raise ProtocolError("IsSuccessful is true but the answer carries no Token")
@@ -335,15 +330,15 @@ class SystemUserClient:
     def _attempt(self, context: str, token: str, budget: float | None) -> tuple[Answer, datetime]:
         """Sign now, send, and read the answer: one attempt at the exchange."""
         secret = self._client_secret.reveal()
-        now = self._clock()
+        now = self._clock.now()
         signed = sign_system_user_token(token, self._private_key, at=now)
         body, headers = self._soap.build(signed_token=signed, client_secret=secret, context_identifier=context)
 
-        started = time.perf_counter()
+        started = self._clock.monotonic()
         response = self._soap.send(body, headers, budget=budget)
         _log.debug(
             "exchange for %s: HTTP %s in %.1f ms",
-            context, response.status_code, (time.perf_counter() - started) * 1000,
+            context, response.status_code, (self._clock.monotonic() - started) * 1000,
         )
         answer = parse_answer(response, secrets=(secret, signed, token))
         if not answer.is_successful:
@@ -469,7 +464,7 @@ class SystemUserClient:
 
     def _age(self, entry: CachedTicket) -> float:
         age = self._now() - entry.obtained_ts
-        local = entry.local_age(time.monotonic())
+        local = entry.local_age(self._clock.monotonic())
         return local if local is not None and local > age else age
 
     def _read(self, key: str, context: str, fingerprint: str) -> CachedTicket | None:
@@ -499,7 +494,7 @@ class SystemUserClient:
                 if age < self.ticket_lifetime:
                     usable = entry
                     until = self._backoff.get(flight_key)
-                    if until is not None and time.monotonic() < until:
+                    if until is not None and self._clock.monotonic() < until:
                         return entry.ticket
             # Checked before any lock, so a remembered rejection costs no fleet-lock round trip.
             remembered = self._remembered_rejection(flight_key, context)
@@ -552,7 +547,7 @@ class SystemUserClient:
                 "ticket for %s %s; exchanging", context,
                 "missing" if entry is None else ("due for renewal" if usable is not None else "expired"),
             )
-            started = time.monotonic()
+            started = self._clock.monotonic()
             try:
                 # With a still-valid ticket in hand, a failed renewal falls back to it at once
                 # rather than making the caller wait out retries.
@@ -561,7 +556,7 @@ class SystemUserClient:
                 if isinstance(error, AuthenticationRejectedError):
                     self._remember_rejection(flight_key, error)
                 if usable is not None and error.retryable and self._age(usable) < self.ticket_lifetime:
-                    self._backoff[flight_key] = time.monotonic() + _RENEWAL_BACKOFF
+                    self._backoff[flight_key] = self._clock.monotonic() + _RENEWAL_BACKOFF
                     _log.warning(
                         "renewing the ticket for %s failed (%s: %s); using the cached ticket, which stays "
                         "valid for %.0f s more", context, type(error).__name__, error.message,
@@ -572,7 +567,7 @@ class SystemUserClient:
             self._backoff.pop(flight_key, None)
             fresh = CachedTicket(ticket, token_fingerprint=fingerprint, obtained_monotonic=started)
             try:
-                self._cache.set(key, fresh, max(1.0, self.ticket_lifetime - (time.monotonic() - started)))
+                self._cache.set(key, fresh, max(1.0, self.ticket_lifetime - (self._clock.monotonic() - started)))
             except Exception as exc:
                 self._store_failed("set", exc)
             return ticket
@@ -587,12 +582,12 @@ class SystemUserClient:
                     del self._rejections[stale]
                 if len(self._rejections) >= _REJECTION_MEMO:
                     self._rejections.clear()
-            self._rejections[flight_key] = _Rejection(error, self._now(), time.monotonic())
+            self._rejections[flight_key] = _Rejection(error, self._now(), self._clock.monotonic())
 
     def _rejection_age(self, rejection: _Rejection) -> float:
         # The larger of wall-clock and monotonic age, as for tickets: setting the clock back
         # cannot stretch the cooldown, and an injected clock can end it in tests.
-        return max(self._now() - rejection.wall, time.monotonic() - rejection.monotonic)
+        return max(self._now() - rejection.wall, self._clock.monotonic() - rejection.monotonic)
 
     def _remembered_rejection(self, flight_key: str, context: str) -> AuthenticationRejectedError | None:
         if not self._rejections:
@@ -636,7 +631,7 @@ class SystemUserClient:
                     self._store_failed("unlock", exc)
 
     def _store_failed(self, operation: str, exc: Exception) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         last = self._store_warned.get(operation)
         level = logging.DEBUG if last is not None and now - last < _STORE_WARNING_INTERVAL else logging.WARNING
         if level == logging.WARNING:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ._clock import Clock
 from .errors import ConfigurationError, SoapFaultError, SutSoapError, TransportError
 
 __all__ = ["DEFAULT_RETRY", "RetryPolicy"]
@@ -102,13 +103,19 @@ class RetryPolicy:
         ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempt - 1))
         return self.random() * ceiling
 
-    def call(self, attempt: Callable[[float], T], *, what: str) -> T:
-        """Run ``attempt(seconds_left)`` until it returns or the policy gives up; raise the last error."""
-        deadline_at = self.monotonic() + self.deadline
+    def call(self, attempt: Callable[[float], T], *, what: str, clock: Clock | None = None) -> T:
+        """Run ``attempt(seconds_left)`` until it returns or the policy gives up; raise the last error.
+
+        ``clock`` (the client's) measures the deadline and waits, unless this policy was given
+        its own ``monotonic=`` or ``sleep=``.
+        """
+        monotonic = clock.monotonic if clock is not None and self.monotonic is time.monotonic else self.monotonic
+        sleep = clock.sleep if clock is not None and self.sleep is time.sleep else self.sleep
+        deadline_at = monotonic() + self.deadline
         number = 1
         while True:
             try:
-                return attempt(deadline_at - self.monotonic())
+                return attempt(deadline_at - monotonic())
             except SutSoapError as error:
                 wait = self.delay(error, number)
                 status = getattr(error, "status", None)
@@ -117,7 +124,7 @@ class RetryPolicy:
                     if number > 1 or is_transient(error):
                         _log.debug("%s: attempt %d of %d failed (%s); giving up", what, number, self.attempts, failure)
                     raise
-                if self.monotonic() + wait >= deadline_at:
+                if monotonic() + wait >= deadline_at:
                     _log.debug(
                         "%s: attempt %d failed (%s); a wait of %.2f s would pass the %g s deadline",
                         what, number, failure, wait, self.deadline,
@@ -127,7 +134,7 @@ class RetryPolicy:
                     "%s: attempt %d of %d failed (%s); retrying in %.2f s",
                     what, number, self.attempts, failure, wait,
                 )
-            self.sleep(wait)
+            sleep(wait)
             number += 1
 
 

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from ._clock import SYSTEM_CLOCK
 from .errors import ConfigurationError
 from .keys import PrivateKeyInput, load_private_key
 
@@ -39,7 +40,7 @@ def check_text_value(value: object, what: str) -> str:
 def timestamp(at: datetime | None = None) -> str:
     """Return ``yyyyMMddHHmm`` of ``at`` (default now) in UTC; naive datetimes are refused."""
     if at is None:
-        at = datetime.now(timezone.utc)
+        at = SYSTEM_CLOCK.now()
     elif at.tzinfo is None or at.utcoffset() is None:
         raise ConfigurationError("at= must be a timezone-aware datetime", hint="use datetime.now(timezone.utc)")
     return at.astimezone(timezone.utc).strftime("%Y%m%d%H%M")

@@ -59,7 +59,6 @@ import math
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -73,6 +72,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
+from ._clock import SYSTEM_CLOCK, Clock
 from ._contract import (
     ALGORITHM,
     CLAIM_ASSOCIATE_ID,
@@ -293,7 +293,7 @@ class JwksKeySource:
         session: requests.Session | None = None,
         timeout: tuple[float, float] = (5.0, 10.0),
         refetch_cooldown: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | Callable[[], float] | None = None,
     ) -> None:
         self._url = validate_endpoint(url, what="the JWKS URL")
         if not _is_positive_number(refetch_cooldown, allow_zero=True):
@@ -308,7 +308,7 @@ class JwksKeySource:
         self._session = requests.Session() if session is None else session
         self._timeout = (float(timeout[0]), float(timeout[1]))
         self._cooldown = float(refetch_cooldown)
-        self._clock = clock
+        self._clock: Callable[[], float] = _monotonic_of(clock)
         self._lock = threading.Lock()
         self._entries: tuple[_Entry, ...] | None = None
         self._last_attempt: float | None = None
@@ -422,6 +422,15 @@ def _read_capped(response: requests.Response) -> bytes:
             f"reading the JWKS answer failed ({type(error).__name__})", status=200, retryable=True
         ) from error
     return b"".join(chunks)
+
+
+def _monotonic_of(clock: Clock | Callable[[], float] | None) -> Callable[[], float]:
+    """The monotonic reading of a Clock, or a bare callable given as the monotonic clock."""
+    if clock is None:
+        return SYSTEM_CLOCK.monotonic
+    if isinstance(clock, Clock):
+        return clock.monotonic
+    return clock
 
 
 def _copy_transport_error(error: TransportError) -> TransportError:
@@ -670,7 +679,8 @@ class TokenValidator:
 
     ``leeway`` is the clock skew allowed on each time bound (seconds, default 300);
     ``expected_serial`` pins the tenant database serial when known; ``max_lifetime`` bounds how
-    far ahead ``exp`` may lie; ``clock`` returns the current Unix time (inject it in tests).
+    far ahead ``exp`` may lie; ``clock`` is a :class:`~sut_soap._clock.Clock` or a callable returning
+    the current Unix time (inject it in tests).
     """
 
     def __init__(
@@ -680,7 +690,7 @@ class TokenValidator:
         leeway: float = DEFAULT_LEEWAY,
         expected_serial: str | None = None,
         max_lifetime: float = 86400.0,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | Callable[[], float] | None = None,
     ) -> None:
         if not callable(getattr(key_source, "get_key", None)):
             raise ConfigurationError("key_source must have a get_key(kid) method (a KeySource)")
@@ -693,13 +703,15 @@ class TokenValidator:
             raise ConfigurationError("max_lifetime must be a finite number of seconds > 0")
         if expected_serial is not None and (not isinstance(expected_serial, str) or not expected_serial):
             raise ConfigurationError("expected_serial must be a non-empty string or None")
-        if not callable(clock):
+        if clock is not None and not callable(clock) and not isinstance(clock, Clock):
             raise ConfigurationError("clock must be callable")
         self._key_source = key_source
         self._leeway = float(leeway)
         self._expected_serial = expected_serial
         self._max_lifetime = float(max_lifetime)
-        self._clock = clock
+        self._clock: Callable[[], float] = (
+            SYSTEM_CLOCK.wall if clock is None else clock.wall if isinstance(clock, Clock) else clock
+        )
 
     def __repr__(self) -> str:
         return (
