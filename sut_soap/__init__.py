@@ -21,6 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._clock import Clock
     from .cache import CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
     from .client import SystemUserClient
     from .keys import load_private_key
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationRejectedError",
     "CachedTicket",
+    "Clock",
     "ConfigurationError",
     "InMemoryTicketCache",
     "LockingTicketCache",
@@ -52,6 +54,7 @@ __all__ = [
 
 _LAZY = {
     "CachedTicket": "cache",
+    "Clock": "_clock",
     "InMemoryTicketCache": "cache",
     "LockingTicketCache": "cache",
     "RetryPolicy": "retry",

@@ -172,3 +172,11 @@ def test_client_exchanges_and_validates_on_the_injected_clock() -> None:
             pytest.raises(AuthenticationRejectedError, match="InvalidTimestamp"),
         ):
             system.authenticate(context_identifier="Cust1", system_user_token="tok")
+
+
+def test_clock_is_public_and_light() -> None:
+    """sut_soap.Clock is the _clock module's class, reachable from the package."""
+    import sut_soap
+
+    assert sut_soap.Clock is Clock
+    assert "Clock" in sut_soap.__all__

@@ -17,6 +17,7 @@ HEAVY = ("zeep", "requests", "urllib3", "lxml", "jwt", "cryptography")
         "from sut_soap import TicketCache, CachedTicket, SystemUserTicket",
         "from sut_soap import InMemoryTicketCache, SutSoapError",
         "import sut_soap._contract",
+        "from sut_soap import Clock",
     ],
 )
 def test_light_imports_load_no_heavy_dependency(statement: str) -> None:
