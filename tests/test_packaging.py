@@ -73,7 +73,7 @@ def test_public_api_does_not_drift() -> None:
             "AuthenticationRejectedError", "ConfigurationError", "ProtocolError", "SoapFaultError", "SutSoapError",
             "SystemUserClient", "SystemUserTicket", "TokenValidationError", "TransportError", "__version__",
             "load_private_key", "sign_system_user_token",
-            "RetryPolicy", "TicketCache", "LockingTicketCache", "InMemoryTicketCache", "CachedTicket",
+            "RetryPolicy", "TicketCache", "LockingTicketCache", "InMemoryTicketCache", "CachedTicket", "Clock",
         ]
     )
     for name in sut_soap.__all__:
