@@ -21,12 +21,15 @@ lint: $(STAMP)
 	$(BIN)/bandit -q -r sut_soap --severity-level medium
 	$(BIN)/python tools/audit.py
 
-# Coverage: at least 98% overall (issue 7 asks for 95%; the suite is at 99%, and the floor keeps
-# it there), and 100% line and branch coverage of the modules listed in tools/coverage_gate.py
-# (signing, keys, _soap, tokens, _xml, errors, cache).
+# Coverage gates, both coverage's own: fail_under = 98 (overall) in [tool.coverage.report] of
+# pyproject.toml, which pytest-cov applies (issue 7 asks for 95%; the suite is at 99%, and the
+# floor keeps it there), then 100% line and branch coverage of the security modules: signing,
+# key loading, the SOAP layer (envelope, answer parsing, redaction), JWT validation, the
+# hardened XML parser, the errors and the cache. A `# pragma: no cover` needs the lead's approval.
+GATED := sut_soap/signing.py,sut_soap/keys.py,sut_soap/_soap.py,sut_soap/tokens.py,sut_soap/_xml.py,sut_soap/errors.py,sut_soap/cache.py
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q --cov --cov-report=term --cov-fail-under=98
-	$(BIN)/python tools/coverage_gate.py
+	$(BIN)/python -m pytest -q --cov --cov-report=term
+	$(BIN)/coverage report --include=$(GATED) --no-skip-covered --fail-under=100
 
 test: lint unit
 
