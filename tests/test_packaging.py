@@ -1,13 +1,16 @@
-"""Packaging: the wheel carries the WSDL and works away from the checkout, offline."""
+"""Packaging: the wheel carries the WSDL and the licence and works away from the checkout, offline."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 import sut_soap
 
@@ -46,6 +49,40 @@ def test_wheel_contains_wsdl_and_marker(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "sut_soap/wsdl/PartnerSystemUserService.wsdl" in names
     assert "sut_soap/py.typed" in names
+
+
+def test_wheel_carries_the_mit_licence(wheel: Path) -> None:
+    """The wheel's metadata says MIT as an SPDX expression and ships LICENSE in dist-info/licenses."""
+    archive = zipfile.ZipFile(wheel)
+    dist_info = f"sut_soap-{sut_soap.__version__}.dist-info"
+    assert archive.read(f"{dist_info}/licenses/LICENSE") == (ROOT / "LICENSE").read_bytes()
+    fields = archive.read(f"{dist_info}/METADATA").decode().split("\n\n", 1)[0].splitlines()
+    assert "License-Expression: MIT" in fields and "License-File: LICENSE" in fields
+
+
+def test_sdist_carries_the_licence(tmp_path: Path) -> None:
+    """The sdist, built by the project's own backend, holds LICENSE beside pyproject.toml."""
+    build = f"import hatchling.build as b; print(b.build_sdist({str(tmp_path)!r}))"
+    result = subprocess.run([sys.executable, "-c", build], cwd=ROOT, capture_output=True, text=True, check=True)
+    name = result.stdout.strip().splitlines()[-1]
+    with tarfile.open(tmp_path / name) as sdist:
+        top = f"sut_soap-{sut_soap.__version__}"
+        licence = sdist.extractfile(f"{top}/LICENSE")
+        assert licence is not None and licence.read() == (ROOT / "LICENSE").read_bytes()
+        assert f"{top}/pyproject.toml" in sdist.getnames()
+
+
+def test_test_extra_holds_no_linter_or_audit_tool() -> None:
+    """The test extra is what the tests need; linters and pip-audit, which goes online, are in dev."""
+    requires = metadata.requires("sut-soap") or []
+
+    def names(extra: str) -> set[str]:
+        parsed = [Requirement(line) for line in requires]
+        return {r.name for r in parsed if r.marker is not None and r.marker.evaluate({"extra": extra})}
+
+    assert {"pytest", "hypothesis", "pytest-socket", "pytest-cov", "coverage"} <= names("test")
+    tools = {"ruff", "mypy", "bandit", "pip-audit", "types-requests", "lxml-stubs"}
+    assert not tools & names("test") and tools <= names("dev")
 
 
 def test_installed_wheel_loads_wsdl_offline(wheel: Path, tmp_path: Path) -> None:
