@@ -8,6 +8,7 @@ import io
 import ipaddress
 import json
 import re
+import runpy
 import shutil
 import ssl
 import stat
@@ -967,3 +968,14 @@ def test_python_dash_m() -> None:
     result = subprocess.run([sys.executable, "-m", "sut_soap", "--help"], check=False, capture_output=True, text=True)
     assert result.returncode == 0
     assert "sut-soap" in result.stdout
+
+
+def test_python_dash_m_exits_with_the_command_line_status(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """python -m sut_soap runs cli.main() and exits with its status (0 for --help)."""
+    monkeypatch.setattr(sys, "argv", ["sut-soap", "--help"])
+    with pytest.raises(SystemExit) as caught:
+        runpy.run_module("sut_soap", run_name="__main__")
+    assert caught.value.code == 0
+    assert "sut-soap" in capsys.readouterr().out

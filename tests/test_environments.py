@@ -82,3 +82,9 @@ def test_resolve_requires_exactly_one() -> None:
 def test_loopback_detection(host: str, expected: bool) -> None:
     """Only names and addresses of this machine count as loopback."""
     assert is_loopback_host(host) is expected
+
+
+def test_environment_must_be_a_string() -> None:
+    """A non-string environment is refused, listing the valid names."""
+    with pytest.raises(ConfigurationError, match="sod, qaonline, online"):
+        normalise_environment(None)  # type: ignore[arg-type]

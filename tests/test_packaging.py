@@ -126,3 +126,8 @@ def test_import_is_light() -> None:
     code = "import sys, sut_soap; print('zeep' in sys.modules, 'cryptography' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False False"
+
+
+def test_package_dir_lists_the_public_api() -> None:
+    """dir(sut_soap) is the sorted public API, lazy names included."""
+    assert dir(sut_soap) == sorted(sut_soap.__all__)

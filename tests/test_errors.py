@@ -1,11 +1,6 @@
-"""sut_soap.errors and python -m sut_soap: message shapes not covered elsewhere (issue 7 coverage)."""
+"""The error tree: messages are capped and a hint is printed only when there is one."""
 
 from __future__ import annotations
-
-import runpy
-import sys
-
-import pytest
 
 from sut_soap.errors import ConfigurationError, SutSoapError, TransportError
 
@@ -25,12 +20,3 @@ def test_message_is_capped_at_one_kibibyte() -> None:
     assert error.args == ("x" * 1024,)
 
 
-def test_python_dash_m_exits_with_the_command_line_status(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """python -m sut_soap runs cli.main() and exits with its status (0 for --help)."""
-    monkeypatch.setattr(sys, "argv", ["sut-soap", "--help"])
-    with pytest.raises(SystemExit) as caught:
-        runpy.run_module("sut_soap", run_name="__main__")
-    assert caught.value.code == 0
-    assert "sut-soap" in capsys.readouterr().out
