@@ -174,8 +174,6 @@ SERVICE_NAMESPACE = TNS
 ENDPOINT_PATH = SERVICE_PATH
 OPENID_CONFIGURATION_PATH = "/login/.well-known/openid-configuration"
 
-_SOAP11 = SOAP11_ENV
-_XSI = XSI
 _DIAGNOSTICS = "http://schemas.microsoft.com/2004/09/ServiceModel/Diagnostics"
 _ADDRESSING_NONE = "http://schemas.microsoft.com/ws/2005/05/addressing/none"
 _DISPATCHER = "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher"
@@ -410,7 +408,7 @@ def _xml_text(value: str) -> str:
 def _soap_fault(code: str, text: str, *, code_namespace: str | None = None) -> _Reply:
     xmlns = f' xmlns:a="{code_namespace}"' if code_namespace else ""
     body = (
-        f'<s:Envelope xmlns:s="{_SOAP11}"><s:Body><s:Fault>'
+        f'<s:Envelope xmlns:s="{SOAP11_ENV}"><s:Body><s:Fault>'
         f"<faultcode{xmlns}>{_xml_text(code)}</faultcode>"
         f'<faultstring xml:lang="en-US">{_xml_text(text)}</faultstring>'
         f"</s:Fault></s:Body></s:Envelope>"
@@ -431,7 +429,7 @@ def _bad_request() -> _Reply:
 
 
 def _nil_or_text(element: etree._Element) -> str | None:
-    if element.get(f"{{{_XSI}}}nil") in ("true", "1"):
+    if element.get(f"{{{XSI}}}nil") in ("true", "1"):
         return None
     return element.text or ""
 
@@ -450,14 +448,14 @@ def _parse_request(body: bytes) -> _Request | _Reply:
     root_name = name_of(root)
     if root_name.localname != "Envelope":
         return _bad_request()
-    if root_name.namespace != _SOAP11:
+    if root_name.namespace != SOAP11_ENV:
         return _soap_fault(
             "s:VersionMismatch",
             f"The envelope version of the incoming message ({root_name.namespace}) does not match that "
             "of the encoder (Soap11 (http://schemas.xmlsoap.org/soap/envelope/)).",
         )
-    header = root.find(f"{{{_SOAP11}}}Header")
-    soap_body = root.find(f"{{{_SOAP11}}}Body")
+    header = root.find(f"{{{SOAP11_ENV}}}Header")
+    soap_body = root.find(f"{{{SOAP11_ENV}}}Body")
     if soap_body is None:
         return _bad_request()
 
@@ -475,7 +473,7 @@ def _parse_request(body: bytes) -> _Request | _Reply:
                 )
             seen.add(name.localname)
             headers[name.localname] = _nil_or_text(element)
-        elif element.get(f"{{{_SOAP11}}}mustUnderstand") in ("1", "true"):
+        elif element.get(f"{{{SOAP11_ENV}}}mustUnderstand") in ("1", "true"):
             return _soap_fault(
                 "s:MustUnderstand",
                 f"The header '{name.localname}' from the namespace '{name.namespace}' was not understood by "
@@ -1027,7 +1025,7 @@ class Emulator:
         return jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid, "typ": "JWT"})
 
     def _envelope(self, token: str | None, error_message: str | None) -> bytes:
-        nil = f' i:nil="true" xmlns:i="{_XSI}"/>'
+        nil = f' i:nil="true" xmlns:i="{XSI}"/>'
         members = {
             "IsSuccessful": f"<IsSuccessful>{'true' if token is not None else 'false'}</IsSuccessful>",
             "Token": "<Token" + (nil if token is None else f">{_xml_text(token)}</Token>"),
@@ -1037,7 +1035,7 @@ class Emulator:
         order = ("ErrorMessage", "IsSuccessful", "Token") if self._member_order == "alphabetical" else tuple(members)
         activity, correlation = uuid.uuid4(), uuid.uuid4()
         return (
-            f'<s:Envelope xmlns:s="{_SOAP11}"><s:Header>'
+            f'<s:Envelope xmlns:s="{SOAP11_ENV}"><s:Header>'
             f'<ActivityId CorrelationId="{correlation}" xmlns="{_DIAGNOSTICS}">{activity}</ActivityId>'
             f"</s:Header><s:Body>"
             f'<AuthenticationResponse xmlns="{SERVICE_NAMESPACE}">{"".join(members[m] for m in order)}'

@@ -113,7 +113,6 @@ MAX_LEEWAY = 300.0
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_TICKET_CHARS = 4096
 
-_ALGORITHM = ALGORITHM
 _MIN_RSA_BITS = 2048
 _MAX_RSA_BITS = 16384
 _MAX_JWKS_BYTES = 1024 * 1024
@@ -131,7 +130,7 @@ _HINT_KEY = (
 _HINT_CLOCK = "the local clock (UTC, NTP) and the leeway"
 
 # The one PyJWT object that verifies signatures; the algorithm list is pinned on every call too.
-_JWS = jwt.PyJWS(algorithms=[_ALGORITHM], options={"enforce_minimum_key_length": True})
+_JWS = jwt.PyJWS(algorithms=[ALGORITHM], options={"enforce_minimum_key_length": True})
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,7 +223,7 @@ def _jwks_entries(document: object) -> tuple[_Entry, ...]:
     for jwk in document["keys"]:
         if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
             continue
-        if jwk.get("use", "sig") != "sig" or jwk.get("alg", _ALGORITHM) != _ALGORITHM:
+        if jwk.get("use", "sig") != "sig" or jwk.get("alg", ALGORITHM) != ALGORITHM:
             continue
         kid = jwk.get("kid")
         if kid is not None and not isinstance(kid, str):
@@ -744,7 +743,7 @@ class TokenValidator:
     @staticmethod
     def _check_header(header: dict[str, Any]) -> str | None:
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg != _ALGORITHM:
+        if not isinstance(alg, str) or alg != ALGORITHM:
             raise TokenValidationError(
                 "the JWT header's alg is not RS256, the only algorithm accepted",
                 check="algorithm",
@@ -764,7 +763,7 @@ class TokenValidator:
     @staticmethod
     def _check_signature(token: str, key: RSAPublicKey) -> None:
         try:
-            _JWS.decode_complete(token, key=key, algorithms=[_ALGORITHM])
+            _JWS.decode_complete(token, key=key, algorithms=[ALGORITHM])
         except jwt.InvalidSignatureError as error:
             raise TokenValidationError(
                 "the JWT signature does not verify with the environment's key",

@@ -55,7 +55,6 @@ Secrets are masked in everything printed, except the output a command exists to 
 
 MASK = "***"
 _SECRET_ELEMENTS = ("ApplicationToken", "SignedSystemToken", "Token")
-_CLAIM_TICKET = CLAIM_TICKET
 _ALWAYS_MASKED_CLAIMS = (CLAIM_SYSTEM_TOKEN,)
 _MAX_READ = 1024 * 1024
 _DOCTOR_PROBE = "sut-soap-doctor-probe"
@@ -328,8 +327,8 @@ def _masked_claims(claims: dict[str, Any], *, show_ticket: bool) -> dict[str, An
     for name in _ALWAYS_MASKED_CLAIMS:
         if name in shown:
             shown[name] = MASK
-    if not show_ticket and _CLAIM_TICKET in shown:
-        shown[_CLAIM_TICKET] = MASK
+    if not show_ticket and CLAIM_TICKET in shown:
+        shown[CLAIM_TICKET] = MASK
     return shown
 
 

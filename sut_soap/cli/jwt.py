@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from .._contract import CLAIM_TICKET
 from .._exitcodes import EXIT_OK
 from ..errors import (
     ConfigurationError,
 )
 from ._common import (
-    _CLAIM_TICKET,
     _add_context,
     _env_default,
     _masked_claims,
@@ -102,7 +102,7 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if isinstance(source, JwksKeySource):
             source.close()
     header, _ = decode_unverified(token)
-    args.masker.add(str(claims.get(_CLAIM_TICKET) or ""))
+    args.masker.add(str(claims.get(CLAIM_TICKET) or ""))
     document = {"verified": True, "header": header, "claims": _masked_claims(claims, show_ticket=args.show_ticket)}
     print(json.dumps(document, indent=2, sort_keys=True), file=out)
     print(
