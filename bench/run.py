@@ -40,9 +40,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from handwritten import HandwrittenClient
 
 from sut_soap import SystemUserClient, SystemUserTicket
-from sut_soap._soap import parse_answer
 from sut_soap.emulator import Emulator
 from sut_soap.signing import sign_system_user_token
+from sut_soap.soap import parse_answer
 
 SECRET = "bench-secret"
 CTX = "Cust12345"
@@ -197,19 +197,19 @@ def cost_split(emu: EmulatorProcess, key: rsa.RSAPrivateKey) -> None:
     with sut_client(emu, key) as client:
         signed = sign_system_user_token(TOKEN, key)
         body, headers = client._soap.build(signed_token=signed, client_secret=SECRET, context_identifier=CTX)
-        response = client._soap.send(body, headers)
+        response = client.transport.request("POST", client.endpoint, body=body, headers=headers)
         answer = parse_answer(response)
         assert answer.token is not None
         token = answer.token
         hand_body = hand.envelope(CTX, signed)
         hand_content = hand.post(hand_body)
         n, n_http = 1000, max(100, EXCHANGES)
-        session = client._transport.session
+        session = client.transport.session  # type: ignore[attr-defined]
 
         def with_trust_env() -> object:
             session.trust_env = True
             try:
-                return client._soap.send(body, headers)
+                return client.transport.request("POST", client.endpoint, body=body, headers=headers)
             finally:
                 session.trust_env = False
 
@@ -226,7 +226,8 @@ def cost_split(emu: EmulatorProcess, key: rsa.RSAPrivateKey) -> None:
             ("envelope building (zeep + plugin | template)",
              lambda: client._soap.build(signed_token=signed, client_secret=SECRET, context_identifier=CTX),
              lambda: hand.envelope(CTX, signed), n),
-            ("HTTP POST + read (environment read once)", lambda: client._soap.send(body, headers),
+            ("HTTP POST + read (environment read once)",
+             lambda: client.transport.request("POST", client.endpoint, body=body, headers=headers),
              lambda: hand.post(hand_body), n_http),
             ("  the same, trust_env=True (requests' default)", with_trust_env, None, n_http),
             ("  floor: bare http.client keep-alive POST", bare_post, None, n_http),

@@ -18,8 +18,8 @@ import atheris
 with atheris.instrument_imports():
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from sut_soap._soap import parse_answer
     from sut_soap.errors import SutSoapError
+    from sut_soap.soap import parse_answer
     from sut_soap.tokens import StaticKeySource, TokenValidator
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .retry import RetryPolicy
     from .signing import sign_system_user_token
     from .ticket import SystemUserTicket
+    from .transport import HeaderMap, HttpResponse, HttpTransport, Response, Transport
 
 __version__ = "0.1.0"
 
@@ -36,9 +37,13 @@ __all__ = [
     "CachedTicket",
     "Clock",
     "ConfigurationError",
+    "HeaderMap",
+    "HttpResponse",
+    "HttpTransport",
     "InMemoryTicketCache",
     "LockingTicketCache",
     "ProtocolError",
+    "Response",
     "RetryPolicy",
     "SoapFaultError",
     "SutSoapError",
@@ -46,6 +51,7 @@ __all__ = [
     "SystemUserTicket",
     "TicketCache",
     "TokenValidationError",
+    "Transport",
     "TransportError",
     "__version__",
     "load_private_key",
@@ -55,12 +61,17 @@ __all__ = [
 _LAZY = {
     "CachedTicket": "cache",
     "Clock": "_clock",
+    "HeaderMap": "transport",
+    "HttpResponse": "transport",
+    "HttpTransport": "transport",
     "InMemoryTicketCache": "cache",
     "LockingTicketCache": "cache",
+    "Response": "transport",
     "RetryPolicy": "retry",
     "SystemUserClient": "client",
     "SystemUserTicket": "ticket",
     "TicketCache": "cache",
+    "Transport": "transport",
     "load_private_key": "keys",
     "sign_system_user_token": "signing",
 }

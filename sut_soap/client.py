@@ -37,37 +37,30 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import requests
-import requests.adapters
-import requests.utils
-
 from ._clock import Clock, as_clock
-from ._soap import DEFAULT_TIMEOUT, Answer, HttpTransport, SoapService, parse_answer
+from ._contract import JWKS_PATH
+from ._flight import Flights, Freshness, Rejections, freshness
 from .cache import CachedTicket, InMemoryTicketCache, TicketCache
-from .environments import (
-    is_loopback_host,
-    jwks_url_for,
-    normalise_environment,
-    resolve_endpoint,
-    validate_endpoint,
-)
+from .environments import jwks_url_for, normalise_environment, resolve_endpoint, validate_endpoint
 from .errors import AuthenticationRejectedError, ConfigurationError, ProtocolError, SutSoapError, TransportError
 from .keys import PrivateKeyInput, load_private_key
 from .retry import RetryPolicy
 from .signing import check_text_value, sign_system_user_token
+from .soap import Answer, SoapService, parse_answer
 from .ticket import SystemUserTicket
 from .tokens import DEFAULT_LEEWAY, JwksKeySource, KeySource, TokenValidator, key_source_from_public_key
+from .transport import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, HttpTransport, Transport, call_transport
 
 if TYPE_CHECKING:
+    import requests
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 __all__ = [
@@ -84,7 +77,7 @@ _log = logging.getLogger("sut_soap.client")
 #: SuperOffice keeps a ticket valid for 6 hours after its last use.
 DEFAULT_TICKET_LIFETIME = 6 * 3600.0
 #: Threads of ``get_tickets`` and connections in the pool of a session the client creates.
-DEFAULT_MAX_WORKERS = 16
+DEFAULT_MAX_WORKERS = DEFAULT_POOL_SIZE
 _MAX_WORKERS_LIMIT = 256
 _MAX_TICKET_LIFETIME = 24 * 3600.0
 # After a failed renewal of a still-valid ticket: how long to keep using it before trying again.
@@ -95,7 +88,6 @@ _STORE_WARNING_INTERVAL = 60.0
 #: Seconds an identical rejected exchange is not sent again by ``get_ticket`` (MSAL waits 60 s).
 DEFAULT_REJECTION_COOLDOWN = 60.0
 _MAX_REJECTION_COOLDOWN = 24 * 3600.0
-_REJECTION_MEMO = 1000
 # The default of retry=: identity tells "not given" from an explicit RetryPolicy().
 _DEFAULT_RETRY = RetryPolicy()
 
@@ -118,28 +110,6 @@ _REJECTION_HINTS: tuple[tuple[str, str], ...] = (
     ("tenant", "the ContextIdentifier (tenant id, e.g. Cust12345) and the environment"),
     ("system", "the system user token: it is fixed per tenant and application"),
 )
-
-
-class _Flight:
-    """One exchange in progress for a tenant; the callers that wait for it share its outcome."""
-
-    __slots__ = ("done", "error", "ticket")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.ticket: SystemUserTicket | None = None
-        self.error: BaseException | None = None
-
-
-class _Rejection:
-    """A remembered rejection: the error and when it happened (wall clock and monotonic)."""
-
-    __slots__ = ("error", "monotonic", "wall")
-
-    def __init__(self, error: AuthenticationRejectedError, wall: float, monotonic: float) -> None:
-        self.error = error
-        self.wall = wall
-        self.monotonic = monotonic
 
 
 class _TokenMemo(dict[str, str]):
@@ -170,16 +140,72 @@ class _Secret:
 
 def _jwks_url_of_endpoint(endpoint: str) -> str:
     parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc}/login/.well-known/jwks"
+    return f"{parts.scheme}://{parts.netloc}{JWKS_PATH}"
 
 
 class SystemUserClient:
-    """Exchange system user tokens for validated system user tickets.
+    """Exchange system user tokens for validated system user tickets, for many tenants.
 
-    Give the environment (``"sod"``, ``"qaonline"``/``"stage"``, ``"online"``) or an explicit
-    ``endpoint`` URL. JWTs are checked with ``public_key`` (PEM key, certificate or JWKS file)
-    when given, else with the JWKS at ``jwks_url``, else with the environment's JWKS (or, for an
-    explicit endpoint, ``/login/.well-known/jwks`` on the endpoint's host).
+    One client per application (client secret and partner key) and environment, shared by
+    every thread; the tenant arrives with each call. Options (keyword-only):
+
+    client_secret:
+        The application's client secret, sent as ``ApplicationToken``. Required.
+    private_key:
+        The partner's RSA private key (at least 2048 bits): a path, the key's bytes or text
+        (PEM, DER or .NET ``<RSAKeyValue>``) or a cryptography ``RSAPrivateKey``. Required.
+    password:
+        The passphrase of an encrypted PEM key. Default None.
+    environment / endpoint:
+        ``"sod"``, ``"qaonline"`` (alias ``"stage"``) or ``"online"``; or the service URL
+        (https, except on loopback). Exactly one is required.
+    jwks_url:
+        Where the JWT signing keys are fetched. Default: the environment's JWKS, or
+        ``/login/.well-known/jwks`` on an explicit endpoint's host.
+    public_key:
+        Validate JWTs offline with a PEM public key, a PEM/DER certificate or a JWKS file
+        instead of fetching a JWKS. Not together with ``jwks_url``. Default None.
+    timeout:
+        Seconds for connecting and for each read, a number or ``(connect, read)``; default
+        ``(5, 10)``. Unbounded waits are refused. Each answer must also arrive within 30 s.
+    session:
+        Your own ``requests.Session`` (proxies, CA bundle, adapters), used as it is and
+        left open. Default: a session of the client's own. Not together with ``transport``.
+    transport:
+        Your own :class:`~sut_soap.Transport`, through which every request goes (a
+        recording, a replay, a test double). Default: an :class:`~sut_soap.HttpTransport`.
+    allow_insecure_tls:
+        ``True`` accepts a session with ``verify=False`` towards a remote https host, with one
+        WARNING. Default False: such a session is a ``ConfigurationError``.
+    wsdl:
+        Another copy of the service WSDL (such as SuperOffice's published one). Default:
+        the bundled WSDL.
+    leeway:
+        Seconds of clock skew allowed on the JWT's time claims, 0 to 300. Default 300.
+    expected_serial:
+        Also require this tenant database serial in the JWT. Default None.
+    clock:
+        A :class:`~sut_soap.Clock`, or a callable returning an aware ``datetime`` (wall
+        time only), for tests. Default: the system clock.
+    cache:
+        The :class:`~sut_soap.TicketCache` for ``get_ticket``. Default: an
+        :class:`~sut_soap.InMemoryTicketCache` of the client's own.
+    ticket_lifetime:
+        Seconds a ticket is used after it was obtained, above 0 and at most 86400. Default
+        21600 (SuperOffice keeps a ticket for 6 hours after its last use).
+    refresh_ahead:
+        Seconds before ``ticket_lifetime`` when ``get_ticket`` renews; default
+        :func:`default_refresh_ahead` (36 minutes for 6 hours).
+    retry:
+        The :class:`~sut_soap.RetryPolicy` of ``get_ticket``; None turns retrying off.
+        Default ``RetryPolicy()`` (3 attempts, 30 s), off when ``transport`` is given.
+    rejection_cooldown:
+        Seconds a rejected tenant and token get the same error again from ``get_ticket``
+        without an exchange, 0 (off) to 86400. Default 60.
+
+    Raises:
+        ConfigurationError: any option out of range, a key that cannot be loaded, an endpoint
+            that is not https, a missing CA bundle, or conflicting options.
     """
 
     def __init__(
@@ -193,7 +219,7 @@ class SystemUserClient:
         public_key: str | bytes | os.PathLike[str] | RSAPublicKey | None = None,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         session: requests.Session | None = None,
-        transport: Any = None,
+        transport: Transport | None = None,
         wsdl: str | os.PathLike[str] | None = None,
         password: str | bytes | None = None,
         leeway: float = DEFAULT_LEEWAY,
@@ -220,27 +246,24 @@ class SystemUserClient:
         if not isinstance(allow_insecure_tls, bool):
             raise ConfigurationError("allow_insecure_tls must be True or False")
         self._renew_after = self.ticket_lifetime - self.refresh_ahead
+        self._clock = as_clock(clock)
+        self._now: Callable[[], float] = self._clock.wall
+        self._cache: TicketCache = InMemoryTicketCache(clock=self._clock) if cache is None else _check_cache(cache)
         self._private_key = load_private_key(private_key, password=password)
         self.environment = normalise_environment(environment) if environment is not None else None
         self.endpoint = resolve_endpoint(environment=self.environment, endpoint=endpoint)
         timeout = _check_timeout(timeout)
-        self._clock = as_clock(clock)
-        self._now: Callable[[], float] = self._clock.wall
-        self._cache: TicketCache = InMemoryTicketCache(clock=self._clock) if cache is None else _check_cache(cache)
 
         if transport is not None and session is not None:
             raise ConfigurationError("give either session= or transport=, not both")
-        self._transport = transport if transport is not None else HttpTransport(session, timeout=timeout)
-        # Only a session the client created is tuned (pool size, environment read once);
-        # a caller's session or transport is used exactly as given.
-        self._own_session: requests.Session | None = (
-            self._transport.session if transport is None and session is None else None
+        if transport is not None and not callable(getattr(transport, "request", None)):
+            raise ConfigurationError(
+                "transport must be a sut_soap.Transport: an object with request(method, url, ...) and close()",
+                hint="wrap a requests.Session with session= instead; zeep transports are no longer accepted",
+            )
+        self._transport: Transport = (
+            transport if transport is not None else HttpTransport(session, timeout=timeout, clock=self._clock)
         )
-        self._pool_lock = threading.Lock()
-        self._pool_size = 0
-        self._retired_adapters: list[requests.adapters.BaseAdapter] = []
-        if self._own_session is not None:
-            self._resize_pool(DEFAULT_MAX_WORKERS)
 
         key_source: KeySource
         if public_key is not None:
@@ -255,28 +278,15 @@ class SystemUserClient:
                 self.jwks_url = jwks_url_for(self.environment)
             else:
                 self.jwks_url = _jwks_url_of_endpoint(self.endpoint)
-            key_source = JwksKeySource(
-                self.jwks_url, session=getattr(self._transport, "session", None), timeout=timeout, clock=self._clock
-            )
+            key_source = JwksKeySource(self.jwks_url, transport=self._transport, clock=self._clock)
         self._key_source = key_source
         self._validator = TokenValidator(
-            key_source,
-            leeway=leeway,
-            expected_serial=expected_serial,
-            clock=self._clock,
+            key_source, leeway=leeway, expected_serial=expected_serial, clock=self._clock
         )
-        self._soap = SoapService(
-            endpoint=self.endpoint, transport=self._transport, wsdl=Path(wsdl) if wsdl is not None else None
-        )
-        urls = (self.endpoint, self.jwks_url)
-        if self._own_session is not None:
-            _check_ca_bundle(self._own_session, urls, trust_env=True)
-            _read_environment_once(self._own_session, urls)
-        elif session is not None:
-            _check_ca_bundle(session, urls, trust_env=session.trust_env)
-        used_session = getattr(self._transport, "session", None)
-        if isinstance(used_session, requests.Session):
-            _check_verification(used_session, urls, allow_insecure_tls=allow_insecure_tls)
+        self._soap = SoapService(endpoint=self.endpoint, wsdl=Path(wsdl) if wsdl is not None else None)
+        prepare = getattr(self._transport, "prepare", None)
+        if callable(prepare):
+            prepare((self.endpoint, self.jwks_url), allow_insecure_tls=allow_insecure_tls)
 
         # Cache keys and token fingerprints are keyed with a hash of the client secret, so
         # neither reveals a secret and two applications never share an entry.
@@ -293,13 +303,21 @@ class SystemUserClient:
         # (or the retry deadline, which cuts every attempt to what is left), plus a JWKS fetch.
         total = 30.0 if self.retry is None else max(30.0, self.retry.deadline)
         self._exchange_bound = 2 * (connect + read) + total
-        self._flights: dict[str, _Flight] = {}
-        self._flights_lock = threading.Lock()
+        self._flights = Flights()
         self._backoff: dict[str, float] = {}
-        self._rejections: dict[str, _Rejection] = {}
-        self._rejections_lock = threading.Lock()
+        self._rejections = Rejections(self.rejection_cooldown, self._clock)
         self._store_warned: dict[str, float] = {}
         self._fingerprints = _TokenMemo()
+
+    @property
+    def transport(self) -> Transport:
+        """The :class:`~sut_soap.Transport` every request of this client goes through."""
+        return self._transport
+
+    @property
+    def clock(self) -> Clock:
+        """The :class:`~sut_soap.Clock` this client reads time from."""
+        return self._clock
 
     def authenticate(self, *, context_identifier: str, system_user_token: str) -> SystemUserTicket:
         """Sign the tenant's system user token, exchange it and return the validated ticket.
@@ -335,7 +353,7 @@ class SystemUserClient:
         body, headers = self._soap.build(signed_token=signed, client_secret=secret, context_identifier=context)
 
         started = self._clock.monotonic()
-        response = self._soap.send(body, headers, budget=budget)
+        response = call_transport(self._transport, "POST", self.endpoint, body=body, headers=headers, deadline=budget)
         _log.debug(
             "exchange for %s: HTTP %s in %.1f ms",
             context, response.status_code, (self._clock.monotonic() - started) * 1000,
@@ -401,9 +419,7 @@ class SystemUserClient:
         for flight_key in [k for k in list(self._backoff) if k.startswith(key + "\x00")]:
             self._backoff.pop(flight_key, None)
         if ticket is None:
-            with self._rejections_lock:
-                for flight_key in [k for k in self._rejections if k.startswith(key + "\x00")]:
-                    del self._rejections[flight_key]
+            self._rejections.forget(lambda flight_key: flight_key.startswith(key + "\x00"))
         try:
             self._cache.delete(key)
         except Exception as exc:
@@ -435,7 +451,9 @@ class SystemUserClient:
         if not items:
             return {}
         workers = min(max_workers, len(items))
-        self._resize_pool(workers)
+        ensure_pool = getattr(self._transport, "ensure_pool", None)
+        if callable(ensure_pool):
+            ensure_pool(workers)
 
         def one(item: tuple[str, str]) -> SystemUserTicket | SutSoapError:
             try:
@@ -461,6 +479,9 @@ class SystemUserClient:
                 self._fingerprints.clear()
             self._fingerprints[token] = fingerprint
         return fingerprint
+
+    def _freshness(self, entry: CachedTicket) -> Freshness:
+        return freshness(self._age(entry), renew_after=self._renew_after, lifetime=self.ticket_lifetime)
 
     def _age(self, entry: CachedTicket) -> float:
         age = self._now() - entry.obtained_ts
@@ -488,10 +509,10 @@ class SystemUserClient:
             usable: CachedTicket | None = None
             entry = self._read(key, context, fingerprint)
             if entry is not None:
-                age = self._age(entry)
-                if age < self._renew_after:
+                state = self._freshness(entry)
+                if state is Freshness.FRESH:
                     return entry.ticket
-                if age < self.ticket_lifetime:
+                if state is Freshness.DUE:
                     usable = entry
                     until = self._backoff.get(flight_key)
                     if until is not None and self._clock.monotonic() < until:
@@ -500,11 +521,7 @@ class SystemUserClient:
             remembered = self._remembered_rejection(flight_key, context)
             if remembered is not None:
                 raise remembered
-            with self._flights_lock:
-                flight = self._flights.get(flight_key)
-                leader = flight is None
-                if flight is None:
-                    flight = self._flights[flight_key] = _Flight()
+            flight, leader = self._flights.join(flight_key)
             if not leader:
                 if usable is not None:  # someone is renewing it; this one is still valid
                     return usable.ticket
@@ -526,19 +543,17 @@ class SystemUserClient:
                 flight.error = error if isinstance(error, Exception) else None
                 raise
             finally:
-                with self._flights_lock:
-                    self._flights.pop(flight_key, None)
-                flight.done.set()
+                self._flights.land(flight_key, flight)
 
     def _lead(self, key: str, context: str, token: str, fingerprint: str, flight_key: str) -> SystemUserTicket:
         with self._fleet_lock(key):
             usable: CachedTicket | None = None
             entry = self._read(key, context, fingerprint)  # renewed meanwhile by a thread or process?
             if entry is not None:
-                age = self._age(entry)
-                if age < self._renew_after:
+                state = self._freshness(entry)
+                if state is Freshness.FRESH:
                     return entry.ticket
-                if age < self.ticket_lifetime:
+                if state is Freshness.DUE:
                     usable = entry
             remembered = self._remembered_rejection(flight_key, context)
             if remembered is not None:
@@ -554,7 +569,7 @@ class SystemUserClient:
                 ticket = self._authenticate(context, token, self.retry if usable is None else None)
             except SutSoapError as error:
                 if isinstance(error, AuthenticationRejectedError):
-                    self._remember_rejection(flight_key, error)
+                    self._rejections.remember(flight_key, error)
                 if usable is not None and error.retryable and self._age(usable) < self.ticket_lifetime:
                     self._backoff[flight_key] = self._clock.monotonic() + _RENEWAL_BACKOFF
                     _log.warning(
@@ -572,36 +587,12 @@ class SystemUserClient:
                 self._store_failed("set", exc)
             return ticket
 
-    def _remember_rejection(self, flight_key: str, error: AuthenticationRejectedError) -> None:
-        if self.rejection_cooldown <= 0:
-            return
-        with self._rejections_lock:
-            if len(self._rejections) >= _REJECTION_MEMO:
-                cooldown = self.rejection_cooldown
-                for stale in [k for k, r in self._rejections.items() if self._rejection_age(r) >= cooldown]:
-                    del self._rejections[stale]
-                if len(self._rejections) >= _REJECTION_MEMO:
-                    self._rejections.clear()
-            self._rejections[flight_key] = _Rejection(error, self._now(), self._clock.monotonic())
-
-    def _rejection_age(self, rejection: _Rejection) -> float:
-        # The larger of wall-clock and monotonic age, as for tickets: setting the clock back
-        # cannot stretch the cooldown, and an injected clock can end it in tests.
-        return max(self._now() - rejection.wall, self._clock.monotonic() - rejection.monotonic)
-
     def _remembered_rejection(self, flight_key: str, context: str) -> AuthenticationRejectedError | None:
-        if not self._rejections:
+        remembered = self._rejections.recall(flight_key)
+        if remembered is None:
             return None
-        with self._rejections_lock:
-            rejection = self._rejections.get(flight_key)
-            if rejection is None:
-                return None
-            age = self._rejection_age(rejection)
-            if age >= self.rejection_cooldown:
-                del self._rejections[flight_key]
-                return None
+        original, age = remembered
         _log.debug("exchange for %s not sent: the same exchange was rejected %.0f s ago", context, age)
-        original = rejection.error
         # A new instance per raise: re-raising one object would grow its traceback forever.
         return AuthenticationRejectedError(
             f"{original.message} (remembered: rejected {age:.0f} s ago, not sent again for "
@@ -640,22 +631,6 @@ class SystemUserClient:
             level, "ticket cache %s failed (%s); carrying on without the cache", operation, type(exc).__name__
         )
 
-    def _resize_pool(self, size: int) -> None:
-        """Give a session the client created a connection pool of at least ``size``."""
-        session = self._own_session
-        if session is None or size <= self._pool_size:
-            return
-        with self._pool_lock:
-            if size <= self._pool_size:
-                return
-            adapter = requests.adapters.HTTPAdapter(pool_maxsize=size)
-            old = {id(a): a for a in (session.adapters.get("https://"), session.adapters.get("http://")) if a}
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            # Threads may be inside a request on the old pool: close it with the client, not now.
-            self._retired_adapters.extend(old.values())
-            self._pool_size = size
-
     def build_envelope(self, *, context_identifier: str, signed_system_token: str) -> tuple[bytes, dict[str, str]]:
         """Return the exact request envelope and HTTP headers ``authenticate`` would send."""
         context = check_text_value(context_identifier, "context identifier")
@@ -665,15 +640,11 @@ class SystemUserClient:
         )
 
     def close(self) -> None:
-        """Close the HTTP sessions the client created (a session passed in stays open)."""
-        self._soap.close()
+        """Close the transport (its own HTTP session; a ``session=`` passed in stays open)."""
+        self._transport.close()
         close = getattr(self._key_source, "close", None)
         if callable(close):
             close()
-        with self._pool_lock:
-            retired, self._retired_adapters = self._retired_adapters, []
-        for adapter in retired:
-            adapter.close()
 
     def __enter__(self) -> SystemUserClient:
         return self
@@ -728,83 +699,10 @@ def _check_cooldown(value: object) -> float:
     return float(value)
 
 
-def _https_hosts(urls: Iterable[str | None]) -> list[str]:
-    """The hosts among ``urls`` reached over https, loopback excepted."""
-    hosts = []
-    for url in urls:
-        if url is None:
-            continue
-        parts = urlsplit(url)
-        if parts.scheme == "https" and parts.hostname and not is_loopback_host(parts.hostname):
-            hosts.append(parts.hostname)
-    return hosts
-
-
-def _check_ca_bundle(session: requests.Session, urls: Iterable[str | None], *, trust_env: bool) -> None:
-    """Refuse a CA bundle that does not exist now rather than fail (or fall back) at the first request."""
-    if not any(url is not None and urlsplit(url).scheme == "https" for url in urls):
-        return
-    if isinstance(session.verify, str):
-        bundle, source = session.verify, "the session's verify="
-    elif session.verify is True and trust_env:
-        variable = next((v for v in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if os.environ.get(v)), None)
-        if variable is None:
-            return
-        bundle, source = os.environ[variable], variable
-    else:
-        return
-    if not os.path.exists(bundle):
-        raise ConfigurationError(
-            f"{source} names a CA bundle that does not exist: {bundle[:200]}",
-            hint="point it at a PEM file (or directory) of trusted CA certificates, or unset it",
-        )
-
-
-def _check_verification(session: requests.Session, urls: Iterable[str | None], *, allow_insecure_tls: bool) -> None:
-    """Refuse a session that skips certificate checks towards a remote https host, unless opted in."""
-    if session.verify is not False:
-        return
-    hosts = _https_hosts(urls)
-    if not hosts:
-        return
-    if not allow_insecure_tls:
-        raise ConfigurationError(
-            f"the session has verify=False: the certificate of {hosts[0]} would not be checked, so anyone "
-            "on the path could read the client secret and the signed token",
-            hint="leave verify on (or give verify= a CA bundle); allow_insecure_tls=True accepts the risk",
-        )
-    _log.warning(
-        "TLS certificate verification is OFF for %s (allow_insecure_tls=True): the client secret and "
-        "signed tokens can be read by anyone who can intercept the connection", ", ".join(sorted(set(hosts))),
-    )
-
-
 def _check_cache(cache: object) -> TicketCache:
     if not all(callable(getattr(cache, name, None)) for name in ("get", "set", "delete")):
         raise ConfigurationError("cache must have get(key), set(key, entry, ttl) and delete(key) methods")
     return cache  # type: ignore[return-value]
-
-
-def _read_environment_once(session: requests.Session, urls: Iterable[str | None]) -> None:
-    """Apply the proxy and CA-bundle environment variables now, as httpx does, not per request.
-
-    With ``trust_env`` on, requests scans the whole environment two or three times (proxies,
-    ``no_proxy``) and looks for ``~/.netrc`` on every request: about half a millisecond of CPU
-    per exchange with a small environment, more with a large one. The client's own session
-    resolves the proxy for its two hosts and the CA bundle once, then stops looking; ``.netrc``
-    is not consulted (the exchange uses no HTTP authentication).
-    """
-    for url in urls:
-        if url is None:
-            continue
-        proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
-        parts = urlsplit(url)
-        if proxy and parts.hostname:
-            session.proxies[f"{parts.scheme}://{parts.hostname}"] = proxy
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle and session.verify is True:
-        session.verify = bundle
-    session.trust_env = False
 
 
 def _rejection(context: str, error_message: str | None) -> AuthenticationRejectedError:

@@ -95,22 +95,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape as _xml_escape
 
-import requests
-import requests.exceptions
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
-from requests.structures import CaseInsensitiveDict
 
 from . import __version__
 from . import errors as _errors
 from ._contract import CLAIM_PREFIX, CLAIM_TICKET, ISSUER, SOAP11_ENV, TNS, XSI
 from ._exitcodes import EXIT_OK, EXIT_USAGE, exit_code_for
-from ._soap import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, HttpTransport, parse_answer
 from ._xml import hardened_parser, has_dtd
 from .client import SystemUserClient
 from .errors import (
@@ -121,7 +117,22 @@ from .errors import (
     TransportError,
 )
 from .keys import PrivateKeyInput, load_private_key
+from .soap import parse_answer
 from .tokens import decode_unverified
+from .transport import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    HeaderMap,
+    HttpResponse,
+    HttpTransport,
+    Response,
+    Transport,
+    call_transport,
+)
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "FORMAT",
@@ -921,17 +932,18 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class RecordingTransport(HttpTransport):
-    """An :class:`~sut_soap._soap.HttpTransport` that records every exchange, failures included.
+class RecordingTransport:
+    """A :class:`~sut_soap.Transport` that records every exchange (each POST), failures included.
 
     ``SystemUserClient(..., transport=RecordingTransport("tests/recordings/ok"))``. With a
     ``directory``, each exchange is redacted and written as soon as it completes (an answer
     that the client then rejects is on disk all the same); ``exchanges`` keeps the raw,
     unredacted exchanges in memory. A directory that already holds a recording is refused at
-    construction unless ``overwrite=True``. ``timeout``, ``deadline`` and
-    ``max_response_bytes`` are the transport's (the client's ``timeout=`` does not apply to a
-    transport passed in). ``transport`` wraps another transport instead (anything with
-    ``post(address, message, headers)``, such as a logging one): it does the HTTP, this one
+    construction unless ``overwrite=True``. Other requests (the JWKS GET) pass through
+    unrecorded. ``timeout``, ``deadline`` and ``max_response_bytes`` are those of the
+    :class:`~sut_soap.HttpTransport` it sends with (the client's ``timeout=`` does not apply
+    to a transport passed in), over ``session`` when given. ``transport`` wraps another
+    :class:`~sut_soap.Transport` instead (such as a logging one): it does the HTTP, this one
     records. ``client_secret`` and ``system_user_token`` are optional: the values in the
     envelope are found anyway; pass them to catch echoes too. ``note`` is stored with each
     exchange (say how it was made).
@@ -944,7 +956,7 @@ class RecordingTransport(HttpTransport):
         *,
         overwrite: bool = False,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-        deadline: float | None = 30.0,
+        deadline: float | None = DEFAULT_DEADLINE,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         client_secret: str | None = None,
         system_user_token: str | None = None,
@@ -952,14 +964,16 @@ class RecordingTransport(HttpTransport):
         redact_context_identifier: bool = False,
         note: str = "",
         clock: Callable[[], datetime] | None = None,
-        transport: Any = None,
+        transport: Transport | None = None,
     ) -> None:
-        self._close_session = False  # zeep's __del__ reads it, even when __init__ fails
         if transport is not None and session is not None:
             raise ConfigurationError("give RecordingTransport either session= or transport=, not both")
-        inner_session = getattr(transport, "session", None) if transport is not None else session
-        super().__init__(inner_session, timeout=timeout, deadline=deadline, max_response_bytes=max_response_bytes)
-        self._inner = transport
+        if transport is not None and not callable(getattr(transport, "request", None)):
+            raise ConfigurationError("RecordingTransport's transport= must be a sut_soap.Transport")
+        self._inner: Transport = (
+            transport if transport is not None
+            else HttpTransport(session, timeout=timeout, deadline=deadline, max_response_bytes=max_response_bytes)
+        )
         self.directory = None if directory is None else Path(directory)
         if self.directory is not None and not overwrite:
             _refuse_existing(self.directory)
@@ -977,19 +991,34 @@ class RecordingTransport(HttpTransport):
         self.exchanges: list[Exchange] = []
         self.saved: list[Path] = []
 
-    def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
-        """POST like :class:`HttpTransport`, then record the exchange (or the failure) and save it."""
-        started = self._clock()
-        body = message if isinstance(message, bytes) else str(message).encode("utf-8")
+    @property
+    def inner(self) -> Transport:
+        """The transport that does the HTTP."""
+        return self._inner
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> Response:
+        """Send through the inner transport; record a POST's exchange (or its failure) and save it."""
+        if method != "POST":
+            return call_transport(
+                self._inner, method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes
+            )
         base = Exchange(
-            url=address, request_body=body, request_headers=dict(headers), recorded_at=started, source=_SOURCE,
-            note=self._note,
+            url=url, request_body=body or b"", request_headers=dict(headers or {}), recorded_at=self._clock(),
+            source=_SOURCE, note=self._note,
         )
         try:
-            if self._inner is not None:
-                response: requests.Response = self._inner.post(address, message, headers)
-            else:
-                response = super().post(address, message, headers)
+            response = call_transport(
+                self._inner, method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes
+            )
         except Exception as exc:
             self._record(replace(base, error=_recorded_error(exc)))
             raise
@@ -997,12 +1026,24 @@ class RecordingTransport(HttpTransport):
             replace(
                 base,
                 status=response.status_code,
-                reason=response.reason or "",
+                reason=str(getattr(response, "reason", "") or ""),
                 response_headers=dict(response.headers),
                 response_body=response.content or b"",
             )
         )
         return response
+
+    def prepare(self, urls: Iterable[str | None], *, allow_insecure_tls: bool = False) -> None:
+        """Apply the inner transport's TLS and proxy policy, when it has one (see :meth:`HttpTransport.prepare`)."""
+        prepare = getattr(self._inner, "prepare", None)
+        if callable(prepare):
+            prepare(urls, allow_insecure_tls=allow_insecure_tls)
+
+    def ensure_pool(self, size: int) -> None:
+        """Widen the inner transport's pool, when it has one (see :meth:`HttpTransport.ensure_pool`)."""
+        ensure_pool = getattr(self._inner, "ensure_pool", None)
+        if callable(ensure_pool):
+            ensure_pool(size)
 
     def _record(self, exchange: Exchange) -> None:
         with self._lock:
@@ -1016,13 +1057,10 @@ class RecordingTransport(HttpTransport):
             self.saved += _write_exchange(self.directory, len(self.exchanges), redacted)
 
     def close(self) -> None:
-        """Close the wrapped transport, or the session this transport created."""
-        if self._inner is not None:
-            close = getattr(self._inner, "close", None)
-            if callable(close):
-                close()
-        else:
-            super().close()
+        """Close the inner transport (a session you passed stays open)."""
+        close = getattr(self._inner, "close", None)
+        if callable(close):
+            close()
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> list[Path]:
         """Write every exchange recorded so far to ``directory``, redacted; return the files."""
@@ -1244,24 +1282,14 @@ def _request_diff(
     return "\n".join(diff)
 
 
-class _NoNetworkSession(requests.Session):
-    """A session that refuses to send: a replay must never reach the network."""
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        raise ReplayMismatch(
-            f"the client tried to reach {request.method} {request.url} during a replay; "
-            "give the client public_key= (replay_client does) so the JWT is checked offline"
-        )
-
-
 class ReplayClient(SystemUserClient):
     """A :class:`~sut_soap.SystemUserClient` answered from a recording; ``replay`` is its transport."""
 
     replay: ReplayTransport
 
 
-class ReplayTransport(HttpTransport):
-    """A transport that answers from a recording and never opens a socket.
+class ReplayTransport:
+    """A :class:`~sut_soap.Transport` that answers from a recording and never opens a socket.
 
     Use it as ``SystemUserClient(..., transport=ReplayTransport(...))``. ``recording`` is a
     :class:`Recording` or a directory; the keyword values fill placeholders (see
@@ -1290,8 +1318,7 @@ class ReplayTransport(HttpTransport):
         clock: Callable[[], datetime] | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        super().__init__(_NoNetworkSession(), max_response_bytes=max_response_bytes)
-        self._close_session = True
+        self.max_response_bytes = max_response_bytes
         given = _substitutions(
             jwt=jwt, ticket=ticket, client_secret=client_secret, context_identifier=context_identifier,
             system_user_token=system_user_token, signed_token=signed_token,
@@ -1317,7 +1344,7 @@ class ReplayTransport(HttpTransport):
         self._lock = threading.Lock()
         self._position = 0
         self.sent: list[SentRequest] = []
-        self.responses: list[requests.Response] = []
+        self.responses: list[HttpResponse] = []
         self.mismatches: list[str] = []
 
     @property
@@ -1332,9 +1359,31 @@ class ReplayTransport(HttpTransport):
                 f"{self.remaining} of {len(self.recording.exchanges)} recorded exchanges were never requested"
             )
 
-    def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
-        """Answer the next recorded exchange after checking the request; never touches the network."""
-        body = message if isinstance(message, bytes) else str(message).encode("utf-8")
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> HttpResponse:
+        """Answer a POST with the next recorded exchange after checking it; never touches the network.
+
+        Raises:
+            ReplayMismatch: a request that is not a POST (give the client ``public_key=``, as
+                :func:`replay_client` does, so the JWT is checked offline), one more request
+                than the recording holds, or a request that differs from the recorded one.
+        """
+        if method != "POST":
+            raise ReplayMismatch(
+                f"the client tried to reach {method} {url} during a replay; "
+                "give the client public_key= (replay_client does) so the JWT is checked offline"
+            )
+        address = url
+        headers = dict(headers or {})
+        body = body or b""
         exchanges = self.recording.exchanges
         with self._lock:
             sent = SentRequest(address, body, dict(headers))
@@ -1362,27 +1411,21 @@ class ReplayTransport(HttpTransport):
             raise _rebuild_error(exchange.error)
         values = self._values(exchange, sent)
         content = _fill_body(exchange.response_body or b"", values)
-        if len(content) > self.max_response_bytes:
-            raise ProtocolError(
-                f"the answer is larger than {self.max_response_bytes} bytes; reading stopped",
-                status=exchange.status,
-            )
-        response = requests.Response()
-        response.status_code = exchange.status or 0
-        response.reason = exchange.reason
-        response.headers = CaseInsensitiveDict({k: _fill_text(v, values) for k, v in exchange.response_headers.items()})
-        response._content = content
-        response.url = address
-        response.request = requests.Request("POST", address, headers=dict(headers), data=body).prepare()
+        cap = min(self.max_response_bytes, max_bytes or self.max_response_bytes)
+        if len(content) > cap:
+            raise ProtocolError(f"the answer is larger than {cap} bytes; reading stopped", status=exchange.status)
+        response = HttpResponse(
+            exchange.status or 0,
+            HeaderMap({k: _fill_text(v, values) for k, v in exchange.response_headers.items()}),
+            content,
+            reason=exchange.reason or "",
+        )
         with self._lock:
             self.responses.append(response)
         return response
 
-    def get(self, address: str, params: Any = None, headers: Any = None) -> requests.Response:
-        raise ReplayMismatch(f"the client tried to GET {address} during a replay")
-
-    def load(self, url: str) -> bytes:
-        raise ReplayMismatch(f"the client tried to load {url} during a replay")
+    def close(self) -> None:
+        """Nothing to release: a replay holds no connection."""
 
     def _values(self, exchange: Exchange, sent: SentRequest) -> dict[str, str]:
         values = dict(self.recording.substitutions)
@@ -1422,14 +1465,16 @@ def _rebuild_error(error: RecordedError) -> BaseException:
         else:
             rebuilt = TransportError(error.message, status=error.status, retryable=error.retryable)
         return rebuilt
-    cls = getattr(requests.exceptions, name, None) if module.startswith("requests") else None
-    if not (isinstance(cls, type) and issubclass(cls, requests.exceptions.RequestException)):
-        cls = requests.exceptions.ConnectionError
-    rebuilt = cls(error.message)
-    if error.context:
-        context_name = re.sub(r"\W", "_", error.context.rpartition(".")[2]) or "Error"
-        rebuilt.__context__ = type(context_name, (Exception,), {})()
-    return rebuilt
+    # A failure recorded from an HTTP library (recordings made before the Transport seam)
+    # comes back as the TransportError the default transport maps it to, naming its type only.
+    if "Timeout" in name:
+        return TransportError(f"the endpoint did not answer in time (recorded {name})", retryable=True)
+    read = "Read" in (error.context or "") or "Protocol" in (error.context or "") or name == "ChunkedEncodingError"
+    if read:
+        return TransportError(f"the connection broke while reading the answer (recorded {name})", retryable=True)
+    if name in ("ConnectionError", "OSError", "ConnectionResetError", "ConnectionRefusedError"):
+        return TransportError(f"cannot connect to the endpoint (recorded {name})", retryable=True)
+    return TransportError(f"the transport failed: {name}", retryable=False)
 
 
 def replay_client(

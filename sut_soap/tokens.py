@@ -64,8 +64,6 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jwt
-import requests
-import urllib3.exceptions
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
@@ -85,7 +83,8 @@ from ._contract import (
     ISSUER,
 )
 from .environments import validate_endpoint
-from .errors import ConfigurationError, TokenValidationError, TransportError
+from .errors import ConfigurationError, SutSoapError, TokenValidationError, TransportError
+from .transport import DEFAULT_TIMEOUT, HttpTransport, Transport, call_transport
 
 __all__ = [
     "CLAIM_ASSOCIATE_ID",
@@ -113,6 +112,7 @@ MAX_LEEWAY = 300.0
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_TICKET_CHARS = 4096
 
+_ALGORITHM = ALGORITHM
 _MIN_RSA_BITS = 2048
 _MAX_RSA_BITS = 16384
 _MAX_JWKS_BYTES = 1024 * 1024
@@ -130,7 +130,7 @@ _HINT_KEY = (
 _HINT_CLOCK = "the local clock (UTC, NTP) and the leeway"
 
 # The one PyJWT object that verifies signatures; the algorithm list is pinned on every call too.
-_JWS = jwt.PyJWS(algorithms=[ALGORITHM], options={"enforce_minimum_key_length": True})
+_JWS = jwt.PyJWS(algorithms=[_ALGORITHM], options={"enforce_minimum_key_length": True})
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def _jwks_entries(document: object) -> tuple[_Entry, ...]:
     for jwk in document["keys"]:
         if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
             continue
-        if jwk.get("use", "sig") != "sig" or jwk.get("alg", ALGORITHM) != ALGORITHM:
+        if jwk.get("use", "sig") != "sig" or jwk.get("alg", _ALGORITHM) != _ALGORITHM:
             continue
         kid = jwk.get("kid")
         if kid is not None and not isinstance(kid, str):
@@ -289,8 +289,8 @@ class JwksKeySource:
         self,
         url: str,
         *,
-        session: requests.Session | None = None,
-        timeout: tuple[float, float] = (5.0, 10.0),
+        transport: Transport | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         refetch_cooldown: float = 30.0,
         clock: Clock | Callable[[], float] | None = None,
     ) -> None:
@@ -303,9 +303,10 @@ class JwksKeySource:
             or not all(_is_positive_number(part, allow_zero=False) for part in timeout)
         ):
             raise ConfigurationError("timeout must be a (connect, read) pair of positive seconds")
-        self._owns_session = session is None
-        self._session = requests.Session() if session is None else session
-        self._timeout = (float(timeout[0]), float(timeout[1]))
+        self._owns_transport = transport is None
+        self._transport: Transport = (
+            HttpTransport(timeout=(float(timeout[0]), float(timeout[1]))) if transport is None else transport
+        )
         self._cooldown = float(refetch_cooldown)
         self._clock: Callable[[], float] = _monotonic_of(clock)
         self._lock = threading.Lock()
@@ -337,9 +338,9 @@ class JwksKeySource:
             return key
 
     def close(self) -> None:
-        """Close the HTTP session if this source created it."""
-        if self._owns_session:
-            self._session.close()
+        """Close the transport if this source created it (a transport passed in stays open)."""
+        if self._owns_transport:
+            self._transport.close()
 
     def __repr__(self) -> str:
         cached = "none" if self._entries is None else str(len(self._entries))
@@ -377,50 +378,30 @@ class JwksKeySource:
 
     def _download(self) -> bytes:
         try:
-            response = self._session.get(
-                self._url,
-                timeout=self._timeout,
-                allow_redirects=False,
-                stream=True,
-                headers={"Accept": "application/json"},
+            response = call_transport(
+                self._transport, "GET", self._url, headers={"Accept": "application/json"}, max_bytes=_MAX_JWKS_BYTES
             )
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
-            raise TransportError(f"fetching the JWKS failed ({type(error).__name__})", retryable=True) from error
-        with response:
-            status = response.status_code
-            if status != 200:
-                redirect = 300 <= status < 400
-                raise TransportError(
-                    f"the JWKS endpoint answered HTTP {status}"
-                    + (" (a redirect, which is not followed)" if redirect else ""),
-                    status=status,
-                    hint=(
-                        "set the JWKS URL to the final https address"
-                        if redirect
-                        else f"that {self._url} is the environment's jwks_uri and the service status"
-                    ),
-                    retryable=status == 429 or status >= 500,
-                )
-            return _read_capped(response)
-
-
-def _read_capped(response: requests.Response) -> bytes:
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > _MAX_JWKS_BYTES:
-        raise TransportError(f"the JWKS answer is larger than {_MAX_JWKS_BYTES} bytes", status=200)
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        for chunk in response.iter_content(chunk_size=64 * 1024):
-            total += len(chunk)
-            if total > _MAX_JWKS_BYTES:
-                raise TransportError(f"the JWKS answer is larger than {_MAX_JWKS_BYTES} bytes", status=200)
-            chunks.append(chunk)
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
-        raise TransportError(
-            f"reading the JWKS answer failed ({type(error).__name__})", status=200, retryable=True
-        ) from error
-    return b"".join(chunks)
+        except SutSoapError as error:
+            raise TransportError(
+                f"fetching the JWKS failed: {error.message}",
+                status=getattr(error, "status", None),
+                retryable=error.retryable and not isinstance(error, ConfigurationError),
+            ) from None
+        status = response.status_code
+        if status != 200:
+            redirect = 300 <= status < 400
+            raise TransportError(
+                f"the JWKS endpoint answered HTTP {status}"
+                + (" (a redirect, which is not followed)" if redirect else ""),
+                status=status,
+                hint=(
+                    "set the JWKS URL to the final https address"
+                    if redirect
+                    else f"that {self._url} is the environment's jwks_uri and the service status"
+                ),
+                retryable=status == 429 or status >= 500,
+            )
+        return bytes(response.content)
 
 
 def _monotonic_of(clock: Clock | Callable[[], float] | None) -> Callable[[], float]:
@@ -429,6 +410,8 @@ def _monotonic_of(clock: Clock | Callable[[], float] | None) -> Callable[[], flo
         return SYSTEM_CLOCK.monotonic
     if isinstance(clock, Clock):
         return clock.monotonic
+    if not callable(clock):
+        raise ConfigurationError("clock must be a Clock or a callable returning monotonic seconds")
     return clock
 
 
@@ -678,7 +661,7 @@ class TokenValidator:
 
     ``leeway`` is the clock skew allowed on each time bound (seconds, default 300);
     ``expected_serial`` pins the tenant database serial when known; ``max_lifetime`` bounds how
-    far ahead ``exp`` may lie; ``clock`` is a :class:`~sut_soap._clock.Clock` or a callable returning
+    far ahead ``exp`` may lie; ``clock`` is a :class:`~sut_soap.Clock` or a callable returning
     the current Unix time (inject it in tests).
     """
 
@@ -743,7 +726,7 @@ class TokenValidator:
     @staticmethod
     def _check_header(header: dict[str, Any]) -> str | None:
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg != ALGORITHM:
+        if not isinstance(alg, str) or alg != _ALGORITHM:
             raise TokenValidationError(
                 "the JWT header's alg is not RS256, the only algorithm accepted",
                 check="algorithm",
@@ -763,7 +746,7 @@ class TokenValidator:
     @staticmethod
     def _check_signature(token: str, key: RSAPublicKey) -> None:
         try:
-            _JWS.decode_complete(token, key=key, algorithms=[ALGORITHM])
+            _JWS.decode_complete(token, key=key, algorithms=[_ALGORITHM])
         except jwt.InvalidSignatureError as error:
             raise TokenValidationError(
                 "the JWT signature does not verify with the environment's key",

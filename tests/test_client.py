@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -28,9 +29,9 @@ from sut_soap import (
     TokenValidationError,
     TransportError,
 )
-from sut_soap._soap import HttpTransport
 from sut_soap.emulator import Emulator, Fault
 from sut_soap.keys import load_private_key
+from sut_soap.transport import HttpResponse, HttpTransport
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
 REFERENCE_WSDL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "PartnerSystemUserService.official.wsdl"
@@ -453,6 +454,7 @@ def test_per_tenant_fault_spares_others(client: SystemUserClient, emu: Emulator)
         ({"timeout": None}, "timeout"),
         ({"jwks_url": "http://example.com/jwks"}, "http"),
         ({"session": requests.Session(), "transport": HttpTransport()}, "either session"),
+        ({"transport": object()}, "transport must be a sut_soap.Transport"),
         ({"private_key": KEYS / "rsa-1024.pem"}, "1024"),
     ],
 )
@@ -493,3 +495,34 @@ def test_every_error_is_a_sut_soap_error() -> None:
     for cls in (ConfigurationError, TransportError, ProtocolError, SoapFaultError,
                 AuthenticationRejectedError, TokenValidationError):
         assert issubclass(cls, SutSoapError)
+
+
+def test_a_zeep_style_transport_is_refused_with_what_to_use_instead() -> None:
+    """A transport with only zeep's post()/load() is refused, and the hint points at session= and the new seam."""
+
+    class ZeepStyle:
+        def post(self, address: str, message: bytes, headers: dict[str, str]) -> object:
+            raise AssertionError("never called")
+
+    with pytest.raises(ConfigurationError) as info:
+        SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint="http://127.0.0.1:9/x",
+                         transport=ZeepStyle())  # type: ignore[arg-type]
+    assert "request(method, url, ...)" in info.value.message
+    assert "session=" in (info.value.hint or "") and "zeep transports are no longer accepted" in (info.value.hint or "")
+
+
+def test_every_request_goes_through_the_clients_transport(emu: Emulator) -> None:
+    """The client's transport property is the one its exchange POST and its JWKS GET went through."""
+    seen: list[tuple[str, str]] = []
+
+    class Spy(HttpTransport):
+        def request(self, method: str, url: str, **kwargs: Any) -> HttpResponse:
+            seen.append((method, url))
+            return super().request(method, url, **kwargs)
+
+    spy = Spy()
+    with SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=emu.endpoint,
+                          transport=spy) as client:
+        assert client.transport is spy
+        client.authenticate(context_identifier=CTX, system_user_token=SYSTEM_USER_TOKEN)
+    assert seen == [("POST", emu.endpoint), ("GET", client.jwks_url)]

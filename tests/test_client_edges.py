@@ -14,6 +14,7 @@ import requests
 import requests.adapters
 from support import ClientFactory, FrozenClock, reset_emulator
 
+import sut_soap._flight as flight_module
 import sut_soap.client as client_module
 from sut_soap import (
     AuthenticationRejectedError,
@@ -23,10 +24,10 @@ from sut_soap import (
     SystemUserTicket,
     TransportError,
 )
-from sut_soap._soap import HttpTransport
 from sut_soap.cache import CachedTicket, InMemoryTicketCache
 from sut_soap.emulator import Emulator, Fault
 from sut_soap.keys import load_private_key
+from sut_soap.transport import HttpTransport
 
 pytestmark = pytest.mark.network
 
@@ -69,7 +70,7 @@ def rejection(message: str = "InvalidSystemToken") -> Response:
 
 
 class Transport:
-    """A caller's transport (no ``session``): records each post, runs scripted actions, else forwards to ``inner``."""
+    """A caller's transport (no ``session``): records each POST, runs scripted actions, else forwards to ``inner``."""
 
     def __init__(self, inner: HttpTransport | None = None) -> None:
         self.inner = inner
@@ -78,8 +79,12 @@ class Transport:
         self.by_tenant: dict[str, Callable[[], Any]] = {}
         self._lock = threading.Lock()
 
-    def post(self, address: str, message: bytes, headers: dict[str, str]) -> Any:
-        match = CONTEXT_IN_BODY.search(message)
+    def request(self, method: str, url: str, *, body: bytes | None = None, **kwargs: Any) -> Any:
+        if method != "POST":
+            if self.inner is None:
+                raise ConnectionError("no server behind this transport")
+            return self.inner.request(method, url, body=body, **kwargs)
+        match = CONTEXT_IN_BODY.search(body or b"")
         tenant = match.group(1).decode() if match else ""
         with self._lock:
             self.posts.append((tenant, threading.current_thread().name))
@@ -89,7 +94,7 @@ class Transport:
             return answer
         if self.inner is None:
             raise ConnectionError("no server behind this transport")
-        return self.inner.post(address, message, headers)
+        return self.inner.request(method, url, body=body, **kwargs)
 
     def close(self) -> None:
         if self.inner is not None:
@@ -115,9 +120,9 @@ class HookedLock:
 
 
 def flight_class(done: Callable[[], threading.Event]) -> type[Any]:
-    """A _Flight whose ``done`` event is made by ``done``, to observe or cut the followers' wait."""
+    """A Flight whose ``done`` event is made by ``done``, to observe or cut the followers' wait."""
 
-    class Flight(client_module._Flight):
+    class Flight(flight_module.Flight):
         __slots__ = ()
 
         def __init__(self) -> None:
@@ -356,7 +361,7 @@ def test_callers_get_the_valid_ticket_while_one_renews_it(
 def test_followers_receive_the_leaders_error(make_client: Callable[..., SystemUserClient], monkeypatch: pytest.MonkeyPatch) -> None:
     """A caller waiting on another's exchange for the same tenant gets that exchange's error, with no exchange of its own."""
     waiting = threading.Event()
-    monkeypatch.setattr(client_module, "_Flight", flight_class(lambda: SignallingEvent(waiting)))
+    monkeypatch.setattr(flight_module, "Flight", flight_class(lambda: SignallingEvent(waiting)))
     transport = Transport()
     client = make_client(transport=transport)
     reject_once_followed, entered = blocking(waiting, lambda: rejection("InvalidSystemToken"))
@@ -377,7 +382,7 @@ def test_followers_of_an_interrupted_leader_exchange_themselves(
 ) -> None:
     """A leader interrupted without an outcome (KeyboardInterrupt) wakes its followers, who exchange themselves."""
     waiting = threading.Event()
-    monkeypatch.setattr(client_module, "_Flight", flight_class(lambda: SignallingEvent(waiting)))
+    monkeypatch.setattr(flight_module, "Flight", flight_class(lambda: SignallingEvent(waiting)))
     transport = Transport()
     client = make_client(transport=transport)
     interrupted, entered = blocking(waiting, interrupt)
@@ -399,7 +404,7 @@ def test_follower_gives_up_after_twice_the_exchange_bound(
 ) -> None:
     """A caller waiting on a stuck exchange waits at most 2 x (2 x (connect + read) + 30 s), then gets a retryable TransportError."""
     TimedOutEvent.timeouts = []
-    monkeypatch.setattr(client_module, "_Flight", flight_class(TimedOutEvent))
+    monkeypatch.setattr(flight_module, "Flight", flight_class(TimedOutEvent))
     transport = Transport()  # no server: the held exchange then fails to connect
     client = make_client(transport=transport, timeout=(2.0, 3.0))
     release = threading.Event()
@@ -436,7 +441,7 @@ def test_rejection_remembered_while_queueing_is_raised_without_an_exchange(
         except AuthenticationRejectedError as exc:
             racing.append(exc)
 
-    client._flights_lock = HookedLock(other_caller_is_rejected_first)  # type: ignore[assignment]
+    client._flights._lock = HookedLock(other_caller_is_rejected_first)  # type: ignore[assignment]
     with pytest.raises(AuthenticationRejectedError, match="remembered") as info:
         get(client)
     [first] = racing
@@ -450,7 +455,7 @@ def test_full_rejection_memo_drops_stale_entries_first(
     make_client: Callable[..., SystemUserClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A full rejection memo evicts cooled-down entries and keeps live ones; full of live ones, it starts over."""
-    monkeypatch.setattr(client_module, "_REJECTION_MEMO", 2)
+    monkeypatch.setattr(flight_module, "_REJECTION_MEMO", 2)
     clock = FrozenClock()
     transport = Transport()
     transport.by_tenant[CTX] = lambda: rejection("InvalidSystemToken")
@@ -475,7 +480,7 @@ def test_full_rejection_memo_drops_stale_entries_first(
     assert "remembered" in str(reject("token-a"))
     assert "remembered" not in str(reject("token-b"))
     assert len(transport.posts) == 5
-    assert len(client._rejections) <= 2
+    assert len(client._rejections._entries) <= 2
 
 
 # --- invalidate -------------------------------------------------------------------------------
@@ -667,7 +672,8 @@ def test_get_tickets_grows_the_clients_own_pool(
 ) -> None:
     """Many workers grow the client's own pool to match; the old pool closes with the client, never shrinks."""
     client = make_client()
-    session = client._transport.session
+    assert isinstance(client.transport, HttpTransport)
+    session = client.transport.session
     initial = session.get_adapter(NOWHERE)
     assert isinstance(initial, requests.adapters.HTTPAdapter)
     assert initial._pool_maxsize == client_module.DEFAULT_MAX_WORKERS
@@ -689,7 +695,8 @@ def test_get_tickets_grows_the_clients_own_pool(
 def test_concurrent_pool_growth_builds_one_pool(make_client: Callable[..., SystemUserClient]) -> None:
     """Two batches growing the pool at once mount one new pool, not one each (no connections thrown away)."""
     client = make_client()
-    session = client._transport.session
+    assert isinstance(client.transport, HttpTransport)
+    session = client.transport.session
     mounted: list[str] = []
     real_mount = session.mount
 
@@ -698,7 +705,7 @@ def test_concurrent_pool_growth_builds_one_pool(make_client: Callable[..., Syste
         real_mount(prefix, adapter)
 
     session.mount = mount  # type: ignore[method-assign]
-    client._pool_lock = HookedLock(lambda: client.get_tickets(bad_tenants(30), max_workers=30))  # type: ignore[assignment]
+    client.transport._pool_lock = HookedLock(lambda: client.get_tickets(bad_tenants(30), max_workers=30))  # type: ignore[assignment]
     client.get_tickets(bad_tenants(30), max_workers=30)
     assert sorted(mounted) == ["http://", "https://"]
     assert session.get_adapter(NOWHERE)._pool_maxsize == 30

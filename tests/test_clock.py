@@ -151,6 +151,12 @@ def test_jwks_refetch_cooldown_reads_monotonic_time_from_a_clock() -> None:
         source.close()
 
 
+def test_jwks_source_refuses_a_clock_that_is_not_callable() -> None:
+    """A JwksKeySource clock that is neither a Clock nor a callable is a ConfigurationError."""
+    with pytest.raises(ConfigurationError, match="clock must be a Clock or a callable returning monotonic seconds"):
+        JwksKeySource("https://online.superoffice.com/login/.well-known/jwks", clock=30)  # type: ignore[arg-type]
+
+
 def test_client_exchanges_and_validates_on_the_injected_clock() -> None:
     """A client and an emulator both four days in the past agree: the signed minute and the JWT times are the clock's."""
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -163,6 +169,7 @@ def test_client_exchanges_and_validates_on_the_injected_clock() -> None:
         emu.add_tenant("Cust1", system_user_token="tok")
         with SystemUserClient(client_secret="clock-test-secret", private_key=partner, endpoint=emu.endpoint,
                               public_key=emu.public_key, clock=Clock(now=lambda: T0)) as client:
+            assert client.clock.now() == T0
             ticket = client.authenticate(context_identifier="Cust1", system_user_token="tok")
             assert ticket.obtained_at == T0
             assert client.get_ticket(context_identifier="Cust1", system_user_token="tok").obtained_at == T0

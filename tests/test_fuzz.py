@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jwt_factory import mint, rsa_key
 
-from sut_soap._soap import parse_answer
 from sut_soap.errors import SutSoapError
+from sut_soap.soap import parse_answer
 from sut_soap.tokens import StaticKeySource, TokenValidator
 
 BATCH = 100

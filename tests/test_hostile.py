@@ -69,14 +69,15 @@ from sut_soap import (
     TokenValidationError,
     TransportError,
 )
-from sut_soap._soap import Answer, HttpTransport, parse_answer
 from sut_soap.cache import CachedTicket, InMemoryTicketCache
 from sut_soap.emulator import Emulator, Fault
 from sut_soap.keys import KeyFilePermissionWarning, load_private_key, private_key_to_pem, private_key_to_rsa_xml
 from sut_soap.recording import scan_for_secrets
 from sut_soap.retry import RetryPolicy
 from sut_soap.signing import sign_system_user_token, timestamp
+from sut_soap.soap import Answer, parse_answer
 from sut_soap.tokens import CLAIM_TICKET, JwksKeySource, StaticKeySource, TokenValidator
+from sut_soap.transport import HttpResponse, HttpTransport
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ROOT / "fixtures" / "keys"
@@ -589,16 +590,17 @@ def test_case_09_unacceptable_endpoint_urls(url: str, net: Net) -> None:
 def test_case_10_outgoing_url_is_the_configured_one(emu: Emulator, make_client: Callable[..., SystemUserClient],
                                                     net: Net) -> None:
     """HOSTILE 10: the POST goes to the configured URL, never the WSDL's own soap:address."""
-    addresses: list[str] = []
+    addresses: list[tuple[str, str]] = []
 
     class Spy(HttpTransport):
-        def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
-            addresses.append(address)
-            return super().post(address, message, headers)
+        def request(self, method: str, url: str, **kwargs: Any) -> HttpResponse:
+            addresses.append((method, url))
+            return super().request(method, url, **kwargs)
 
     client = make_client(emu.endpoint, transport=Spy(timeout=(1.0, 1.0)), timeout=(1.0, 1.0))
     authenticate(client)
-    assert addresses == [emu.endpoint]
+    assert [url for method, url in addresses if method == "POST"] == [emu.endpoint]
+    assert [url for method, url in addresses if method == "GET"] == [client.jwks_url]
     assert all(_loopback(str(a[0])) for a in net.connects)
     wsdl = (ROOT / "wsdl" / "PartnerSystemUserService.wsdl").read_text()
     wsdl_addresses = re.findall(r'location="([^"]+)"', wsdl)

@@ -40,11 +40,11 @@ def test_heavy_probe_sees_a_heavy_import() -> None:
 
 def test_protocol_constants_have_one_home() -> None:
     """The claim names and namespaces the tokens, SOAP layer and emulator use are the ones in _contract."""
-    from sut_soap import _contract, _soap, emulator, tokens
+    from sut_soap import _contract, emulator, soap, tokens
 
     assert tokens.CLAIM_TICKET is _contract.CLAIM_TICKET
     assert tokens.ISSUER is _contract.ISSUER
-    assert _soap.SOAP_ACTION is _contract.SOAP_ACTION
+    assert soap.SOAP_ACTION is _contract.SOAP_ACTION
     assert emulator.SOAP_ACTION is _contract.SOAP_ACTION
     assert emulator.CLAIM_PREFIX is _contract.CLAIM_PREFIX
     assert _contract.SOAP_ACTION == "http://www.superoffice.com/superid/partnersystemuser/0.1/IPartnerSystemUserService/Authenticate"

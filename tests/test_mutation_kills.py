@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from sut_soap._soap import MAX_TOKEN_CHARS, parse_answer, sanitise
 from sut_soap.environments import is_loopback_host, resolve_endpoint, validate_endpoint
 from sut_soap.errors import ConfigurationError, ProtocolError, SoapFaultError, TransportError
+from sut_soap.soap import MAX_TOKEN_CHARS, parse_answer, sanitise
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 ENV_OPEN = f'<s:Envelope xmlns:s="{SOAP11}"><s:Body>'

@@ -23,8 +23,8 @@ def refuse(*args, **kwargs):
 socket.socket.connect = refuse
 socket.create_connection = refuse
 import sut_soap
-from sut_soap._soap import SoapService, HttpTransport, bundled_wsdl_path
-service = SoapService(endpoint="https://online.superoffice.com/x", transport=HttpTransport())
+from sut_soap.soap import SoapService, bundled_wsdl_path
+service = SoapService(endpoint="https://online.superoffice.com/x")
 body, headers = service.build(signed_token="t.202601011200.c2ln", client_secret="s", context_identifier="Cust1")
 print(sut_soap.__file__)
 print(bundled_wsdl_path())
@@ -111,6 +111,7 @@ def test_public_api_does_not_drift() -> None:
             "SystemUserClient", "SystemUserTicket", "TokenValidationError", "TransportError", "__version__",
             "load_private_key", "sign_system_user_token",
             "RetryPolicy", "TicketCache", "LockingTicketCache", "InMemoryTicketCache", "CachedTicket", "Clock",
+            "Transport", "HttpTransport", "HttpResponse", "Response", "HeaderMap",
         ]
     )
     for name in sut_soap.__all__:

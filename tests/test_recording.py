@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -24,7 +25,6 @@ from sut_soap import (
     SystemUserClient,
     TransportError,
 )
-from sut_soap._soap import HttpTransport
 from sut_soap.emulator import Emulator, Fault
 from sut_soap.recording import (
     Exchange,
@@ -40,6 +40,7 @@ from sut_soap.recording import (
     save_recording,
 )
 from sut_soap.tokens import CLAIM_TICKET, StaticKeySource, TokenValidator
+from sut_soap.transport import HttpResponse, HttpTransport
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "recordings"
 PARTNER_KEY = rsa_key(7)
@@ -190,7 +191,10 @@ def test_connection_refused_is_an_error_entry(tmp_path: Path) -> None:
         client.authenticate(context_identifier=CTX, system_user_token=SYSTEM_USER_TOKEN)
     document = json.loads((tmp_path / "refused" / "01-exchange.json").read_text())
     assert document["response"] is None
-    assert document["error"]["type"] == "requests.exceptions.ConnectionError"
+    assert document["error"] == {
+        "type": "sut_soap.errors.TransportError", "message": "cannot connect to the endpoint (connection refused)", "status": None,
+        "retryable": True, "context": None,
+    }
     assert not (tmp_path / "refused" / "01-response.xml").exists()
     with pytest.raises(TransportError) as replayed:
         replay_client(tmp_path / "refused").authenticate(context_identifier=CTX, system_user_token="x")
@@ -351,8 +355,9 @@ def _exchange_for_check(**kwargs: object) -> Exchange:
 
 
 def _post(transport: ReplayTransport, body: bytes, headers: dict[str, str] | None = None) -> object:
-    return transport.post(
-        "https://online.superoffice.com/login/services/PartnerSystemUserService.svc", body, headers or XML_HEADERS
+    return transport.request(
+        "POST", "https://online.superoffice.com/login/services/PartnerSystemUserService.svc", body=body,
+        headers=headers or XML_HEADERS,
     )
 
 
@@ -397,7 +402,7 @@ def test_request_check_compares_headers_and_path() -> None:
         _post(transport, _request("s", CTX, _signed()), {**XML_HEADERS, "SOAPAction": '"urn:other"'})
     transport = _transport(_exchange_for_check())
     with pytest.raises(ReplayMismatch, match=r"\+POST /elsewhere"):
-        transport.post("https://x/elsewhere", _request("s", CTX, _signed()), XML_HEADERS)
+        transport.request("POST", "https://x/elsewhere", body=_request("s", CTX, _signed()), headers=XML_HEADERS)
 
 
 def test_request_check_can_be_turned_off() -> None:
@@ -419,13 +424,14 @@ def test_redacted_jwt_needs_a_jwt_or_a_key() -> None:
         ReplayTransport(RECORDINGS / "success")
 
 
-def test_replay_never_uses_the_session() -> None:
-    """The replay transport's session refuses to send anything."""
-    transport = ReplayTransport(RECORDINGS / "rejection")
-    with pytest.raises(ReplayMismatch, match="during a replay"):
-        transport.session.get("https://example.com/")
-    with pytest.raises(ReplayMismatch):
-        transport.load("https://example.com/x.wsdl")
+def test_replay_opens_no_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replayed exchange, request check and offline JWT check included, never connects anywhere."""
+    connects: list[object] = []
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: connects.append(address))
+    client = replay_client(RECORDINGS / "rejection")
+    with pytest.raises(AuthenticationRejectedError):
+        client.authenticate(context_identifier=CTX, system_user_token=SYSTEM_USER_TOKEN)
+    assert connects == [] and client.replay.remaining == 0
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -616,14 +622,14 @@ def test_recording_wraps_another_transport(emu: Emulator, tmp_path: Path) -> Non
     seen: list[str] = []
 
     class Logging(HttpTransport):
-        def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
-            seen.append(address)
-            return super().post(address, message, headers)
+        def request(self, method: str, url: str, **kwargs: Any) -> HttpResponse:
+            seen.append(f"{method} {url}")
+            return super().request(method, url, **kwargs)
 
     client, recorder = _record(emu, tmp_path / "wrapped", transport=Logging())
     with client:
         client.authenticate(context_identifier=CTX, system_user_token=SYSTEM_USER_TOKEN)
-    assert seen == [emu.endpoint]
+    assert seen == [f"POST {emu.endpoint}"]
     assert len(recorder.exchanges) == 1
     assert load_recording(tmp_path / "wrapped").exchanges[0].status == 200
     with pytest.raises(ConfigurationError, match="either session= or transport="):

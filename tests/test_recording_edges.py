@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from cryptography.hazmat.primitives import serialization
 from jwt_factory import mint, rsa_key
 from support import run_replay as _run
@@ -41,6 +40,7 @@ from sut_soap.recording import (
     scan_for_secrets,
 )
 from sut_soap.tokens import CLAIM_PREFIX, CLAIM_TICKET, StaticKeySource, TokenValidator, decode_unverified
+from sut_soap.transport import HeaderMap, HttpResponse
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "recordings"
 URL = "https://sod.superoffice.com/Login/Services/PartnerSystemUserService.svc"
@@ -99,11 +99,11 @@ def _transport(*exchanges: Exchange, **kwargs: Any) -> ReplayTransport:
     return ReplayTransport(Recording(tuple(exchanges), Path("inline"), {}), **kwargs)
 
 
-def _post(transport: ReplayTransport, body: bytes, headers: dict[str, str] | None = None) -> requests.Response:
-    return transport.post(URL, body, XML_HEADERS if headers is None else headers)
+def _post(transport: ReplayTransport, body: bytes, headers: dict[str, str] | None = None) -> HttpResponse:
+    return transport.request("POST", URL, body=body, headers=XML_HEADERS if headers is None else headers)
 
 
-def _token_of(response: requests.Response) -> str:
+def _token_of(response: HttpResponse) -> str:
     match = re.search(rb"<Token>([^<]+)</Token>", response.content)
     assert match is not None
     return match.group(1).decode()
@@ -258,29 +258,24 @@ def test_oversized_exchange_file_is_refused(tmp_path: Path, monkeypatch: pytest.
 
 
 class _Inner:
-    """A wrapped transport without close(): answers each post with the next canned response."""
+    """A wrapped transport without close(): answers each POST with the next canned response."""
 
     def __init__(self, *bodies: bytes) -> None:
         self.bodies = list(bodies)
         self.posts = 0
 
-    def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
+    def request(self, method: str, url: str, **kwargs: Any) -> HttpResponse:
         self.posts += 1
-        response = requests.Response()
-        response.status_code = 200
-        response.reason = "OK"
-        response.headers = requests.structures.CaseInsensitiveDict({"Content-Type": "text/xml"})
-        response._content = self.bodies.pop(0)
-        return response
+        return HttpResponse(200, HeaderMap({"Content-Type": "text/xml"}), self.bodies.pop(0), "OK")
 
 
 def test_recording_transport_saves_each_exchange_as_it_completes(tmp_path: Path) -> None:
     """Each exchange is written when it completes; a later one adds files without clearing the earlier ones."""
     inner = _Inner(_answer("", "first"), _answer("", "second"))
     transport = RecordingTransport(tmp_path / "rec", transport=inner, clock=lambda: T0)
-    transport.post(URL, _request(CLIENT_SECRET, _signed()), XML_HEADERS)
+    transport.request("POST", URL, body=_request(CLIENT_SECRET, _signed()), headers=XML_HEADERS)
     assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == ["01-exchange.json", "01-request.xml", "01-response.xml"]
-    transport.post(URL, _request(CLIENT_SECRET, _signed()), XML_HEADERS)
+    transport.request("POST", URL, body=_request(CLIENT_SECRET, _signed()), headers=XML_HEADERS)
     assert len(list((tmp_path / "rec").iterdir())) == 6
     loaded = load_recording(tmp_path / "rec").exchanges
     assert [b"first" in (e.response_body or b"") for e in loaded] == [True, False]
@@ -423,9 +418,10 @@ def test_assert_all_used_names_the_exchanges_never_requested() -> None:
 
 
 def test_replay_refuses_a_get() -> None:
-    """A GET during a replay (a WSDL or JWKS fetch) is a ReplayMismatch naming the URL."""
-    with pytest.raises(ReplayMismatch, match=r"^the client tried to GET https://x\.invalid/jwks during a replay$"):
-        _transport(_exchange()).get("https://x.invalid/jwks")
+    """A GET during a replay (a JWKS fetch) is a ReplayMismatch naming the URL and saying to give public_key=."""
+    with pytest.raises(ReplayMismatch, match=r"^the client tried to reach GET https://x\.invalid/jwks during a replay; "
+                                              r"give the client public_key="):
+        _transport(_exchange()).request("GET", "https://x.invalid/jwks")
 
 
 @pytest.mark.parametrize(
@@ -434,16 +430,11 @@ def test_replay_refuses_a_get() -> None:
         (RecordedError("sut_soap.errors.ConfigurationError", "odd", status=502, retryable=True), TransportError, None),
         (RecordedError("sut_soap.errors.NoSuchError", "odd", status=None, retryable=False), TransportError, None),
         (RecordedError("sut_soap.errors.ProtocolError", "short read", status=200, retryable=False), ProtocolError, None),
-        (RecordedError("builtins.OSError", "odd"), requests.exceptions.ConnectionError, None),
-        (RecordedError("requests.exceptions.NotAnException", "odd"), requests.exceptions.ConnectionError, None),
-        (RecordedError("requests.exceptions.ReadTimeout", "slow"), requests.exceptions.ReadTimeout, None),
-        (RecordedError("requests.exceptions.ConnectionError", "gone", context="urllib3.exceptions.ProtocolError"),
-         requests.exceptions.ConnectionError, "ProtocolError"),
     ],
-    ids=["own-other", "own-unknown", "own-protocol", "foreign", "requests-unknown", "requests-known", "context"],
+    ids=["own-other", "own-unknown", "own-protocol"],
 )
 def test_recorded_failures_are_raised_again(recorded: RecordedError, expected: type, context: str | None) -> None:
-    """A recorded failure is rebuilt as the nearest class the client handles, with message, status and context."""
+    """A recorded failure of sut-soap's own is rebuilt as the nearest class the client handles, with message and status."""
     transport = _transport(_exchange(status=None, response_body=None, error=recorded))
     with pytest.raises(expected) as caught:
         _post(transport, _request("s", _signed()))
@@ -454,6 +445,32 @@ def test_recorded_failures_are_raised_again(recorded: RecordedError, expected: t
     else:
         assert str(error) == recorded.message
     assert (None if error.__context__ is None else type(error.__context__).__name__) == context
+
+
+@pytest.mark.parametrize(
+    ("recorded", "message", "retryable"),
+    [
+        (RecordedError("builtins.OSError", "odd"), "cannot connect to the endpoint (recorded OSError)", True),
+        (RecordedError("requests.exceptions.ConnectionError", f"refused {CLIENT_SECRET}"),
+         "cannot connect to the endpoint (recorded ConnectionError)", True),
+        (RecordedError("requests.exceptions.ReadTimeout", "slow"),
+         "the endpoint did not answer in time (recorded ReadTimeout)", True),
+        (RecordedError("requests.exceptions.ConnectionError", "gone", context="urllib3.exceptions.ProtocolError"),
+         "the connection broke while reading the answer (recorded ConnectionError)", True),
+        (RecordedError("requests.exceptions.NotAnException", "odd"), "the transport failed: NotAnException", False),
+    ],
+    ids=["os-error", "connection", "timeout", "broken-read", "unknown"],
+)
+def test_recorded_foreign_failures_come_back_as_transport_errors(
+    recorded: RecordedError, message: str, retryable: bool
+) -> None:
+    """A failure recorded from an HTTP library replays as the TransportError the transport maps it to, naming its type only."""
+    transport = _transport(_exchange(status=None, response_body=None, error=recorded))
+    with pytest.raises(TransportError) as caught:
+        _post(transport, _request("s", _signed()))
+    assert type(caught.value) is TransportError
+    assert (caught.value.message, caught.value.retryable) == (message, retryable)
+    assert CLIENT_SECRET not in str(caught.value) and caught.value.__cause__ is None
 
 
 def test_replay_client_refuses_a_public_key_without_a_jwt() -> None:

@@ -33,12 +33,13 @@ from sut_soap import (
     TokenValidationError,
     TransportError,
 )
-from sut_soap._soap import HttpTransport, parse_answer, parse_retry_after
 from sut_soap.cache import InMemoryTicketCache
 from sut_soap.client import DEFAULT_REJECTION_COOLDOWN
 from sut_soap.emulator import Emulator, Fault
 from sut_soap.keys import load_private_key
 from sut_soap.retry import DEFAULT_RETRY, RetryPolicy, is_transient
+from sut_soap.soap import parse_answer, parse_retry_after
+from sut_soap.transport import HttpTransport
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
 PARTNER_KEY = load_private_key((KEYS / "test-partner.xml").read_bytes())
@@ -490,15 +491,15 @@ def test_connection_refused_is_retried_three_times(
     attempts: list[str] = []
 
     class Counting(requests.Session):
-        def post(self, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-            attempts.append(str(url))
-            return super().post(url, *args, **kwargs)
+        def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+            attempts.append(f"{method!s} {url!s}")
+            return super().request(method, url, *args, **kwargs)
 
     client = make_client(f"http://127.0.0.1:{port}/x", session=Counting(), retry=sleeper.policy())
     with pytest.raises(TransportError, match="cannot connect") as info:
         client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     assert info.value.retryable is True
-    assert len(attempts) == 3
+    assert attempts == [f"POST http://127.0.0.1:{port}/x"] * 3
     assert len(sleeper.waits) == 2
 
 

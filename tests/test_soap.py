@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
-from sut_soap import _soap
-from sut_soap._soap import SOAP_ACTION, HttpTransport, SoapService, bundled_wsdl_path, parse_answer
+from sut_soap import soap
 from sut_soap.errors import (
     ConfigurationError,
     ProtocolError,
@@ -17,9 +19,11 @@ from sut_soap.errors import (
     SutSoapError,
     TransportError,
 )
+from sut_soap.soap import SOAP11_ENV, SOAP_ACTION, TNS, SoapService, bundled_wsdl_path, parse_answer, sanitise
 
 REFERENCE_WSDL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "PartnerSystemUserService.official.wsdl"
 ENDPOINT = "http://127.0.0.1:9/Login/Services/PartnerSystemUserService.svc"
+WSA = "http://www.w3.org/2005/08/addressing"
 
 # The request envelope as SuperOffice documents it (CONTRACT.md), with the same values.
 DOCUMENTED_ENVELOPE = """\
@@ -63,7 +67,7 @@ def canonical(xml: str | bytes) -> str:
 
 @pytest.fixture(scope="module")
 def service() -> SoapService:
-    return SoapService(endpoint=ENDPOINT, transport=HttpTransport())
+    return SoapService(endpoint=ENDPOINT)
 
 
 def build(service: SoapService, **overrides: str) -> tuple[bytes, dict[str, str]]:
@@ -92,7 +96,7 @@ def test_http_headers(service: SoapService) -> None:
 def test_envelope_is_byte_identical_between_runs(service: SoapService) -> None:
     """Two builds with the same inputs give the same bytes (no random WS-Addressing ids)."""
     assert build(service)[0] == build(service)[0]
-    other = SoapService(endpoint=ENDPOINT, transport=HttpTransport())
+    other = SoapService(endpoint=ENDPOINT)
     assert build(other)[0] == build(service)[0]
 
 
@@ -101,7 +105,7 @@ def test_special_characters_escaped(service: SoapService) -> None:
     evil = "a&b<c>d]]>e</tns:ApplicationToken><x/>"
     body, _ = build(service, client_secret=evil, signed_token=evil + ".1.2")
     tree = ET.fromstring(body)
-    ns = {"tns": _soap.TNS, "s": _soap.SOAP11_ENV}
+    ns = {"tns": soap.TNS, "s": soap.SOAP11_ENV}
     assert tree.find("s:Header/tns:ApplicationToken", ns).text == evil  # type: ignore[union-attr]
     assert tree.find("s:Body/tns:AuthenticationRequest/tns:SignedSystemToken", ns).text == evil + ".1.2"  # type: ignore[union-attr]
     assert len(tree.find("s:Header", ns)) == 2  # type: ignore[arg-type]
@@ -110,10 +114,10 @@ def test_special_characters_escaped(service: SoapService) -> None:
 def test_wsdl_parsed_once_per_process() -> None:
     """A second service on the same WSDL reuses the parsed document."""
     path = str(bundled_wsdl_path())
-    SoapService(endpoint=ENDPOINT, transport=HttpTransport())
-    first = _soap._documents[path]
-    SoapService(endpoint=ENDPOINT, transport=HttpTransport())
-    assert _soap._documents[path] is first
+    SoapService(endpoint=ENDPOINT)
+    first = soap._documents[path]
+    SoapService(endpoint=ENDPOINT)
+    assert soap._documents[path] is first
 
 
 def test_bundled_wsdl_found() -> None:
@@ -124,15 +128,15 @@ def test_bundled_wsdl_found() -> None:
 def test_unknown_wsdl_refused(tmp_path: Path) -> None:
     """A WSDL path that does not exist or is not a WSDL is a ConfigurationError."""
     with pytest.raises(ConfigurationError):
-        SoapService(endpoint=ENDPOINT, transport=HttpTransport(), wsdl=tmp_path / "missing.wsdl")
+        SoapService(endpoint=ENDPOINT, wsdl=tmp_path / "missing.wsdl")
     bad = tmp_path / "bad.wsdl"
     bad.write_text("<nope/>")
     with pytest.raises(ConfigurationError):
-        SoapService(endpoint=ENDPOINT, transport=HttpTransport(), wsdl=bad)
+        SoapService(endpoint=ENDPOINT, wsdl=bad)
 
 
 def _signature(wsdl: Path | None) -> tuple[str, str, str, str | None]:
-    document = _soap._load_document(str(wsdl or bundled_wsdl_path()))
+    document = soap._load_document(str(wsdl or bundled_wsdl_path()))
     binding = SoapService._find_binding(document, "x")
     operation = binding._operations["Authenticate"]
     return (
@@ -154,7 +158,7 @@ def test_same_operation_signature_as_official_wsdl() -> None:
 @pytest.mark.skipif(not REFERENCE_WSDL.is_file(), reason="../shared/reference is not beside the checkout")
 def test_official_wsdl_builds_same_envelope(service: SoapService) -> None:
     """With SuperOffice's WSDL (which makes zeep add WS-Addressing) the envelope is the same bytes."""
-    official = SoapService(endpoint=ENDPOINT, transport=HttpTransport(), wsdl=REFERENCE_WSDL)
+    official = SoapService(endpoint=ENDPOINT, wsdl=REFERENCE_WSDL)
     assert build(official) == build(service)
 
 
@@ -318,5 +322,189 @@ def test_parser_never_reads_external_subset(tmp_path: Path) -> None:
     dtd.write_text("this is not a DTD <<<")
     from lxml import etree
 
-    root = etree.fromstring(f'<!DOCTYPE r SYSTEM "{dtd}"><r>ok</r>'.encode(), parser=_soap._parser())
+    root = etree.fromstring(f'<!DOCTYPE r SYSTEM "{dtd}"><r>ok</r>'.encode(), parser=soap._parser())
     assert root.text == "ok"
+
+
+# --- WSDL variants ----------------------------------------------------------------------------
+
+
+def wsdl_variant(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- WSDL -------------------------------------------------------------------------------------
+
+
+def test_installed_package_wsdl_is_preferred(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the package holds wsdl/PartnerSystemUserService.wsdl (an installed wheel), that copy is used."""
+    packaged = tmp_path / "wsdl" / "PartnerSystemUserService.wsdl"
+    packaged.parent.mkdir()
+    packaged.write_text("<definitions/>")
+    monkeypatch.setattr(soap.resources, "files", lambda package: tmp_path)
+    assert bundled_wsdl_path() == packaged
+
+
+def test_wsdl_without_header_elements_is_refused(tmp_path: Path) -> None:
+    """A WSDL that declares no ApplicationToken/ContextIdentifier elements is a ConfigurationError naming it."""
+    text = bundled_wsdl_path().read_text(encoding="utf-8")
+    text = re.sub(r'\s*<xs:element name="(ApplicationToken|ContextIdentifier)"[^>]*/>', "", text)
+    text = re.sub(r'\s*<message name="AuthenticationRequest_Headers">.*?</message>', "", text, flags=re.S)
+    text = re.sub(r"\s*<soap:header [^>]*/>", "", text)
+    path = wsdl_variant(tmp_path, "no-headers.wsdl", text)
+    with pytest.raises(ConfigurationError) as caught:
+        SoapService(endpoint=ENDPOINT, wsdl=path)
+    assert caught.value.message == f"the WSDL {path.resolve()} does not declare the request headers"
+
+
+def test_soap12_binding_listed_first_is_passed_over(tmp_path: Path) -> None:
+    """In a WSDL whose first binding is SOAP 1.2, the SOAP 1.1 binding is the one used."""
+    soap12_binding = """  <binding name="PartnerSystemUserServiceSoap12" type="psu:IPartnerSystemUserService">
+    <soap12:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>
+    <operation name="Authenticate">
+      <soap12:operation style="document" soapAction="urn:soap12"/>
+      <input name="AuthenticationRequest"><soap12:body use="literal"/></input>
+      <output name="AuthenticationResponse"><soap12:body use="literal"/></output>
+    </operation>
+  </binding>
+
+"""
+    text = bundled_wsdl_path().read_text(encoding="utf-8")
+    text = text.replace('  <binding name="PartnerSystemUserServiceSoap11"', soap12_binding + '  <binding name="PartnerSystemUserServiceSoap11"', 1)
+    text = text.replace(
+        'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/"',
+        'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:soap12="http://schemas.xmlsoap.org/wsdl/soap12/"',
+        1,
+    )
+    path = wsdl_variant(tmp_path, "soap12-first.wsdl", text)
+    document = soap._load_document(str(path.resolve()))
+    assert type(next(iter(document.bindings.values()))).__name__ == "Soap12Binding"
+    service = SoapService(endpoint=ENDPOINT, wsdl=path)
+    body, headers = service.build(signed_token="t.202601011200.c2ln", client_secret="s", context_identifier="Cust1")
+    assert etree.fromstring(body).tag == f"{{{SOAP11_ENV}}}Envelope"
+    assert headers["SOAPAction"] == f'"{soap.SOAP_ACTION}"'
+
+
+# --- the envelope and its headers ---------------------------------------------------------------
+
+
+def test_value_xml_cannot_carry_is_a_configuration_error_without_the_value(service: SoapService) -> None:
+    """A signed token with a NUL byte cannot be built into XML: ConfigurationError, value not echoed, no cause."""
+    secret = "SignedCanary\x00Value.202601011200.c2ln"
+    with pytest.raises(ConfigurationError) as caught:
+        service.build(signed_token=secret, client_secret="s", context_identifier="Cust1")
+    assert caught.value.message == "cannot build the request envelope: ValueError"
+    assert "SignedCanary" not in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+
+
+def test_header_plugin_keeps_foreign_headers_and_drops_ws_addressing(service: SoapService) -> None:
+    """Headers another plugin added survive after ours; zeep's WS-Addressing headers are removed."""
+    (plugin,) = [p for p in service._client.plugins if isinstance(p, soap._HeaderPlugin)]
+    envelope = etree.fromstring(
+        f'<s:Envelope xmlns:s="{SOAP11_ENV}" xmlns:wsa="{WSA}" xmlns:t="urn:trace">'
+        "<s:Header><wsa:Action>x</wsa:Action><t:Trace>42</t:Trace><wsa:MessageID>m</wsa:MessageID></s:Header>"
+        "<s:Body/></s:Envelope>"
+    )
+    result, http_headers = plugin.egress(envelope, {"X": "1"}, None, {"sut_soap_headers": ("secret", "Cust1")})
+    header = result.find(f"{{{SOAP11_ENV}}}Header")
+    assert [child.tag for child in header] == [
+        f"{{{TNS}}}ApplicationToken",
+        f"{{{TNS}}}ContextIdentifier",
+        "{urn:trace}Trace",
+    ]
+    assert [child.text for child in header] == ["secret", "Cust1", "42"]
+    assert http_headers == {"X": "1"}
+
+
+# --- zeep's log, redaction, odd answers ----------------------------------------------------------
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_zeep_transport_log_never_carries_envelopes() -> None:
+    """zeep's 'HTTP Post to' / 'HTTP Response from' DEBUG records (whole envelopes) are dropped; others pass."""
+    logger = logging.getLogger("zeep.transports")
+    capture = _Capture()
+    level = logger.level
+    logger.addHandler(capture)
+    logger.setLevel(logging.DEBUG)
+    try:
+        logger.debug("HTTP Post to %s:\n%s", ENDPOINT, "<ApplicationToken>SecretCanary</ApplicationToken>")
+        logger.debug("HTTP Response from %s (status: %d):\n%s", ENDPOINT, 200, "<Token>JwtCanary</Token>")
+        logger.debug("Loading remote data from: %s", "urn:x")
+    finally:
+        logger.removeHandler(capture)
+        logger.setLevel(level)
+    assert capture.messages == ["Loading remote data from: urn:x"]
+
+
+# --- redaction and hostile answers ------------------------------------------------------------
+
+
+def test_empty_secret_does_not_mangle_text() -> None:
+    """An empty string among the secrets is skipped; replacing it would put *** between every character."""
+    assert sanitise("rejected: bad token", secrets=("", "bad")) == "rejected: *** token"
+
+
+def test_dtd_hidden_by_utf16_encoding_is_refused() -> None:
+    """A DTD in a UTF-16 answer (invisible to the byte-level check) is still refused after parsing."""
+    text = (
+        '<?xml version="1.0" encoding="utf-16"?><!DOCTYPE s:Envelope [<!ENTITY e "x">]>'
+        f'<s:Envelope xmlns:s="{SOAP11_ENV}"><s:Body/></s:Envelope>'
+    )
+    body = text.encode("utf-16")
+    assert b"<!DOCTYPE" not in body
+    with pytest.raises(ProtocolError) as caught:
+        parse_answer(FakeResponse(body))
+    assert caught.value.message == "the answer carries a DTD; refused"
+
+
+def test_elements_of_other_namespaces_in_the_response_are_ignored() -> None:
+    """Inside AuthenticationResponse, elements outside the service namespace (even one named Token) are skipped."""
+    body = (
+        f'<s:Envelope xmlns:s="{SOAP11_ENV}"><s:Body><AuthenticationResponse xmlns="{TNS}">'
+        '<x:Token xmlns:x="urn:other">forged</x:Token><IsSuccessful>true</IsSuccessful><Token>a.b.c</Token>'
+        "</AuthenticationResponse></s:Body></s:Envelope>"
+    ).encode()
+    answer = parse_answer(FakeResponse(body))
+    assert answer.is_successful
+    assert answer.token == "a.b.c"
+
+
+def test_retry_after_date_without_zone_is_read_as_utc() -> None:
+    """A Retry-After HTTP-date with the '-0000' (no zone information) offset is taken as UTC."""
+    now = 1_445_412_480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert soap.parse_retry_after("Wed, 21 Oct 2015 07:28:30 -0000", now=now) == 30.0
+
+
+def test_soap_layer_refuses_to_do_io(service: SoapService) -> None:
+    """The transport zeep is given refuses to send or fetch: only the client's Transport does I/O."""
+    zeep_transport = service._client.transport
+    with pytest.raises(ConfigurationError, match="the SOAP layer sends nothing"):
+        zeep_transport.post(ENDPOINT, b"<x/>", {})
+    with pytest.raises(ConfigurationError, match="the SOAP layer fetches nothing"):
+        zeep_transport.get(ENDPOINT, {}, {})
+
+
+def test_probe_request_carries_only_the_probe_value() -> None:
+    """probe_request builds the Authenticate request with the dummy value in every field, and its SOAPAction."""
+    from sut_soap.cli._common import _DOCTOR_PROBE
+    from sut_soap.soap import PROBE_VALUE, probe_request
+
+    body, headers = probe_request(ENDPOINT)
+    root = etree.fromstring(body)
+    values = [element.text for element in root.iter() if not len(element)]
+    assert values == [PROBE_VALUE, PROBE_VALUE, f"{PROBE_VALUE}.000000000000.AAAA", "Jwt"]
+    assert headers["SOAPAction"] == f'"{SOAP_ACTION}"'
+    assert _DOCTOR_PROBE == PROBE_VALUE  # the CLI's help names the same value without loading zeep

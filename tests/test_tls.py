@@ -16,6 +16,7 @@ from support import PATH, TlsServer, make_cert
 from sut_soap import ConfigurationError, SystemUserClient, TransportError
 from sut_soap.keys import load_private_key
 from sut_soap.retry import RetryPolicy
+from sut_soap.transport import HttpTransport
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
 PARTNER_KEY = load_private_key((KEYS / "test-partner.xml").read_bytes())
@@ -126,10 +127,10 @@ def test_existing_ca_bundle_is_used_by_the_own_session(monkeypatch: pytest.Monke
     bundle = tmp_path / "bundle.pem"
     bundle.write_text("")
     with client_for("https://online.superoffice.com" + PATH) as plain:
-        assert plain._own_session is not None and plain._own_session.verify is True
+        assert isinstance(plain.transport, HttpTransport) and plain.transport.session.verify is True
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     with client_for("https://online.superoffice.com" + PATH) as client:
-        assert client._own_session is not None and client._own_session.verify == str(bundle)
+        assert isinstance(client.transport, HttpTransport) and client.transport.session.verify == str(bundle)
 
 
 def test_missing_ca_bundle_does_not_matter_without_https(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

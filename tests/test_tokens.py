@@ -15,7 +15,6 @@ from typing import Any
 
 import jwt
 import pytest
-import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, x25519
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -1264,30 +1263,19 @@ def test_jwks_skips_unusable_keys_and_keeps_the_good_one(bad: dict[str, Any]) ->
         source.get_key("bad")
 
 
-class _BreakingResponse:
-    """A 200 answer whose body stops with a connection error after the first chunk."""
+class _BreakingTransport:
+    """A transport whose JWKS answer breaks off while streaming, as the default transport reports it."""
 
-    status_code = 200
-    headers: dict[str, str] = {}  # noqa: RUF012
-
-    def __enter__(self) -> _BreakingResponse:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
-        yield b'{"keys": ['
-        raise requests.exceptions.ChunkedEncodingError("connection broken: IncompleteRead")
-
-
-class _Session:
     def __init__(self) -> None:
         self.calls = 0
+        self.closed = 0
 
-    def get(self, url: str, **kwargs: Any) -> _BreakingResponse:
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
         self.calls += 1
-        return _BreakingResponse()
+        raise TransportError("the connection broke while reading the answer", status=200, retryable=True)
+
+    def close(self) -> None:
+        self.closed += 1
 
 
 def test_jwks_url_property_is_the_configured_url() -> None:
@@ -1297,17 +1285,17 @@ def test_jwks_url_property_is_the_configured_url() -> None:
 
 def test_jwks_body_that_breaks_mid_read_is_a_retryable_transport_error() -> None:
     """A JWKS answer cut off while streaming is a retryable TransportError, and nothing is cached."""
-    session = _Session()
-    source = JwksKeySource(JWKS_URL, session=session, refetch_cooldown=0)  # type: ignore[arg-type]
+    transport = _BreakingTransport()
+    source = JwksKeySource(JWKS_URL, transport=transport, refetch_cooldown=0)
     with pytest.raises(TransportError) as caught:
         source.get_key(KID)
-    assert caught.value.message == "reading the JWKS answer failed (ChunkedEncodingError)"
+    assert caught.value.message == "fetching the JWKS failed: the connection broke while reading the answer"
     assert caught.value.retryable
     assert caught.value.status == 200
     assert repr(source).endswith("cached_keys=none)")
     with pytest.raises(TransportError):
         source.get_key(KID)
-    assert session.calls == 2
+    assert transport.calls == 2
 
 
 class _Verifier:
@@ -1342,20 +1330,12 @@ def test_unexpected_verifier_error_is_a_signature_failure_without_its_text(
     assert caught.value.__context__ is None
 
 
-class _ClosableSession:
-    def __init__(self) -> None:
-        self.closed = 0
-
-    def close(self) -> None:
-        self.closed += 1
-
-
-def test_jwks_source_closes_only_a_session_it_created(monkeypatch: pytest.MonkeyPatch) -> None:
-    """close() closes the session JwksKeySource made itself, never one the caller passed in."""
-    theirs = _ClosableSession()
-    JwksKeySource(JWKS_URL, session=theirs).close()  # type: ignore[arg-type]
+def test_jwks_source_closes_only_a_transport_it_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() closes the transport JwksKeySource made itself, never one the caller passed in."""
+    theirs = _BreakingTransport()
+    JwksKeySource(JWKS_URL, transport=theirs).close()
     assert theirs.closed == 0
-    ours = _ClosableSession()
-    monkeypatch.setattr(tokens.requests, "Session", lambda: ours)
+    ours = _BreakingTransport()
+    monkeypatch.setattr(tokens, "HttpTransport", lambda **kwargs: ours)
     JwksKeySource(JWKS_URL).close()
     assert ours.closed == 1

@@ -36,11 +36,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TextIO
 
-    import requests
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-    from .._soap import HttpTransport
     from ..ticket import SystemUserTicket
+    from ..transport import Transport
 
 def _args_sign(sign: argparse.ArgumentParser) -> None:
     _add_token(sign)
@@ -179,33 +178,52 @@ def _print_prefixed(err: TextIO, prefix: str, text: str) -> None:
 
 def _verbose_transport(
     timeout: tuple[float, float], masker: _Masker, step: Callable[[str], None], err: TextIO
-) -> HttpTransport:
+) -> Transport:
     import re
     import time
+    from collections.abc import Mapping
 
-    from .._soap import HttpTransport
+    from ..transport import HttpTransport, Response, call_transport
 
     token_text = re.compile(r"<(?:[\w.-]+:)?(?:SignedSystemToken|Token)(?:\s[^>]*)?>([^<]+)<")
 
-    class _ShowingTransport(HttpTransport):
-        """The client's own transport, printing each envelope (masked) as it goes by."""
+    class _ShowingTransport:
+        """The client's own transport, printing each request and answer (masked) as it goes by."""
 
-        def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
-            for value in token_text.findall(message.decode("utf-8", errors="replace")):
+        def __init__(self) -> None:
+            self.inner = HttpTransport(timeout=timeout)
+
+        def request(
+            self,
+            method: str,
+            url: str,
+            *,
+            body: bytes | None = None,
+            headers: Mapping[str, str] | None = None,
+            deadline: float | None = None,
+            max_bytes: int | None = None,
+        ) -> Response:
+            for value in token_text.findall((body or b"").decode("utf-8", errors="replace")):
                 masker.add(value)
                 minute = _signed_minute(value)
                 if minute:
                     step(f"signed the system user token for UTC minute {minute}")
-            step(f"POST {address}")
-            for name, value in headers.items():
-                print(f"> {name}: {value}", file=err)
-            _print_prefixed(err, "> ", masker.envelope(message))
+            step(f"{method} {url}")
+            if method == "POST":
+                for name, value in (headers or {}).items():
+                    print(f"> {name}: {value}", file=err)
+                _print_prefixed(err, "> ", masker.envelope(body or b""))
             started = time.perf_counter()
-            response = super().post(address, message, headers)
+            response = call_transport(
+                self.inner, method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes
+            )
             received = time.time()
             for value in token_text.findall(response.content.decode("utf-8", errors="replace")):
                 masker.add(value)
             step(f"HTTP {response.status_code} in {(time.perf_counter() - started) * 1000:.0f} ms")
+            if method != "POST":
+                step(f"{len(response.content)} bytes")
+                return response
             for name in _SHOWN_RESPONSE_HEADERS:
                 value = response.headers.get(name)
                 if value is not None:
@@ -214,21 +232,26 @@ def _verbose_transport(
             _print_prefixed(err, "< ", masker.envelope(response.content))
             return response
 
-    return _ShowingTransport(timeout=timeout)
+        def prepare(self, urls: Any, *, allow_insecure_tls: bool = False) -> None:
+            self.inner.prepare(urls, allow_insecure_tls=allow_insecure_tls)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    return _ShowingTransport()
 
 
 def _recording_transport(
-    directory: str, inner: HttpTransport | None, timeout: tuple[float, float], *, secret: str, token: str, context: str
-) -> HttpTransport:
+    directory: str, inner: Transport | None, timeout: tuple[float, float], *, secret: str, token: str, context: str
+) -> Transport:
     try:
         from ..recording import RecordingTransport
     except ImportError:
         raise ConfigurationError("--record is not available in this installation of sut-soap") from None
-    recorder: HttpTransport = RecordingTransport(
+    return RecordingTransport(
         directory, timeout=timeout, transport=inner, client_secret=secret, system_user_token=token,
         context_identifier=context, note="sut-soap ticket --record",
     )
-    return recorder
 
 
 def _cmd_ticket(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -18,68 +18,47 @@ from __future__ import annotations
 
 import logging
 import re
-import ssl
 import threading
-import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import requests
-import urllib3
 import zeep
 import zeep.exceptions
 from lxml import etree
 from zeep.plugins import Plugin
 
+from ._clock import SYSTEM_CLOCK
 from ._contract import OPERATION, SOAP11_ENV, SOAP12_ENV, SOAP_ACTION, TNS, WSA_NAMESPACES, XSI
+from ._text import sanitise
 from ._xml import hardened_parser, has_dtd, name_of
-from .errors import ConfigurationError, ProtocolError, SoapFaultError, SutSoapError, TransportError
+from .errors import ConfigurationError, ProtocolError, SoapFaultError, TransportError
+from .transport import Response
 
 __all__ = [
-    "DEFAULT_MAX_RESPONSE_BYTES",
-    "DEFAULT_TIMEOUT",
+    "MAX_TOKEN_CHARS",
+    "PROBE_VALUE",
     "SOAP_ACTION",
     "TNS",
     "Answer",
-    "HttpTransport",
-    "RawResponse",
     "SoapService",
     "bundled_wsdl_path",
-    "call_budget",
     "parse_answer",
     "parse_retry_after",
+    "probe_request",
+    "sanitise",
 ]
 
 WSDL_NAME = "PartnerSystemUserService.wsdl"
-
-DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 10.0)
-DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_TOKEN_CHARS = 16 * 1024
 _EXCERPT_CHARS = 200
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
 _log = logging.getLogger("sut_soap.soap")
-
-# Seconds left of the current call's total deadline (set by SoapService.send for one POST);
-# HttpTransport cuts its timeouts and answer deadline to it.
-_budget: ContextVar[float | None] = ContextVar("sut_soap_call_budget", default=None)
-
-
-@contextmanager
-def call_budget(seconds: float | None) -> Iterator[None]:
-    """Within the block, an :class:`HttpTransport` POST takes at most ``seconds`` in all."""
-    token = _budget.set(seconds)
-    try:
-        yield
-    finally:
-        _budget.reset(token)
 
 
 class _DropZeepBodyLogs(logging.Filter):
@@ -161,112 +140,6 @@ class _HeaderPlugin(Plugin):
         return envelope, http_headers
 
 
-class RawResponse(Protocol):
-    """What the answer parser needs of an HTTP response (a ``requests.Response`` fits)."""
-
-    status_code: int
-    headers: Mapping[str, str]
-    content: bytes
-
-
-class HttpTransport(zeep.Transport):
-    """A zeep transport for the exchange: bounded time and size, no redirects, no body logs.
-
-    zeep's own transport posts with no timeout by default, follows redirects (re-sending the
-    client secret and signed token to wherever a 3xx points), reads answers of any size and
-    logs whole envelopes at DEBUG. This one does none of that.
-    """
-
-    def __init__(
-        self,
-        session: requests.Session | None = None,
-        *,
-        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-        deadline: float | None = 30.0,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-    ) -> None:
-        # zeep's __init__ would stamp its User-Agent on a caller's session; set fields directly.
-        self.cache = None
-        self.load_timeout = timeout
-        self.operation_timeout = timeout
-        self.logger = logging.getLogger("zeep.transports")
-        self._close_session = session is None
-        self.session = session if session is not None else requests.Session()
-        self.deadline = deadline
-        self.max_response_bytes = max_response_bytes
-
-    def post(self, address: str, message: bytes, headers: dict[str, str]) -> requests.Response:
-        """POST ``message`` once; read at most ``max_response_bytes`` before the deadline."""
-        started = time.monotonic()
-        timeout: Any = self.operation_timeout
-        deadline = self.deadline
-        budget = _budget.get()
-        if budget is not None:
-            if budget <= 0:
-                raise TransportError("the call's total deadline passed before the request was sent", retryable=True)
-            timeout = _cut_timeout(timeout, budget)
-            deadline = budget if deadline is None else min(deadline, budget)
-        response = self.session.post(
-            address,
-            data=message,
-            headers={"User-Agent": "sut-soap (zeep)", **headers},
-            timeout=timeout,
-            allow_redirects=False,
-            stream=True,
-        )
-        try:
-            response._content = self._read_capped(response, started, deadline)
-        finally:
-            response.close()
-        return response
-
-    def _read_capped(self, response: requests.Response, started: float, deadline: float | None = None) -> bytes:
-        # read1 returns as soon as some bytes arrive, so the deadline is checked while a
-        # server drips; decoding is bounded per call, so a compression bomb stops at the cap.
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            while True:
-                chunk = response.raw.read1(64 * 1024, decode_content=True)
-                if not chunk:
-                    return b"".join(chunks)
-                size += len(chunk)
-                if size > self.max_response_bytes:
-                    raise ProtocolError(
-                        f"the answer is larger than {self.max_response_bytes} bytes; reading stopped",
-                        status=response.status_code,
-                    )
-                if deadline is not None and time.monotonic() - started > deadline:
-                    raise TransportError(
-                        f"the answer did not complete within the {deadline:g} s deadline",
-                        status=response.status_code,
-                        retryable=True,
-                    )
-                chunks.append(chunk)
-        except urllib3.exceptions.ReadTimeoutError:
-            raise TransportError(
-                "the endpoint stopped sending within the read timeout", status=response.status_code, retryable=True
-            ) from None
-        except urllib3.exceptions.DecodeError:
-            raise ProtocolError(
-                "the answer's Content-Encoding could not be decoded", status=response.status_code
-            ) from None
-        except (urllib3.exceptions.HTTPError, OSError):
-            raise TransportError(
-                "the connection broke while reading the answer", status=response.status_code, retryable=True
-            ) from None
-
-    def close(self) -> None:
-        if self._close_session:
-            self.session.close()
-
-
-def _cut_timeout(timeout: Any, budget: float) -> Any:
-    if isinstance(timeout, tuple):
-        return tuple(budget if t is None else min(float(t), budget) for t in timeout)
-    return budget if timeout is None else min(float(timeout), budget)
-
-
 @dataclass(frozen=True)
 class Answer:
     """The three fields of an AuthenticationResponse (``token`` is the JWT: a secret)."""
@@ -280,14 +153,41 @@ class Answer:
         return f"Answer(is_successful={self.is_successful}, token={token}, error_message={self.error_message!r})"
 
 
-class SoapService:
-    """The Authenticate operation of one WSDL, bound to one endpoint."""
+class _NoNetwork(zeep.Transport):
+    """zeep wants a transport; this one refuses to send, because the SOAP layer does no I/O."""
 
-    def __init__(self, *, endpoint: str, transport: Any, wsdl: str | Path | None = None) -> None:
+    def __init__(self) -> None:
+        # zeep's __init__ would open a requests session that nothing here uses.
+        self.cache = None
+        self.load_timeout = None
+        self.operation_timeout = None
+        self.logger = logging.getLogger("zeep.transports")
+        self.session = None
+        self._close_session = False
+
+    def post(self, address: str, message: bytes, headers: dict[str, str]) -> Any:
+        raise ConfigurationError("the SOAP layer sends nothing: the client's Transport does")
+
+    def get(self, address: str, params: Any, headers: dict[str, str]) -> Any:
+        raise ConfigurationError("the SOAP layer fetches nothing: the client's Transport does")
+
+
+class SoapService:
+    """The Authenticate operation of one WSDL, bound to one endpoint: envelopes in and out, no I/O.
+
+    Args:
+        endpoint: the PartnerSystemUserService URL the envelope is addressed to.
+        wsdl: the service WSDL (default: the bundled one). Parsed once per process and path.
+
+    Raises:
+        ConfigurationError: the WSDL cannot be read, or lacks a SOAP 1.1 Authenticate binding
+            or the two request headers.
+    """
+
+    def __init__(self, *, endpoint: str, wsdl: str | Path | None = None) -> None:
         path = str(Path(wsdl).resolve()) if wsdl is not None else str(bundled_wsdl_path())
         document = _load_document(path)
         self.endpoint = endpoint
-        self.transport = transport
         self._binding = self._find_binding(document, path)
         types = document.types
         try:
@@ -298,7 +198,7 @@ class SoapService:
         except (zeep.exceptions.Error, KeyError, LookupError) as exc:
             raise ConfigurationError(f"the WSDL {path} does not declare the request headers") from exc
         self._client = zeep.Client(  # type: ignore[no-untyped-call]
-            document, transport=transport, plugins=[plugin], settings=_zeep_settings()
+            document, transport=_NoNetwork(), plugins=[plugin], settings=_zeep_settings()
         )
 
     @staticmethod
@@ -311,7 +211,13 @@ class SoapService:
     def build(
         self, *, signed_token: str, client_secret: str, context_identifier: str
     ) -> tuple[bytes, dict[str, str]]:
-        """Return the request envelope (UTF-8 bytes) and its HTTP headers."""
+        """Return the request envelope (UTF-8 bytes) and its HTTP headers (Content-Type, SOAPAction).
+
+        The body carries the client secret and the signed token: it is a secret as a whole.
+
+        Raises:
+            ConfigurationError: a value that XML cannot carry (the value is not in the message).
+        """
         options = {"address": self.endpoint, "sut_soap_headers": (client_secret, context_identifier)}
         try:
             envelope, headers = self._binding._create(
@@ -326,94 +232,32 @@ class SoapService:
             raise ConfigurationError(f"cannot build the request envelope: {type(exc).__name__}") from None
         return body, dict(headers)
 
-    def send(self, body: bytes, headers: Mapping[str, str], *, budget: float | None = None) -> RawResponse:
-        """POST the envelope through the transport; network failures become TransportError.
 
-        ``budget`` is what is left of the call's total deadline, in seconds: an
-        :class:`HttpTransport` cuts its timeouts and answer deadline to it.
-        """
-        try:
-            with call_budget(budget):
-                response: RawResponse = self.transport.post(self.endpoint, body, dict(headers))
-        except SutSoapError:
-            raise
-        except requests.exceptions.SSLError as exc:
-            # Never retried: an untrusted, expired or misnamed certificate stays so, and the
-            # handshake failed before the envelope (with its secrets) was written.
-            reason = _tls_reason(exc)
-            raise TransportError(
-                "TLS handshake with the endpoint failed" + (f": {reason}" if reason else ""),
-                hint="the endpoint's certificate, the system CA bundle (REQUESTS_CA_BUNDLE) "
-                     "and any TLS-intercepting proxy",
-                retryable=False,
-            ) from None
-        except requests.exceptions.ConnectTimeout:
-            raise TransportError("connecting to the endpoint timed out", retryable=True) from None
-        except requests.exceptions.Timeout:
-            raise TransportError("the endpoint did not answer within the read timeout", retryable=True) from None
-        except requests.exceptions.ConnectionError as exc:
-            reason = "the connection broke while reading the answer" if _is_read_error(exc) else (
-                "cannot connect to the endpoint"
-            )
-            raise TransportError(reason, retryable=True) from None
-        except requests.exceptions.RequestException as exc:
-            raise TransportError(f"HTTP request failed: {type(exc).__name__}", retryable=False) from None
-        except Exception as exc:  # a caller's own transport: never let its exceptions escape untyped
-            raise TransportError(f"the transport failed: {type(exc).__name__}", retryable=False) from None
-        return response
-
-    def close(self) -> None:
-        close = getattr(self.transport, "close", None)
-        if callable(close):
-            close()
+#: The value of every field of :func:`probe_request`: recognisably not a secret.
+PROBE_VALUE = "sut-soap-doctor-probe"
 
 
-def _tls_reason(exc: BaseException) -> str:
-    """The OpenSSL verdict (e.g. ``certificate has expired``) found in an exception chain."""
-    seen: set[int] = set()
-    pending: list[object] = [exc]
-    while pending:
-        current = pending.pop()
-        if not isinstance(current, BaseException) or id(current) in seen or len(seen) > 20:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError) and current.verify_message:
-            return sanitise(str(current.verify_message), limit=120)
-        if isinstance(current, ssl.SSLError) and current.reason:
-            return sanitise(str(current.reason), limit=120)
-        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
-    return ""
+def probe_request(endpoint: str, *, wsdl: str | Path | None = None) -> tuple[bytes, dict[str, str]]:
+    """An Authenticate request whose every value is :data:`PROBE_VALUE`, and its HTTP headers.
 
-
-def _is_read_error(exc: BaseException) -> bool:
-    return isinstance(exc, requests.exceptions.ChunkedEncodingError) or "Read" in type(exc.__context__).__name__
+    No tenant accepts it, so sending it shows how the service answers (a rejection, a fault, an
+    HTML page) without sending a client secret, a system user token or a signature.
+    """
+    return SoapService(endpoint=endpoint, wsdl=wsdl).build(
+        signed_token=f"{PROBE_VALUE}.000000000000.AAAA", client_secret=PROBE_VALUE, context_identifier=PROBE_VALUE
+    )
 
 
 # --- answer parsing ---------------------------------------------------------------------
 
 _local = threading.local()
 _TAG = re.compile(r"<[^>]{0,300}>")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_SPACE = re.compile(r"\s+")
-
-
 def _parser() -> etree.XMLParser:
     parser: etree.XMLParser | None = getattr(_local, "parser", None)
     if parser is None:
         parser = hardened_parser()
         _local.parser = parser
     return parser
-
-
-def sanitise(text: str, *, secrets: Iterable[str] = (), limit: int = 256) -> str:
-    """Return ``text`` on one line, without control characters or secrets, at most ``limit``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _SPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text
 
 
 def _excerpt(body: bytes, secrets: Iterable[str]) -> str:
@@ -450,7 +294,7 @@ def parse_retry_after(value: str | None, *, date: str | None = None, now: float 
         return None
     reference = _http_date(date) if date is not None else None
     if reference is None:
-        reference = time.time() if now is None else now
+        reference = SYSTEM_CLOCK.wall() if now is None else now
     return max(0.0, when - reference)
 
 
@@ -504,7 +348,7 @@ def _only_child_element(parent: Any) -> list[Any]:
     return [child for child in parent if isinstance(child.tag, str)]
 
 
-def parse_answer(response: RawResponse, *, secrets: Iterable[str] = ()) -> Answer:
+def parse_answer(response: Response, *, secrets: Iterable[str] = ()) -> Answer:
     """Turn an HTTP response into an :class:`Answer` or raise the matching typed error."""
     secrets = tuple(secrets)
     status = int(response.status_code)

@@ -1,0 +1,522 @@
+"""The one network seam: every HTTP request the library makes goes through a :class:`Transport`.
+
+The SOAP POST of an exchange, the JWKS GET behind JWT validation and the command line's
+``doctor`` probes all call :meth:`Transport.request`. The SOAP layer and the validator never
+touch the network themselves, so a test (or a recording, or a replay) swaps one object to
+see or script everything that goes over the wire.
+
+:class:`HttpTransport`, the default, is the only module that imports the HTTP library
+(requests). Its policy, in one place:
+
+- **Time**: a ``(connect, read)`` timeout on every socket operation, and a total ``deadline``
+  per request, checked while the answer streams in, so a server that drips bytes cannot hold
+  a call for longer; a caller's ``deadline=`` (what is left of a retry budget) cuts both.
+- **Size**: at most ``max_response_bytes`` (1 MiB) of answer are read, counted after
+  decompression, so a compression bomb stops at the cap.
+- **No redirects**: a 3xx is returned as it is, never followed, so the client secret and the
+  signed token are never re-sent to wherever a ``Location`` points.
+- **TLS**: certificates are always verified (the system store, or the CA bundle named by
+  ``verify=``/``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, which must exist); a session with
+  ``verify=False`` towards a remote https host is refused unless ``allow_insecure_tls``.
+- **Environment**: for its own session, proxies and the CA bundle are read from the
+  environment once, for the URLs the client will call, not on every request.
+- **Errors**: one mapping from the HTTP library's exceptions to
+  :class:`~sut_soap.errors.TransportError` (network, timeout, TLS) and
+  :class:`~sut_soap.errors.ProtocolError` (an answer too large or not decodable). Nothing
+  is logged but the method, host, status and time; never a body or a header value.
+
+Write your own transport by implementing :class:`Transport` (one ``request`` method and
+``close``); exceptions it raises that are not a :class:`~sut_soap.errors.SutSoapError` reach
+the caller as a non-retryable ``TransportError`` naming only the exception's type.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import requests
+import requests.adapters
+import requests.utils
+import urllib3
+
+from . import __version__
+from ._clock import SYSTEM_CLOCK, Clock
+from ._text import sanitise
+from .environments import is_loopback_host
+from .errors import ConfigurationError, ProtocolError, SutSoapError, TransportError
+
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_TIMEOUT",
+    "HeaderMap",
+    "HttpResponse",
+    "HttpTransport",
+    "Response",
+    "Transport",
+    "call_transport",
+]
+
+#: ``(connect, read)`` seconds of the default transport.
+DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 10.0)
+#: Seconds one request may take in all, answer included.
+DEFAULT_DEADLINE = 30.0
+#: Bytes of answer read at most (after decompression).
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
+#: Connections per host in the pool of a session the transport creates.
+DEFAULT_POOL_SIZE = 16
+_USER_AGENT = f"sut-soap/{__version__}"
+
+_log = logging.getLogger("sut_soap.transport")
+
+
+@runtime_checkable
+class Response(Protocol):
+    """What the library reads of an HTTP answer: status, headers and the whole body."""
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status code."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The answer's headers (looked up case-insensitively by the default transport)."""
+        ...
+
+    @property
+    def content(self) -> bytes:
+        """The answer's body, decompressed."""
+        ...
+
+
+class HeaderMap(Mapping[str, str]):
+    """Read-only HTTP headers, looked up case-insensitively; the repr shows the names only.
+
+    Built from a mapping or ``(name, value)`` pairs; a name given twice keeps the last value.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._items: dict[str, tuple[str, str]] = {name.lower(): (name, value) for name, value in pairs}
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()][1]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"HeaderMap({sorted(self)!r})"
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """An HTTP answer read to the end: ``status_code``, ``headers``, ``content`` (bytes), ``reason``.
+
+    The repr shows the status and the size only: a body can carry a JWT.
+    """
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+    reason: str = ""
+    #: The TLS version the answer came over (such as ``"TLSv1.3"``), None for plain HTTP or unknown.
+    tls_version: str | None = None
+
+    def __repr__(self) -> str:
+        return f"HttpResponse(status_code={self.status_code}, content=<{len(self.content)} bytes>)"
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """The seam through which every network call of the library goes.
+
+    Implement it to script, record or observe the library's HTTP traffic (sut-soap's own
+    :class:`~sut_soap.testing.RecordingTransport` and :class:`~sut_soap.testing.ReplayTransport`
+    do). Pass it as ``SystemUserClient(transport=...)``.
+
+    Two methods are optional: a transport that has ``prepare(urls, *, allow_insecure_tls)``
+    gets the client's endpoint and JWKS URL once at construction (to apply a TLS and proxy
+    policy, as :meth:`HttpTransport.prepare` does), and one that has ``ensure_pool(size)`` is
+    asked for that many connections per host before ``get_tickets`` runs that many threads.
+    A transport that wraps another should pass both on.
+    """
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> Response:
+        """Send one request and return the answer read to the end; never follow a redirect.
+
+        Args:
+            method: ``"POST"`` (the exchange, doctor's probe) or ``"GET"`` (JWKS, probes).
+            url: the absolute URL.
+            body: the request body, or None.
+            headers: the request headers (they can carry the client secret: never log them).
+            deadline: seconds this request may take in all, at most; None for the
+                transport's own bound.
+            max_bytes: the largest answer to read; None for the transport's own cap.
+
+        Raises:
+            TransportError: no answer (network, timeout, TLS, the deadline).
+            ProtocolError: an answer that is too large or cannot be decoded.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections the transport holds."""
+        ...
+
+
+def call_transport(
+    transport: Transport,
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    deadline: float | None = None,
+    max_bytes: int | None = None,
+) -> Response:
+    """Call ``transport.request``; an exception that is not a SutSoapError becomes a TransportError.
+
+    A caller's own transport may raise anything; its message may carry what it was sending,
+    so only the exception's type is kept.
+    """
+    try:
+        return transport.request(method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes)
+    except SutSoapError:
+        raise
+    except Exception as exc:
+        raise TransportError(f"the transport failed: {type(exc).__name__}", retryable=False) from None
+
+
+class HttpTransport:
+    """The default :class:`Transport`, over a ``requests.Session`` (its own or yours).
+
+    Args:
+        session: a ``requests.Session`` to send with (your proxies, CA bundle, adapters); it is
+            used as it is and left open by :meth:`close`. Default: a session of its own.
+        timeout: seconds for connecting and for each read, a number or a ``(connect, read)``
+            pair (default ``(5, 10)``).
+        deadline: seconds one request may take in all, answer included (default 30; None
+            for no total bound beyond the timeouts).
+        max_response_bytes: the largest answer read, after decompression (default 1 MiB).
+        clock: the :class:`~sut_soap.Clock` measuring the deadline.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session | None = None,
+        *,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        deadline: float | None = DEFAULT_DEADLINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        clock: Clock | None = None,
+    ) -> None:
+        self._owns_session = session is None
+        self.session = session if session is not None else requests.Session()
+        self.timeout = timeout
+        self.deadline = deadline
+        self.max_response_bytes = max_response_bytes
+        self._clock = clock or SYSTEM_CLOCK
+        self._pool_lock = threading.Lock()
+        self._pool_size = 0
+        self._retired: list[requests.adapters.BaseAdapter] = []
+        if self._owns_session:
+            self.ensure_pool(DEFAULT_POOL_SIZE)
+
+    @property
+    def owns_session(self) -> bool:
+        """Whether the session is the transport's own (tuned and closed by it) rather than yours."""
+        return self._owns_session
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> HttpResponse:
+        """Send one request and read the answer within the timeouts, the deadline and the size cap.
+
+        See :meth:`Transport.request`. A 3xx is returned, not followed.
+        """
+        started = self._clock.monotonic()
+        timeout: Any = self.timeout
+        limit = self.deadline
+        if deadline is not None:
+            if deadline <= 0:
+                raise TransportError("the call's total deadline passed before the request was sent", retryable=True)
+            timeout = _cut_timeout(timeout, deadline)
+            limit = deadline if limit is None else min(limit, deadline)
+        try:
+            response = self.session.request(
+                method,
+                url,
+                data=body,
+                headers={"User-Agent": _USER_AGENT, **(headers or {})},
+                timeout=timeout,
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.exceptions.RequestException as exc:
+            raise _request_error(exc) from None
+        try:
+            tls_version = _tls_version(response)
+            content = self._read_capped(response, started, limit, max_bytes or self.max_response_bytes)
+        finally:
+            response.close()
+        _log.debug(
+            "%s %s: HTTP %s in %.1f ms",
+            method, urlsplit(url).hostname, response.status_code, (self._clock.monotonic() - started) * 1000,
+        )
+        return HttpResponse(
+            response.status_code, HeaderMap(response.headers.items()), content, response.reason or "", tls_version
+        )
+
+    def _read_capped(self, response: requests.Response, started: float, deadline: float | None, cap: int) -> bytes:
+        # read1 returns as soon as some bytes arrive, so the deadline is checked while a
+        # server drips; decoding is bounded per call, so a compression bomb stops at the cap.
+        status = response.status_code
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise ProtocolError(f"the answer is larger than {cap} bytes; reading stopped", status=status)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                chunk = response.raw.read1(64 * 1024, decode_content=True)
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > cap:
+                    raise ProtocolError(f"the answer is larger than {cap} bytes; reading stopped", status=status)
+                if deadline is not None and self._clock.monotonic() - started > deadline:
+                    raise TransportError(
+                        f"the answer did not complete within the {deadline:g} s deadline",
+                        status=status,
+                        retryable=True,
+                    )
+                chunks.append(chunk)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise TransportError(
+                "the endpoint stopped sending within the read timeout", status=status, retryable=True
+            ) from None
+        except urllib3.exceptions.DecodeError:
+            raise ProtocolError("the answer's Content-Encoding could not be decoded", status=status) from None
+        except (urllib3.exceptions.HTTPError, OSError):
+            raise TransportError(
+                "the connection broke while reading the answer", status=status, retryable=True
+            ) from None
+
+    def prepare(self, urls: Iterable[str | None], *, allow_insecure_tls: bool = False) -> None:
+        """Apply the TLS and proxy policy for the URLs a client will call, once, before any request.
+
+        Raises:
+            ConfigurationError: a CA bundle (``verify=``, ``REQUESTS_CA_BUNDLE``,
+                ``CURL_CA_BUNDLE``) that does not exist, or ``verify=False`` towards a remote
+                https host without ``allow_insecure_tls=True``.
+        """
+        targets = [url for url in urls if url is not None]
+        session = self.session
+        if self._owns_session:
+            _check_ca_bundle(session, targets, trust_env=True)
+            _read_environment_once(session, targets)
+        else:
+            _check_ca_bundle(session, targets, trust_env=session.trust_env)
+        _check_verification(session, targets, allow_insecure_tls=allow_insecure_tls)
+
+    def ensure_pool(self, size: int) -> None:
+        """Give the transport's own session a pool of at least ``size`` connections per host.
+
+        A session you passed is left as it is (mount an ``HTTPAdapter(pool_maxsize=...)`` on it).
+        """
+        if not self._owns_session or size <= self._pool_size:
+            return
+        with self._pool_lock:
+            if size <= self._pool_size:
+                return
+            session = self.session
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=size)
+            old = {id(a): a for a in (session.adapters.get("https://"), session.adapters.get("http://")) if a}
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            # Threads may be inside a request on the old pool: close it with the transport, not now.
+            self._retired.extend(old.values())
+            self._pool_size = size
+
+    def close(self) -> None:
+        """Close the transport's own session and retired pools (a session you passed stays open)."""
+        with self._pool_lock:
+            retired, self._retired = self._retired, []
+        for adapter in retired:
+            adapter.close()
+        if self._owns_session:
+            self.session.close()
+
+    def __repr__(self) -> str:
+        return f"HttpTransport(timeout={self.timeout!r}, deadline={self.deadline!r})"
+
+
+def _tls_version(response: requests.Response) -> str | None:
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    version = getattr(sock, "version", None)
+    return version() if callable(version) else None
+
+
+def _cut_timeout(timeout: Any, budget: float) -> Any:
+    if isinstance(timeout, tuple):
+        return tuple(budget if t is None else min(float(t), budget) for t in timeout)
+    return budget if timeout is None else min(float(timeout), budget)
+
+
+def _request_error(exc: requests.exceptions.RequestException) -> TransportError:
+    """The one mapping from requests' exceptions (before an answer) to a TransportError."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        # Never retried: an untrusted, expired or misnamed certificate stays so, and the
+        # handshake failed before the request (with its secrets) was written.
+        reason = _tls_reason(exc)
+        return TransportError(
+            "TLS handshake with the endpoint failed" + (f": {reason}" if reason else ""),
+            hint="the endpoint's certificate, the system CA bundle (REQUESTS_CA_BUNDLE) "
+                 "and any TLS-intercepting proxy",
+            retryable=False,
+        )
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return TransportError("connecting to the endpoint timed out", retryable=True)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return TransportError("the endpoint did not answer within the read timeout", retryable=True)
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        cause = _connect_reason(exc)
+        return TransportError("cannot connect to the endpoint" + (f" ({cause})" if cause else ""), retryable=True)
+    return TransportError(f"HTTP request failed: {type(exc).__name__}", retryable=False)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """The OpenSSL verdict (e.g. ``certificate has expired``) found in an exception chain."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen or len(seen) > 20:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError) and current.verify_message:
+            return sanitise(str(current.verify_message), limit=120)
+        if isinstance(current, ssl.SSLError) and current.reason:
+            return sanitise(str(current.reason), limit=120)
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return ""
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, when the exception chain says: DNS or a refusal."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen or len(seen) > 20:
+            continue
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror) or type(current).__name__ == "NameResolutionError":
+            return "the host name does not resolve"
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return ""
+
+
+def _https_hosts(urls: Iterable[str]) -> list[str]:
+    """The hosts among ``urls`` reached over https, loopback excepted."""
+    hosts = []
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme == "https" and parts.hostname and not is_loopback_host(parts.hostname):
+            hosts.append(parts.hostname)
+    return hosts
+
+
+def _check_ca_bundle(session: requests.Session, urls: Iterable[str], *, trust_env: bool) -> None:
+    """Refuse a CA bundle that does not exist now rather than fail (or fall back) at the first request."""
+    if not any(urlsplit(url).scheme == "https" for url in urls):
+        return
+    if isinstance(session.verify, str):
+        bundle, source = session.verify, "the session's verify="
+    elif session.verify is True and trust_env:
+        variable = next((v for v in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE") if os.environ.get(v)), None)
+        if variable is None:
+            return
+        bundle, source = os.environ[variable], variable
+    else:
+        return
+    if not os.path.exists(bundle):
+        raise ConfigurationError(
+            f"{source} names a CA bundle that does not exist: {bundle[:200]}",
+            hint="point it at a PEM file (or directory) of trusted CA certificates, or unset it",
+        )
+
+
+def _check_verification(session: requests.Session, urls: Iterable[str], *, allow_insecure_tls: bool) -> None:
+    """Refuse a session that skips certificate checks towards a remote https host, unless opted in."""
+    if session.verify is not False:
+        return
+    hosts = _https_hosts(urls)
+    if not hosts:
+        return
+    if not allow_insecure_tls:
+        raise ConfigurationError(
+            f"the session has verify=False: the certificate of {hosts[0]} would not be checked, so anyone "
+            "on the path could read the client secret and the signed token",
+            hint="leave verify on (or give verify= a CA bundle); allow_insecure_tls=True accepts the risk",
+        )
+    _log.warning(
+        "TLS certificate verification is OFF for %s (allow_insecure_tls=True): the client secret and "
+        "signed tokens can be read by anyone who can intercept the connection", ", ".join(sorted(set(hosts))),
+    )
+
+
+def _read_environment_once(session: requests.Session, urls: Iterable[str]) -> None:
+    """Apply the proxy and CA-bundle environment variables now, as httpx does, not per request.
+
+    With ``trust_env`` on, requests scans the whole environment two or three times (proxies,
+    ``no_proxy``) and looks for ``~/.netrc`` on every request: about half a millisecond of CPU
+    per exchange with a small environment, more with a large one. The transport's own session
+    resolves the proxy for its hosts and the CA bundle once, then stops looking; ``.netrc``
+    is not consulted (the library uses no HTTP authentication).
+    """
+    for url in urls:
+        proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+        parts = urlsplit(url)
+        if proxy and parts.hostname:
+            session.proxies[f"{parts.scheme}://{parts.hostname}"] = proxy
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and session.verify is True:
+        session.verify = bundle
+    session.trust_env = False
