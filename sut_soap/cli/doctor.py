@@ -15,7 +15,6 @@ from ..errors import (
 from ._common import (
     _CLOCK_FAIL,
     _CLOCK_WARN,
-    _DOCTOR_PROBE,
     _MAX_READ,
     _add_key,
     _add_target,
@@ -33,8 +32,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TextIO
 
-    import requests
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
+    from ..transport import Response, Transport
 
 
 def _args_doctor(doctor: argparse.ArgumentParser) -> None:
@@ -49,91 +49,28 @@ def _args_doctor(doctor: argparse.ArgumentParser) -> None:
 
 
 class _Fetched:
-    """What doctor keeps of one HTTP exchange."""
+    """What doctor keeps of one HTTP exchange: the answer, how long it took, when it arrived."""
 
-    def __init__(self, response: requests.Response, content: bytes, elapsed: float, received_at: float) -> None:
+    def __init__(self, response: Response, elapsed: float, received_at: float) -> None:
         self.status_code = response.status_code
         self.headers = response.headers
-        self.content = content
+        self.content = response.content
+        self.tls_version: str | None = getattr(response, "tls_version", None)
         self.elapsed = elapsed
         self.received_at = received_at
 
 
-def _network_reason(error: BaseException) -> str:
-    """A short, secret-free reason for a requests/urllib3/ssl exception chain."""
-    import socket
-    import ssl
-
-    seen: set[int] = set()
-    pending: list[BaseException] = [error]
-    found: list[BaseException] = []
-    while pending and len(seen) < 20:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        found.append(current)
-        for nxt in (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args):
-            if isinstance(nxt, BaseException):
-                pending.append(nxt)
-    for item in found:
-        if isinstance(item, ssl.SSLCertVerificationError):
-            return f"TLS certificate not trusted ({item.verify_message or 'verification failed'})"
-    for item in found:
-        if isinstance(item, ssl.SSLError):
-            return f"TLS handshake failed ({item.reason or type(item).__name__})"
-    for item in found:
-        if isinstance(item, socket.gaierror) or type(item).__name__ == "NameResolutionError":
-            return "the host name does not resolve (DNS)"
-        if isinstance(item, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(item, (TimeoutError, socket.timeout)) or "Timeout" in type(item).__name__:
-            return "timed out"
-    return f"the request failed ({type(error).__name__})"
-
-
 def _fetch(
-    session: requests.Session, method: str, url: str, timeout: tuple[float, float], **kwargs: Any
-) -> tuple[_Fetched, str | None]:
-    """One request without redirects, body capped at 1 MiB; also the TLS version when https."""
+    transport: Transport, method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> _Fetched:
+    """One request through the library's transport: no redirects, 1 MiB at most, its deadline."""
     import time
 
+    from ..transport import call_transport
+
     started = time.perf_counter()
-    response = session.request(method, url, timeout=timeout, allow_redirects=False, stream=True, **kwargs)
-    with response:
-        received_at = time.time()
-        tls_version = None
-        try:
-            sock = response.raw.connection.sock  # type: ignore[union-attr]
-            tls_version = sock.version() if hasattr(sock, "version") else None
-        except AttributeError:
-            pass
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_content(64 * 1024):
-            size += len(chunk)
-            if size > _MAX_READ:
-                break
-            chunks.append(chunk)
-        elapsed = time.perf_counter() - started
-    return _Fetched(response, b"".join(chunks), elapsed, received_at), tls_version
-
-
-def _probe_envelope() -> bytes:
-    from .._contract import TNS
-
-    probe = _DOCTOR_PROBE
-    return (
-        "<?xml version='1.0' encoding='utf-8'?>\n"
-        '<soap-env:Envelope xmlns:soap-env="http://schemas.xmlsoap.org/soap/envelope/" '
-        f'xmlns:tns="{TNS}"><soap-env:Header>'
-        f"<tns:ApplicationToken>{probe}</tns:ApplicationToken>"
-        f"<tns:ContextIdentifier>{probe}</tns:ContextIdentifier>"
-        "</soap-env:Header><soap-env:Body><tns:AuthenticationRequest>"
-        f"<tns:SignedSystemToken>{probe}.000000000000.AAAA</tns:SignedSystemToken>"
-        "<tns:ReturnTokenType>Jwt</tns:ReturnTokenType>"
-        "</tns:AuthenticationRequest></soap-env:Body></soap-env:Envelope>"
-    ).encode()
+    response = call_transport(transport, method, url, body=body, headers=headers)
+    return _Fetched(response, time.perf_counter() - started, time.time())
 
 
 def _load_partner_public_key(path: str) -> RSAPublicKey:
@@ -209,12 +146,8 @@ class _Report:
 def _cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from urllib.parse import urlsplit
 
-    import requests
-
-    from .._soap import SOAP_ACTION, parse_answer
     from ..environments import (
         endpoint_for,
-        is_loopback_host,
         jwks_url_for,
         normalise_environment,
         validate_endpoint,
@@ -233,66 +166,17 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise ConfigurationError("--environment or --endpoint is required (or set SUT_SOAP_ENVIRONMENT)")
     jwks_url = validate_endpoint(jwks_url, what="--jwks-url")
     timeout = _timeout(args)
+    from ..transport import HttpTransport
+
     print(f"sut-soap doctor: {endpoint}", file=err)
     report = _Report(out, args.masker)
 
-    with requests.Session() as session:
-        session.headers["User-Agent"] = "sut-soap doctor"
-        # endpoint + tls
-        get: _Fetched | None = None
-        https = urlsplit(endpoint).scheme == "https"
-        try:
-            get, tls_version = _fetch(session, "GET", endpoint, timeout)
-        except requests.RequestException as error:
-            reason = _network_reason(error)
-            report.line("FAIL", "endpoint", f"GET {endpoint}: {reason}")
-            if not https:
-                report.line("SKIP", "tls", "(http on loopback)")
-            elif "TLS" in reason:
-                report.line("FAIL", "tls", f"{reason}: check the system CA bundle (REQUESTS_CA_BUNDLE) "
-                            "and any TLS-intercepting proxy")
-            else:
-                report.line("SKIP", "tls", "(no connection)")
-        else:
-            _doctor_endpoint_line(report, get)
-            if https:
-                host = urlsplit(endpoint).hostname
-                report.line("OK", "tls", f"certificate verified for {host}" + (f" ({tls_version})" if tls_version
-                                                                                else ""))
-            else:
-                host = urlsplit(endpoint).hostname or ""
-                report.line("SKIP", "tls", "(http on loopback)" if is_loopback_host(host) else "(http)")
-
-        # soap
-        post: _Fetched | None = None
-        if get is None:
-            report.line("SKIP", "soap", "(endpoint unreachable)")
-        else:
-            try:
-                post, _ = _fetch(
-                    session, "POST", endpoint, timeout, data=_probe_envelope(),
-                    headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION}"'},
-                )
-            except requests.RequestException as error:
-                report.line("FAIL", "soap", f"POST of the probe: {_network_reason(error)}")
-            else:
-                _doctor_soap_line(report, post, parse_answer)
-
-        # clock
-        dated = next((f for f in (get, post) if f is not None and f.headers.get("Date")), None)
-        if dated is None:
-            report.line("SKIP" if get is None else "WARN", "clock",
-                        "(endpoint unreachable)" if get is None else "no Date header in the answer; cannot compare")
-        else:
-            _doctor_clock_line(report, dated)
-
-        # jwks
-        try:
-            fetched, _ = _fetch(session, "GET", jwks_url, timeout, headers={"Accept": "application/json"})
-        except requests.RequestException as error:
-            report.line("FAIL", "jwks", f"GET {jwks_url}: {_network_reason(error)}")
-        else:
-            _doctor_jwks_line(report, jwks_url, fetched)
+    transport = HttpTransport(timeout=timeout)
+    try:
+        transport.prepare((endpoint, jwks_url))
+        _doctor_remote(report, transport, endpoint, jwks_url)
+    finally:
+        transport.close()
 
     # private key, key pair
     private_key = _doctor_private_key_line(report, args)
@@ -303,6 +187,62 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     verdict = f"failed: {', '.join(report.failed)}" if report.failed else "nothing failed"
     print(f"sut-soap doctor: {summary}; {verdict}", file=err)
     return report.exit_code()
+
+
+def _doctor_remote(report: _Report, transport: Transport, endpoint: str, jwks_url: str) -> None:
+    """The endpoint, tls, soap, clock and jwks lines, each from one request through ``transport``."""
+    from urllib.parse import urlsplit
+
+    from ..environments import is_loopback_host
+    from ..soap import parse_answer, probe_request
+
+    get: _Fetched | None = None
+    https = urlsplit(endpoint).scheme == "https"
+    host = urlsplit(endpoint).hostname or ""
+    try:
+        get = _fetch(transport, "GET", endpoint)
+    except (TransportError, ProtocolError) as error:
+        report.line("FAIL", "endpoint", f"GET {endpoint}: {error.message}")
+        if not https:
+            report.line("SKIP", "tls", "(http on loopback)")
+        elif "TLS" in error.message:
+            report.line("FAIL", "tls", f"{error.message}: check the system CA bundle (REQUESTS_CA_BUNDLE) "
+                        "and any TLS-intercepting proxy")
+        else:
+            report.line("SKIP", "tls", "(no connection)")
+    else:
+        _doctor_endpoint_line(report, get)
+        if https:
+            version = f" ({get.tls_version})" if get.tls_version else ""
+            report.line("OK", "tls", f"certificate verified for {host}{version}")
+        else:
+            report.line("SKIP", "tls", "(http on loopback)" if is_loopback_host(host) else "(http)")
+
+    post: _Fetched | None = None
+    if get is None:
+        report.line("SKIP", "soap", "(endpoint unreachable)")
+    else:
+        body, headers = probe_request(endpoint)
+        try:
+            post = _fetch(transport, "POST", endpoint, body=body, headers=headers)
+        except (TransportError, ProtocolError) as error:
+            report.line("FAIL", "soap", f"POST of the probe: {error.message}")
+        else:
+            _doctor_soap_line(report, post, parse_answer)
+
+    dated = next((f for f in (get, post) if f is not None and f.headers.get("Date")), None)
+    if dated is None:
+        report.line("SKIP" if get is None else "WARN", "clock",
+                    "(endpoint unreachable)" if get is None else "no Date header in the answer; cannot compare")
+    else:
+        _doctor_clock_line(report, dated)
+
+    try:
+        fetched = _fetch(transport, "GET", jwks_url, headers={"Accept": "application/json"})
+    except (TransportError, ProtocolError) as error:
+        report.line("FAIL", "jwks", f"GET {jwks_url}: {error.message}")
+    else:
+        _doctor_jwks_line(report, jwks_url, fetched)
 
 
 def _doctor_endpoint_line(report: _Report, get: _Fetched) -> None:
