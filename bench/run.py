@@ -40,9 +40,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from handwritten import HandwrittenClient
 
 from sut_soap import SystemUserClient, SystemUserTicket
-from sut_soap.emulator import Emulator
 from sut_soap.signing import sign_system_user_token
 from sut_soap.soap import parse_answer
+from sut_soap.testing.emulator import Emulator
 
 SECRET = "bench-secret"
 CTX = "Cust12345"
@@ -55,7 +55,7 @@ WARM_LATENCY = 0.05
 # section 4, and a line protocol on stdin ("stats" -> exchanges and connections so far).
 EMULATOR_PROCESS = """
 import sys
-from sut_soap.emulator import Emulator, Fault
+from sut_soap.testing.emulator import Emulator, Fault
 key = open(sys.argv[1], "rb").read()
 secret, ctx, token, warm, latency = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
 with Emulator(client_secret=secret, partner_public_key=key) as emu:
@@ -356,7 +356,7 @@ MEMORY_PROCESS = textwrap.dedent("""
     import json, resource, sys, time, tracemalloc
     from cryptography.hazmat.primitives.asymmetric import rsa
     from sut_soap import SystemUserClient, SystemUserTicket
-    from sut_soap.emulator import Emulator
+    from sut_soap.testing.emulator import Emulator
 
     N, trace = int(sys.argv[1]), sys.argv[2] == "trace"
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from sut_soap.cli import main
 
 sys.exit(main())

@@ -13,7 +13,6 @@ import functools
 import hashlib
 import hmac
 import json
-import secrets
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from sut_soap.testing.minting import superoffice_claims
 from sut_soap.tokens import (
     CLAIM_ASSOCIATE_ID,
     CLAIM_CTX,
@@ -30,7 +30,6 @@ from sut_soap.tokens import (
     CLAIM_SERIAL,
     CLAIM_TICKET,
     CLAIM_WEBAPI_URL,
-    ISSUER,
 )
 
 __all__ = [
@@ -80,24 +79,19 @@ def b64url(data: bytes | str) -> str:
 
 
 def default_claims(now: float | None = None) -> dict[str, Any]:
-    """The claims of a valid SuperOffice system user JWT issued at ``now`` (default: time.time())."""
-    issued = int(time.time() if now is None else now)
-    return {
-        "iss": ISSUER,
-        "aud": f"spn:{DEFAULT_SERIAL}",
-        "exp": issued + 300,
-        "iat": issued,
-        "nbf": issued,
-        CLAIM_CTX: DEFAULT_CTX,
-        CLAIM_SERIAL: DEFAULT_SERIAL,
-        CLAIM_TICKET: "7T:" + secrets.token_urlsafe(48),
-        CLAIM_WEBAPI_URL: f"https://sod.superoffice.com/{DEFAULT_CTX}/api/",
-        CLAIM_NETSERVER_URL: f"https://sod.superoffice.com/{DEFAULT_CTX}/Remote/Services88/",
-        CLAIM_ASSOCIATE_ID: "5",
-        CLAIM_PREFIX + "is_administrator": "True",
-        CLAIM_PREFIX + "email": "sync@example.com",
-        CLAIM_PREFIX + "upn": "sync@example.com",
-    }
+    """The claims of a valid SuperOffice system user JWT issued at ``now`` (default: time.time()).
+
+    The testing kit's minter makes them, so the suite and the emulator mint the same shape.
+    """
+    issued = datetime.datetime.fromtimestamp(int(time.time() if now is None else now), datetime.timezone.utc)
+    return superoffice_claims(
+        context_identifier=DEFAULT_CTX,
+        serial=DEFAULT_SERIAL,
+        issued_at=issued,
+        is_administrator=True,
+        email="sync@example.com",
+        upn="sync@example.com",
+    )
 
 
 def _apply(target: dict[str, Any], changes: dict[str, Any]) -> None:

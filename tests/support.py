@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from sut_soap.cli import main as cli_main
+from sut_soap.cli.replay import replay_main
 from sut_soap.client import SystemUserClient
-from sut_soap.emulator import Emulator
-from sut_soap.recording import replay_main
 from sut_soap.retry import RetryPolicy
+from sut_soap.testing.emulator import Emulator
 
 PATH = "/Login/Services/PartnerSystemUserService.svc"
 

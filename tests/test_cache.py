@@ -29,8 +29,8 @@ from sut_soap import (
 )
 from sut_soap.cache import CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
 from sut_soap.client import default_refresh_ahead
-from sut_soap.emulator import Emulator, Fault
 from sut_soap.keys import load_private_key
+from sut_soap.testing.emulator import Emulator, Fault
 from sut_soap.tokens import CLAIM_ASSOCIATE_ID, CLAIM_CTX, CLAIM_SERIAL, CLAIM_TICKET
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"

@@ -29,8 +29,8 @@ from sut_soap import (
     TokenValidationError,
     TransportError,
 )
-from sut_soap.emulator import Emulator, Fault
 from sut_soap.keys import load_private_key
+from sut_soap.testing.emulator import Emulator, Fault
 from sut_soap.transport import HttpResponse, HttpTransport
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"

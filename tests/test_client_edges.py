@@ -25,8 +25,8 @@ from sut_soap import (
     TransportError,
 )
 from sut_soap.cache import CachedTicket, InMemoryTicketCache
-from sut_soap.emulator import Emulator, Fault
 from sut_soap.keys import load_private_key
+from sut_soap.testing.emulator import Emulator, Fault
 from sut_soap.transport import HttpTransport
 
 pytestmark = pytest.mark.network

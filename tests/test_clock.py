@@ -162,7 +162,7 @@ def test_client_exchanges_and_validates_on_the_injected_clock() -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from sut_soap.client import SystemUserClient
-    from sut_soap.emulator import Emulator
+    from sut_soap.testing.emulator import Emulator
 
     partner = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with Emulator(client_secret="clock-test-secret", partner_public_key=partner.public_key(), clock=lambda: T0) as emu:

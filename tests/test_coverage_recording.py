@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from jwt_factory import rsa_key
 
 from sut_soap.errors import ConfigurationError
-from sut_soap.recording import Exchange, load_recording, placeholder, save_recording, scan_for_secrets
+from sut_soap.testing import Exchange, load_recording, placeholder, save_recording, scan_for_secrets
 
 SUCCESS = Path(__file__).resolve().parent.parent / "fixtures" / "recordings" / "success"
 

@@ -21,15 +21,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from lxml import etree
 
-from sut_soap.emulator import (
+from sut_soap.cli.emulator import main
+from sut_soap.client import SystemUserClient
+from sut_soap.errors import ConfigurationError
+from sut_soap.testing.emulator import (
     CLAIM_PREFIX,
     SOAP_ACTION,
     Emulator,
     Fault,
     Reason,
-    main,
 )
-from sut_soap.errors import ConfigurationError
 
 pytestmark = pytest.mark.network
 
@@ -919,3 +920,23 @@ def test_cli_refuses_non_loopback_host(capsys: pytest.CaptureFixture[str]) -> No
     """`sut-soap emulator --host 0.0.0.0` exits 2 without --allow-remote."""
     assert main(["--host", "0.0.0.0", "--port", "0"], stop=threading.Event()) == 2
     assert "non-loopback" in capsys.readouterr().err
+
+
+def test_reset_restores_the_state_of_the_last_start() -> None:
+    """reset() clears faults, requests and counters, drops tenants added and keys rotated since start()."""
+    partner = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    emu = Emulator(SECRET, partner)
+    emu.add_tenant(CTX, system_user_token=SYSTEM_TOKEN, serial=SERIAL)
+    with emu:
+        kid = emu.kid
+        emu.add_tenant(OTHER_CTX, system_user_token=OTHER_SYSTEM_TOKEN)
+        emu.rotate_key()
+        emu.inject(Fault.REJECT)
+        requests.get(emu.jwks_url, timeout=5)
+        emu.reset()
+        assert set(emu.tenants) == {CTX}
+        assert emu.kid == kid and len(emu.jwks()["keys"]) == 1
+        assert (emu.exchange_count, emu.jwks_count, emu.requests, emu.internal_errors) == (0, 0, [], [])
+        assert emu.running
+        with SystemUserClient(client_secret=SECRET, private_key=partner, endpoint=emu.endpoint) as client:
+            client.authenticate(context_identifier=CTX, system_user_token=SYSTEM_TOKEN)  # REJECT is gone

@@ -22,9 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from jwt_factory import rsa_key, self_signed_cert
 from lxml import etree
 
-import sut_soap.emulator as emulator_module
-from sut_soap.emulator import SOAP_ACTION, Emulator, Fault, Headers, Reason, RecordedRequest, main
+import sut_soap.testing._server as emulator_server
+from sut_soap.cli.emulator import main
 from sut_soap.errors import ConfigurationError
+from sut_soap.testing.emulator import SOAP_ACTION, Emulator, Fault, Headers, Reason, RecordedRequest
 
 pytestmark = pytest.mark.network
 
@@ -392,7 +393,7 @@ def test_exception_outside_the_answer_is_recorded(
         raise boom
 
     with Emulator(SECRET, PARTNER_KEY, signing_key=SIGNING_KEY) as emu:
-        monkeypatch.setattr(emulator_module, "Headers", broken)
+        monkeypatch.setattr(emulator_server, "Headers", broken)
         with pytest.raises(requests.ConnectionError):
             post(http, emu, envelope())
         monkeypatch.undo()

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from jwt_factory import mint, rsa_key
 
-from sut_soap.recording import scan_for_secrets
+from sut_soap.testing import scan_for_secrets
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"

@@ -70,12 +70,12 @@ from sut_soap import (
     TransportError,
 )
 from sut_soap.cache import CachedTicket, InMemoryTicketCache
-from sut_soap.emulator import Emulator, Fault
 from sut_soap.keys import KeyFilePermissionWarning, load_private_key, private_key_to_pem, private_key_to_rsa_xml
-from sut_soap.recording import scan_for_secrets
 from sut_soap.retry import RetryPolicy
 from sut_soap.signing import sign_system_user_token, timestamp
 from sut_soap.soap import Answer, parse_answer
+from sut_soap.testing import scan_for_secrets
+from sut_soap.testing.emulator import Emulator, Fault
 from sut_soap.tokens import CLAIM_TICKET, JwksKeySource, StaticKeySource, TokenValidator
 from sut_soap.transport import HttpResponse, HttpTransport
 

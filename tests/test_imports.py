@@ -18,6 +18,8 @@ HEAVY = ("zeep", "requests", "urllib3", "lxml", "jwt", "cryptography")
         "from sut_soap import InMemoryTicketCache, SutSoapError",
         "import sut_soap._contract",
         "from sut_soap import Clock",
+        "import sut_soap.testing",
+        "import sut_soap.testing.pytest_plugin",
     ],
 )
 def test_light_imports_load_no_heavy_dependency(statement: str) -> None:
@@ -40,7 +42,8 @@ def test_heavy_probe_sees_a_heavy_import() -> None:
 
 def test_protocol_constants_have_one_home() -> None:
     """The claim names and namespaces the tokens, SOAP layer and emulator use are the ones in _contract."""
-    from sut_soap import _contract, emulator, soap, tokens
+    from sut_soap import _contract, soap, tokens
+    from sut_soap.testing import emulator
 
     assert tokens.CLAIM_TICKET is _contract.CLAIM_TICKET
     assert tokens.ISSUER is _contract.ISSUER
@@ -48,3 +51,31 @@ def test_protocol_constants_have_one_home() -> None:
     assert emulator.SOAP_ACTION is _contract.SOAP_ACTION
     assert emulator.CLAIM_PREFIX is _contract.CLAIM_PREFIX
     assert _contract.SOAP_ACTION == "http://www.superoffice.com/superid/partnersystemuser/0.1/IPartnerSystemUserService/Authenticate"
+
+
+def test_testing_kit_names_load_on_first_use() -> None:
+    """sut_soap.testing hands out each name from its module, lists them in dir(), and refuses unknown ones."""
+    import sut_soap.testing as kit
+    from sut_soap.testing.emulator import Emulator
+    from sut_soap.testing.replay import replay_client
+
+    assert kit.Emulator is Emulator and kit.replay_client is replay_client
+    assert set(kit.__all__) <= set(dir(kit))
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        kit.Nope  # noqa: B018
+
+
+def test_library_never_imports_the_testing_kit_or_the_cli() -> None:
+    """No module of the library imports sut_soap.testing or sut_soap.cli (the arrows run one way)."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "sut_soap"
+    pattern = re.compile(r"^\s*(from|import)\s+(sut_soap\.|\.+)(testing|cli)\b", re.M)
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.glob("*.py")
+        if path.name != "__main__.py"  # python -m sut_soap is the command line's door, not library
+        and pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []

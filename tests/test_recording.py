@@ -25,8 +25,7 @@ from sut_soap import (
     SystemUserClient,
     TransportError,
 )
-from sut_soap.emulator import Emulator, Fault
-from sut_soap.recording import (
+from sut_soap.testing import (
     Exchange,
     Recording,
     RecordingTransport,
@@ -39,6 +38,7 @@ from sut_soap.recording import (
     replay_client,
     save_recording,
 )
+from sut_soap.testing.emulator import Emulator, Fault
 from sut_soap.tokens import CLAIM_TICKET, StaticKeySource, TokenValidator
 from sut_soap.transport import HttpResponse, HttpTransport
 

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from jwt_factory import mint, rsa_key
 from support import run_replay as _run
 
-import sut_soap.recording as recording_module
+import sut_soap.cli.replay as replay_cli
+import sut_soap.testing.storage as storage_module
 from sut_soap.errors import (
     AuthenticationRejectedError,
     ConfigurationError,
@@ -24,7 +25,7 @@ from sut_soap.errors import (
     TokenValidationError,
     TransportError,
 )
-from sut_soap.recording import (
+from sut_soap.testing import (
     Exchange,
     RecordedError,
     Recording,
@@ -39,6 +40,7 @@ from sut_soap.recording import (
     save_recording,
     scan_for_secrets,
 )
+from sut_soap.testing.minting import sign_jwt
 from sut_soap.tokens import CLAIM_PREFIX, CLAIM_TICKET, StaticKeySource, TokenValidator, decode_unverified
 from sut_soap.transport import HeaderMap, HttpResponse
 
@@ -158,7 +160,7 @@ def test_oversized_jwt_shape_is_still_redacted() -> None:
     """A JWT whose header is too large to decode (over 8 KiB) is still replaced whole by its eyJ shape."""
     key = rsa_key()
     header = {"alg": "RS256", "pad": "x" * 9000}
-    huge = recording_module._sign_jws(header, {"sub": "x"}, key)
+    huge = sign_jwt({"sub": "x"}, key, header=header)
     exchange = Exchange(url=URL, request_body=None, status=500, response_body=f"echo {huge} end".encode())
     assert redact_exchange(exchange).response_body == b"echo {{SUT_SOAP:JWT}} end"
 
@@ -238,7 +240,7 @@ def test_oversized_body_file_is_refused(tmp_path: Path, monkeypatch: pytest.Monk
     """A body file over the size limit is refused as a ConfigurationError naming the file, before it is read."""
     directory = _copy("rejection", tmp_path)
     (directory / "01-response.xml").write_bytes(b" " * 2000 + (directory / "01-response.xml").read_bytes())
-    monkeypatch.setattr(recording_module, "_MAX_BODY_FILE", 1500)
+    monkeypatch.setattr(storage_module, "_MAX_BODY_FILE", 1500)
     with pytest.raises(ConfigurationError) as caught:
         load_recording(directory)
     assert caught.value.message == f"the recording file {directory / '01-response.xml'} is larger than 1500 bytes"
@@ -248,7 +250,7 @@ def test_oversized_body_file_is_refused(tmp_path: Path, monkeypatch: pytest.Monk
 def test_oversized_exchange_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The NN-exchange.json itself is capped too, before it is parsed."""
     directory = _copy("rejection", tmp_path)
-    monkeypatch.setattr(recording_module, "_MAX_BODY_FILE", 10)
+    monkeypatch.setattr(storage_module, "_MAX_BODY_FILE", 10)
     with pytest.raises(ConfigurationError) as caught:
         load_recording(directory)
     assert caught.value.message == f"the recording file {directory / '01-exchange.json'} is larger than 10 bytes"
@@ -562,14 +564,14 @@ def test_replay_command_prints_no_empty_check_line(tmp_path: Path, monkeypatch: 
         raise ConfigurationError("cannot load", hint="")
 
     with monkeypatch.context() as patch:
-        patch.setattr(recording_module, "load_recording", no_hint_load)
+        patch.setattr(replay_cli, "load_recording", no_hint_load)
         code, _, err = _run(str(RECORDINGS / "rejection"))
     assert (code, err) == (2, "sut-soap replay: cannot load\n")
 
     def no_hint_authenticate(self: object, **kwargs: object) -> None:
         raise TokenValidationError("no good", check="exp", hint="")
 
-    monkeypatch.setattr(recording_module.SystemUserClient, "authenticate", no_hint_authenticate)
+    monkeypatch.setattr(replay_cli.SystemUserClient, "authenticate", no_hint_authenticate)
     code, out, _ = _run(str(RECORDINGS / "rejection"))
     assert code == 4
     assert out.endswith("  result: TokenValidationError: no good\n")

@@ -23,7 +23,7 @@ from sut_soap import (
     TokenValidationError,
     TransportError,
 )
-from sut_soap.recording import (
+from sut_soap.testing import (
     ReplayClient,
     ReplayMismatch,
     ReplayTransport,

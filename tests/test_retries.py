@@ -35,10 +35,10 @@ from sut_soap import (
 )
 from sut_soap.cache import InMemoryTicketCache
 from sut_soap.client import DEFAULT_REJECTION_COOLDOWN
-from sut_soap.emulator import Emulator, Fault
 from sut_soap.keys import load_private_key
 from sut_soap.retry import DEFAULT_RETRY, RetryPolicy, is_transient
 from sut_soap.soap import parse_answer, parse_retry_after
+from sut_soap.testing.emulator import Emulator, Fault
 from sut_soap.transport import HttpTransport
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"

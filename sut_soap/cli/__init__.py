@@ -26,8 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .._exitcodes import EXIT_OK, EXIT_TRANSPORT, EXIT_USAGE, exit_code_for
-from ..errors import ConfigurationError, SutSoapError
+from ..errors import SutSoapError
 from ._common import (
     _DOCTOR_PROBE,
     _PASS_THROUGH,
@@ -40,6 +39,7 @@ from ._common import (
     _warning_printer,
 )
 from .doctor import _args_doctor, _cmd_doctor
+from .exitcodes import EXIT_OK, EXIT_TRANSPORT, EXIT_USAGE, exit_code_for
 from .jwt import _args_inspect, _args_verify, _cmd_inspect, _cmd_verify
 from .keys import _args_convert_key, _cmd_convert_key
 from .tickets import _args_envelope, _args_sign, _args_ticket, _cmd_envelope, _cmd_sign, _cmd_ticket
@@ -159,7 +159,7 @@ def _build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def _cmd_emulator(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from ..emulator import main as emulator_main
+    from .emulator import main as emulator_main
 
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
@@ -170,10 +170,8 @@ def _cmd_emulator(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    try:
-        from ..recording import replay_main
-    except ImportError:
-        raise ConfigurationError("replay is not available in this installation of sut-soap") from None
+    from .replay import replay_main
+
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err  # its argparse writes help and usage errors to sys.*
     try:

@@ -8,12 +8,12 @@ import os
 import sys
 
 from .._contract import CLAIM_SYSTEM_TOKEN, CLAIM_TICKET
-from .._exitcodes import EXIT_USAGE
 from ..errors import (
     ConfigurationError,
     SutSoapError,
     TokenValidationError,
 )
+from .exitcodes import EXIT_USAGE
 
 # typing is not imported at run time: see sut_soap.cli's docstring.
 TYPE_CHECKING = False

@@ -18,9 +18,9 @@ from typing import TextIO
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..client import SystemUserClient
-from ..emulator import Emulator
 from ..keys import private_key_to_rsa_xml, public_key_fingerprint
 from ..signing import timestamp
+from ..testing.emulator import Emulator
 
 __all__ = ["run"]
 

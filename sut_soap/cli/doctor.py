@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from .._exitcodes import EXIT_OK, EXIT_TRANSPORT, EXIT_USAGE
 from ..errors import (
     ConfigurationError,
     ProtocolError,
@@ -25,6 +24,7 @@ from ._common import (
     _target,
     _timeout,
 )
+from .exitcodes import EXIT_OK, EXIT_TRANSPORT, EXIT_USAGE
 
 # typing is not imported at run time: see sut_soap.cli's docstring.
 TYPE_CHECKING = False

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from .._contract import CLAIM_TICKET
-from .._exitcodes import EXIT_OK
 from ..errors import (
     ConfigurationError,
 )
@@ -16,6 +15,7 @@ from ._common import (
     _read_token,
     _require,
 )
+from .exitcodes import EXIT_OK
 
 # typing is not imported at run time: see sut_soap.cli's docstring.
 TYPE_CHECKING = False

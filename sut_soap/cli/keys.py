@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from .._exitcodes import EXIT_OK
 from ..errors import (
     ConfigurationError,
 )
 from ._common import (
     _password,
 )
+from .exitcodes import EXIT_OK
 
 # typing is not imported at run time: see sut_soap.cli's docstring.
 TYPE_CHECKING = False

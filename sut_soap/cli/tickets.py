@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from .._exitcodes import EXIT_OK
 from ..errors import (
     ConfigurationError,
 )
@@ -29,6 +28,7 @@ from ._common import (
     _throwaway_key,
     _timeout,
 )
+from .exitcodes import EXIT_OK
 
 # typing is not imported at run time: see sut_soap.cli's docstring.
 TYPE_CHECKING = False
@@ -245,7 +245,7 @@ def _recording_transport(
     directory: str, inner: Transport | None, timeout: tuple[float, float], *, secret: str, token: str, context: str
 ) -> Transport:
     try:
-        from ..recording import RecordingTransport
+        from ..testing.recording import RecordingTransport
     except ImportError:
         raise ConfigurationError("--record is not available in this installation of sut-soap") from None
     return RecordingTransport(

@@ -112,7 +112,6 @@ the URLs, and serves until Ctrl-C.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import contextlib
@@ -121,37 +120,46 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import os
-import secrets
-import shlex
-import shutil
-import signal
 import socket
-import socketserver
-import sys
-import tempfile
 import threading
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, Literal, NamedTuple, TextIO
-from xml.sax.saxutils import escape
+from typing import Literal, NamedTuple
 
-import jwt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from lxml import etree
 
+from sut_soap._clock import Clock, as_clock
 from sut_soap._contract import CLAIM_PREFIX, ISSUER, JWKS_PATH, SERVICE_PATH, SOAP11_ENV, SOAP_ACTION, TNS, XSI
-from sut_soap._xml import hardened_parser, has_dtd, name_of
 from sut_soap.errors import ConfigurationError
+from sut_soap.testing._server import _Server
+from sut_soap.testing._wcf import (
+    _ADDRESSING_NONE,
+    _DIAGNOSTICS,
+    _DISPATCHER,
+    _HELP_PAGE,
+    _IIS_503,
+    _WCF_ACTION_NOT_SUPPORTED,
+    _WCF_INTERNAL,
+    _XML,
+    Headers,
+    _media_type_ok,
+    _not_found,
+    _parse_request,
+    _Rejected,
+    _Reply,
+    _Request,
+    _soap_fault,
+    _unavailable,
+    _xml_text,
+)
+from sut_soap.testing.minting import sign_jwt, superoffice_claims
 
 __all__ = [
     "CLAIM_PREFIX",
@@ -167,50 +175,14 @@ __all__ = [
     "Reason",
     "RecordedRequest",
     "Tenant",
-    "main",
 ]
 
 SERVICE_NAMESPACE = TNS
 ENDPOINT_PATH = SERVICE_PATH
 OPENID_CONFIGURATION_PATH = "/login/.well-known/openid-configuration"
 
-_DIAGNOSTICS = "http://schemas.microsoft.com/2004/09/ServiceModel/Diagnostics"
-_ADDRESSING_NONE = "http://schemas.microsoft.com/ws/2005/05/addressing/none"
-_DISPATCHER = "http://schemas.microsoft.com/net/2005/12/windowscommunicationfoundation/dispatcher"
-_MAX_BODY = 65536  # WCF's default maxReceivedMessageSize; larger requests get HTTP 413
 _MAX_RECORDED = 100
 _EXPIRED_AGO = 3600.0
-_XML = "text/xml; charset=utf-8"
-
-_WCF_ACTION_NOT_SUPPORTED = (
-    "The message with Action '{action}' cannot be processed at the receiver, due to a ContractFilter "
-    "mismatch at the EndpointDispatcher. This may be because of either a contract mismatch (mismatched "
-    "Actions between sender and receiver) or a binding/security mismatch between the sender and the "
-    "receiver.  Check that sender and receiver have the same contract and the same binding (including "
-    "security requirements, e.g. Message, Transport, None)."
-)
-_WCF_INTERNAL = (
-    "The server was unable to process the request due to an internal error.  For more information about "
-    "the error, either turn on IncludeExceptionDetailInFaults (either from ServiceBehaviorAttribute or "
-    "from the <serviceDebug> configuration behavior) on the server in order to send the exception "
-    "information back to the client, or turn on tracing as per the Microsoft .NET Framework SDK "
-    "documentation and inspect the server trace logs."
-)
-_IIS_503 = (
-    b'<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""http://www.w3.org/TR/html4/strict.dtd">\r\n'
-    b"<HTML><HEAD><TITLE>Service Unavailable</TITLE>\r\n"
-    b'<META HTTP-EQUIV="Content-Type" Content="text/html; charset=us-ascii"></HEAD>\r\n'
-    b"<BODY><h2>Service Unavailable</h2>\r\n"
-    b"<hr><p>HTTP Error 503. The service is unavailable.</p>\r\n"
-    b"</BODY></HTML>\r\n"
-)
-_HELP_PAGE = (
-    b"<html><head><title>PartnerSystemUserService Service</title></head><body>"
-    b"<h1>PartnerSystemUserService Service</h1><p>sut-soap emulator: POST SOAP 1.1 requests here.</p>"
-    b"</body></html>"
-)
-
-
 class Fault(enum.Enum):
     """The faults :meth:`Emulator.inject` can make the emulator produce (see the module docstring)."""
 
@@ -251,29 +223,6 @@ class Tenant:
     upn: str | None = None
 
 
-class Headers(Mapping[str, str]):
-    """A read-only, case-insensitive view of HTTP request headers (repeats joined with ``", "``)."""
-
-    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
-        merged: dict[str, str] = {}
-        for name, value in items:
-            key = name.lower()
-            merged[key] = f"{merged[key]}, {value}" if key in merged else value
-        self._map = merged
-
-    def __getitem__(self, name: str) -> str:
-        return self._map[name.lower()]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map)
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-    def __repr__(self) -> str:
-        return f"Headers({self._map!r})"
-
-
 class RecordedRequest(NamedTuple):
     """One SOAP POST as the emulator received it."""
 
@@ -302,28 +251,6 @@ class _SigningKey:
     private_key: rsa.RSAPrivateKey
 
 
-@dataclass
-class _Reply:
-    status: int
-    body: bytes = b""
-    content_type: str | None = _XML
-    headers: tuple[tuple[str, str], ...] = ()
-    disconnect: bool = False
-
-
-class _Request(NamedTuple):
-    application_token: str | None
-    context_identifier: str | None
-    signed_token: str | None
-    token_type: str
-
-
-class _Rejected(Exception):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.error_message = f"{code}: {detail}"
-
-
 _ANSWER_FAULTS = (
     Fault.SOAP_FAULT_500,
     Fault.SERVICE_UNAVAILABLE_HTML,
@@ -341,9 +268,6 @@ _ALLOWED_OPTIONS: dict[Fault, frozenset[str]] = {
     Fault.JWKS_UNAVAILABLE: frozenset({"retry_after"}),
 }
 
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _b64url_uint(value: int) -> str:
@@ -401,140 +325,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _xml_text(value: str) -> str:
-    return escape(value, {'"': "&quot;"})
-
-
-def _soap_fault(code: str, text: str, *, code_namespace: str | None = None) -> _Reply:
-    xmlns = f' xmlns:a="{code_namespace}"' if code_namespace else ""
-    body = (
-        f'<s:Envelope xmlns:s="{SOAP11_ENV}"><s:Body><s:Fault>'
-        f"<faultcode{xmlns}>{_xml_text(code)}</faultcode>"
-        f'<faultstring xml:lang="en-US">{_xml_text(text)}</faultstring>'
-        f"</s:Fault></s:Body></s:Envelope>"
-    )
-    return _Reply(500, body.encode("utf-8"))
-
-
-def _deserialization_failed(detail: str) -> _Reply:
-    text = (
-        "The formatter threw an exception while trying to deserialize the message: Error in deserializing "
-        f"body of request message for operation 'Authenticate'. {detail}"
-    )
-    return _soap_fault("a:DeserializationFailed", text, code_namespace=_DISPATCHER)
-
-
-def _bad_request() -> _Reply:
-    return _Reply(400, content_type=None)
-
-
-def _nil_or_text(element: etree._Element) -> str | None:
-    if element.get(f"{{{XSI}}}nil") in ("true", "1"):
-        return None
-    return element.text or ""
-
-
-def _parse_request(body: bytes) -> _Request | _Reply:
-    """The request envelope, or the HTTP answer WCF gives to one it cannot read."""
-    head = body[:4096].lower()
-    if b"<!doctype" in head or b"<!entity" in body.lower():
-        return _bad_request()  # WCF: "DTD is prohibited in this XML document" -> 400
-    try:
-        root = etree.fromstring(body, hardened_parser())
-    except etree.XMLSyntaxError:
-        return _bad_request()
-    if has_dtd(root) or next(root.iter(etree.Entity), None) is not None:
-        return _bad_request()  # a DOCTYPE in an encoding the byte check above cannot see
-    root_name = name_of(root)
-    if root_name.localname != "Envelope":
-        return _bad_request()
-    if root_name.namespace != SOAP11_ENV:
-        return _soap_fault(
-            "s:VersionMismatch",
-            f"The envelope version of the incoming message ({root_name.namespace}) does not match that "
-            "of the encoder (Soap11 (http://schemas.xmlsoap.org/soap/envelope/)).",
-        )
-    header = root.find(f"{{{SOAP11_ENV}}}Header")
-    soap_body = root.find(f"{{{SOAP11_ENV}}}Body")
-    if soap_body is None:
-        return _bad_request()
-
-    headers: dict[str, str | None] = {"ApplicationToken": None, "ContextIdentifier": None}
-    seen: set[str] = set()
-    for element in header if header is not None else ():
-        if not isinstance(element.tag, str):
-            continue
-        name = name_of(element)
-        if name.namespace == SERVICE_NAMESPACE and name.localname in headers:
-            if name.localname in seen:
-                return _soap_fault(
-                    "s:Client",
-                    f"Multiple headers with name '{name.localname}' and namespace '{SERVICE_NAMESPACE}' found.",
-                )
-            seen.add(name.localname)
-            headers[name.localname] = _nil_or_text(element)
-        elif element.get(f"{{{SOAP11_ENV}}}mustUnderstand") in ("1", "true"):
-            return _soap_fault(
-                "s:MustUnderstand",
-                f"The header '{name.localname}' from the namespace '{name.namespace}' was not understood by "
-                "the recipient of this message, causing the message to not be processed.  This error "
-                "typically indicates that the sender of this message has enabled a communication protocol "
-                "that the receiver cannot process.  Please ensure that the configuration of the client's "
-                "binding is consistent with the service's binding. ",
-            )
-
-    wrapper = next((child for child in soap_body if isinstance(child.tag, str)), None)
-    expected = (
-        f"Expected to find node type 'Element' with name 'AuthenticationRequest' and namespace '{SERVICE_NAMESPACE}'."
-    )
-    if wrapper is None:
-        return _deserialization_failed(
-            f"OperationFormatter encountered an invalid Message body. {expected} Found node type 'EndElement'."
-        )
-    wrapper_name = name_of(wrapper)
-    if wrapper_name.namespace != SERVICE_NAMESPACE or wrapper_name.localname != "AuthenticationRequest":
-        return _deserialization_failed(
-            f"OperationFormatter encountered an invalid Message body. {expected} Found node type 'Element' "
-            f"with name '{wrapper_name.localname}' and namespace '{wrapper_name.namespace or ''}'."
-        )
-    signed = wrapper.find(f"{{{SERVICE_NAMESPACE}}}SignedSystemToken")
-    token_type_element = wrapper.find(f"{{{SERVICE_NAMESPACE}}}ReturnTokenType")
-    token_type = "Jwt"  # noqa: S105 -- the enum's first value, which is what .NET gives an absent member
-    if token_type_element is not None:
-        token_type = token_type_element.text or ""
-        if token_type not in ("Jwt", "Saml"):
-            return _deserialization_failed(
-                f"Instance validation error: '{token_type[:64]}' is not a valid value for TokenType."
-            )
-    return _Request(
-        application_token=headers["ApplicationToken"],
-        context_identifier=headers["ContextIdentifier"],
-        signed_token=_nil_or_text(signed) if signed is not None else None,
-        token_type=token_type,
-    )
-
-
-def _media_type_ok(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    media, *params = (part.strip() for part in content_type.split(";"))
-    if media.lower() != "text/xml":
-        return False
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            return False
-    return True
-
-
 class Emulator:
     """A local PartnerSystemUserService (SOAP + JWKS) on loopback; see the module docstring.
 
     ``partner_public_key`` is the key registered for the partner application: an
     ``RSAPublicKey``, an ``RSAPrivateKey`` (its public half is used) or PEM bytes of a public key
-    or certificate. ``clock`` returns a timezone-aware UTC ``datetime`` and drives both the
-    timestamp check and the JWT times. ``signing_key`` is the JWT signing key (generated when
-    omitted). ``member_order`` is the order of the answer's members (see the module docstring).
+    or certificate. ``clock`` (a :class:`sut_soap.Clock`, or a callable returning a timezone-aware
+    UTC ``datetime``) drives both the timestamp check and the JWT times. ``signing_key`` is the
+    JWT signing key (generated when omitted). ``member_order`` is the order of the answer's
+    members (see the module docstring).
     """
 
     def __init__(
@@ -546,7 +345,7 @@ class Emulator:
         port: int = 0,
         timestamp_tolerance: float = 900.0,
         token_lifetime: float = 300.0,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock | Callable[[], datetime] | None = None,
         signing_key: rsa.RSAPrivateKey | None = None,
         member_order: Literal["wsdl", "alphabetical"] = "wsdl",
         allow_remote: bool = False,
@@ -572,7 +371,7 @@ class Emulator:
         self._port = port
         self.timestamp_tolerance = float(timestamp_tolerance)
         self.token_lifetime = float(token_lifetime)
-        self._clock = clock or _utcnow
+        self._clock = as_clock(clock).now
         self._member_order = member_order
         key = signing_key or _new_rsa_key()
         self._keys: list[_SigningKey] = [_SigningKey(_thumbprint(key.public_key()), key)]
@@ -588,6 +387,7 @@ class Emulator:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
+        self._baseline: tuple[dict[str, Tenant], list[_SigningKey]] = ({}, list(self._keys))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -596,6 +396,8 @@ class Emulator:
         if self._server is not None:
             return self
         self._now()  # a clock that returns naive datetimes fails here, not inside a request
+        with self._lock:
+            self._baseline = (dict(self._tenants), list(self._keys))
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         server = _Server((self._host, self._port), self, family)
         self._stopping.clear()
@@ -804,6 +606,23 @@ class Emulator:
         with self._lock:
             self._faults.clear()
 
+    def reset(self) -> None:
+        """Undo what a test did: back to the state of the last :meth:`start`.
+
+        Faults are cleared; the recorded requests, the counters and ``internal_errors`` start
+        from zero; the tenants and the published signing keys are the ones the emulator had
+        when it started (tenants added later are removed, :meth:`rotate_key` is undone). The
+        server keeps running on the same port. The pytest plugin calls this after every test.
+        """
+        with self._lock:
+            tenants, keys = self._baseline
+            self._faults.clear()
+            self._requests.clear()
+            self._internal_errors.clear()
+            self._exchange_count = self._jwks_count = self._connection_count = 0
+            self._tenants = dict(tenants)
+            self._keys = list(keys)
+
     def _take(self, kinds: tuple[Fault, ...], tenant: str | None) -> _Injection | None:
         """The first matching fault (tenant-specific first), consumed once."""
         with self._lock:
@@ -901,7 +720,7 @@ class Emulator:
                 return _soap_fault(f"s:{injected.code}", text)
             return _soap_fault("a:InternalServiceFault", text, code_namespace=_DISPATCHER)
         if injected.fault is Fault.SERVICE_UNAVAILABLE_HTML:
-            return _unavailable(injected)
+            return _unavailable(injected.retry_after)
         if injected.fault is Fault.EMPTY_BODY:
             return _Reply(200)
         if injected.fault is Fault.DISCONNECT:
@@ -1002,27 +821,21 @@ class Emulator:
                 others = [t for t in self._tenants.values() if t.context_identifier != tenant.context_identifier]
             tenant = others[0] if others else Tenant("Cust99999", "Other Sync-0000000000", "9999999")
         tenant = self._resolve(tenant)
-        iat = int(issued.timestamp())
-        claims: dict[str, Any] = {
-            "iss": ISSUER,
-            "aud": f"spn:{tenant.serial}",
-            "iat": iat,
-            "nbf": iat,
-            "exp": iat + round(self.token_lifetime),
-            CLAIM_PREFIX + "ctx": tenant.context_identifier,
-            CLAIM_PREFIX + "serial": tenant.serial,
-            CLAIM_PREFIX + "ticket": "7T:" + secrets.token_urlsafe(48),
-            CLAIM_PREFIX + "webapi_url": tenant.webapi_url,
-            CLAIM_PREFIX + "netserver_url": tenant.netserver_url,
-            CLAIM_PREFIX + "associateid": tenant.associate_id,
-            CLAIM_PREFIX + "is_administrator": "False",
-            CLAIM_PREFIX + "system_token": tenant.system_user_token,
-            CLAIM_PREFIX + "email": tenant.email,
-            CLAIM_PREFIX + "upn": tenant.upn,
-        }
+        claims = superoffice_claims(
+            context_identifier=tenant.context_identifier,
+            serial=tenant.serial,
+            issued_at=issued,
+            lifetime=self.token_lifetime,
+            webapi_url=tenant.webapi_url,
+            netserver_url=tenant.netserver_url,
+            associate_id=tenant.associate_id,
+            system_user_token=tenant.system_user_token,
+            email=tenant.email,
+            upn=tenant.upn,
+        )
         with self._lock:
             key = self._keys[-1]
-        return jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid, "typ": "JWT"})
+        return sign_jwt(claims, key.private_key, kid=key.kid)
 
     def _envelope(self, token: str | None, error_message: str | None) -> bytes:
         nil = f' i:nil="true" xmlns:i="{XSI}"/>'
@@ -1049,7 +862,7 @@ class Emulator:
                     self._jwks_count += 1
             injected = self._take((Fault.JWKS_UNAVAILABLE,), None)
             if injected is not None:
-                return _unavailable(injected)
+                return _unavailable(injected.retry_after)
             document: Mapping[str, object]
             if path == JWKS_PATH.lower():
                 document = self.jwks()
@@ -1066,280 +879,3 @@ class Emulator:
             return _Reply(200, _HELP_PAGE, "text/html; charset=utf-8")
         return _not_found()
 
-
-def _unavailable(injected: _Injection) -> _Reply:
-    extra = (("Retry-After", str(injected.retry_after)),) if injected.retry_after is not None else ()
-    return _Reply(503, _IIS_503, "text/html; charset=us-ascii", extra)
-
-
-def _not_found() -> _Reply:
-    return _Reply(404, b"<html><body><h2>404 - File or directory not found.</h2></body></html>", "text/html")
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], emulator: Emulator, family: socket.AddressFamily) -> None:
-        self.address_family = family
-        self.emulator = emulator
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can take seconds.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        error = sys.exc_info()[1]
-        if error is not None and not isinstance(error, OSError):
-            self.emulator._record_error(error)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 30  # idle keep-alive connections are closed after this
-    disable_nagle_algorithm = True  # headers and body are separate writes: avoid the 40 ms ACK stall
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.emulator._lock:
-            self.server.emulator._connections.add(self.connection)
-            self.server.emulator._connection_count += 1
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            with self.server.emulator._lock:
-                self.server.emulator._connections.discard(self.connection)
-
-    def version_string(self) -> str:
-        return "sut-soap-emulator"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: never log requests (their bodies carry secrets)."""
-
-    def _path(self) -> str:
-        return self.path.split("?", 1)[0].split("#", 1)[0].lower()
-
-    def do_GET(self) -> None:
-        self._respond(lambda: self.server.emulator._handle_get(self._path()))
-
-    def do_POST(self) -> None:
-        body = self._read_body()
-        if body is None:
-            return
-        if self._path() != ENDPOINT_PATH.lower():
-            self._send(_not_found())
-            return
-        headers = Headers(self.headers.items())
-        self._respond(lambda: self.server.emulator._handle_soap(headers, body))
-
-    def _respond(self, produce: Callable[[], _Reply]) -> None:
-        try:
-            reply = produce()
-        except Exception as exc:  # a bug in the emulator: answer like WCF and keep it for the tests
-            self.server.emulator._record_error(exc)
-            reply = _soap_fault("a:InternalServiceFault", _WCF_INTERNAL, code_namespace=_DISPATCHER)
-        self._send(reply)
-
-    def _read_body(self) -> bytes | None:
-        """The request body, or None after answering 411/413/400 on the caller's behalf."""
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            return self._read_chunked()
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            self.close_connection = True
-            self._send(_Reply(411, content_type=None))
-            return None
-        try:
-            length = int(length_header)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            self._send(_bad_request())
-            return None
-        if length > _MAX_BODY:
-            self.close_connection = True
-            self._send(_Reply(413, content_type=None))
-            return None
-        return self.rfile.read(length)
-
-    def _read_chunked(self) -> bytes | None:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                size = -1
-            if size < 0:  # "-1" parses, and read(-1) would read to EOF past the size cap
-                self.close_connection = True
-                self._send(_bad_request())
-                return None
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(chunks)
-            total += size
-            if total > _MAX_BODY:
-                self.close_connection = True
-                self._send(_Reply(413, content_type=None))
-                return None
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(16)
-
-    def _send(self, reply: _Reply) -> None:
-        if reply.disconnect:
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        self.send_response(reply.status)
-        if reply.content_type:
-            self.send_header("Content-Type", reply.content_type)
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(reply.body)
-        self.wfile.flush()
-
-
-# -- command line ------------------------------------------------------------------------------
-
-
-def _write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        os.chmod(path, 0o600)  # the file may have existed with wider permissions
-        handle.write(pem)
-
-
-@contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C (so the temporary key is removed), when running in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    def interrupt(_signum: int, _frame: object) -> None:
-        # Not event.set(): the handler runs in the main thread, which may hold the event's
-        # lock inside event.wait(), and would then wait on itself forever.
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sut-soap emulator",
-        description="Serve a local PartnerSystemUserService emulator with throwaway credentials.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only unless --allow-remote)")
-    parser.add_argument("--port", type=int, default=8080, help="port to bind, 0 for any free port (default 8080)")
-    parser.add_argument(
-        "--tenant",
-        action="append",
-        metavar="CTX",
-        help="ContextIdentifier of a tenant to register (repeatable; default Cust12345)",
-    )
-    parser.add_argument("--key-out", type=Path, metavar="FILE", help="write the partner private key here (mode 0600)")
-    parser.add_argument("--timestamp-tolerance", type=float, default=900.0, metavar="SECONDS", help="default 900")
-    parser.add_argument("--token-lifetime", type=float, default=300.0, metavar="SECONDS", help="default 300")
-    parser.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
-    return parser
-
-
-def main(
-    argv: list[str] | None = None,
-    *,
-    stop: threading.Event | None = None,
-    stdout: TextIO | None = None,
-) -> int:
-    """``sut-soap emulator``: serve with throwaway credentials until Ctrl-C (or until ``stop`` is set)."""
-    args = _parser().parse_args(argv)
-    out = stdout or sys.stdout
-    partner_key = _new_rsa_key()
-    client_secret = secrets.token_urlsafe(24)
-    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    temp_dir: Path | None = None
-    if args.key_out is not None:
-        key_path: Path = args.key_out
-    else:
-        temp_dir = Path(tempfile.mkdtemp(prefix="sut-soap-emulator-"))
-        key_path = temp_dir / "partner-key.pem"
-    try:
-        try:
-            emulator = Emulator(
-                client_secret,
-                partner_key,
-                host=args.host,
-                port=args.port,
-                timestamp_tolerance=args.timestamp_tolerance,
-                token_lifetime=args.token_lifetime,
-                allow_remote=args.allow_remote,
-            )
-            _write_private_key(key_path, partner_key)
-            emulator.start()
-        except (ConfigurationError, OSError) as exc:
-            print(f"sut-soap emulator: {exc}", file=sys.stderr)
-            return 2
-        try:
-            lines = [
-                "sut-soap emulator: a local PartnerSystemUserService with THROWAWAY credentials",
-                f"  endpoint:        {emulator.endpoint}",
-                f"  JWKS:            {emulator.jwks_url}",
-                f"  openid config:   {emulator.openid_configuration_url}",
-                f"  client secret:   {client_secret}",
-                f"  partner key:     {key_path}" + (" (deleted on exit)" if temp_dir else ""),
-            ]
-            for ctx in args.tenant or ["Cust12345"]:
-                token = "Emulator Sync-" + "".join(secrets.choice(alphabet) for _ in range(10))
-                try:
-                    tenant = emulator.add_tenant(ctx, system_user_token=token)
-                except ConfigurationError as exc:
-                    print(f"sut-soap emulator: {exc}", file=sys.stderr)
-                    return 2
-                lines += [
-                    f"  tenant:          {tenant.context_identifier} (serial {tenant.serial})",
-                    f"    system user token: {tenant.system_user_token}",
-                ]
-            first = emulator.tenants[(args.tenant or ["Cust12345"])[0]]
-            lines += [
-                "Try it from another shell (these credentials are throwaway, so they may be shown):",
-                f"  SUT_SOAP_CLIENT_SECRET={shlex.quote(client_secret)} sut-soap ticket --endpoint {emulator.endpoint} "
-                f"--context-identifier {shlex.quote(first.context_identifier)} "
-                f"--system-user-token {shlex.quote(first.system_user_token)} "
-                f"--private-key {shlex.quote(str(key_path))}",
-                "Press Ctrl-C to stop.",
-            ]
-            print("\n".join(lines), file=out, flush=True)
-            waiter = stop or threading.Event()
-            with _stop_on_sigterm():
-                while not waiter.wait(0.2):
-                    pass
-        except KeyboardInterrupt:
-            pass
-        finally:
-            emulator.stop()
-        print("sut-soap emulator: stopped", file=out, flush=True)
-        return 0
-    finally:
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

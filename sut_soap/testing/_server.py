@@ -1,0 +1,160 @@
+"""The emulator's HTTP server: one thread per connection, keep-alive, bodies read with WCF's limits."""
+
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import socketserver
+import sys
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from sut_soap._contract import SERVICE_PATH
+from sut_soap.testing._wcf import _DISPATCHER, _WCF_INTERNAL, Headers, _bad_request, _not_found, _Reply, _soap_fault
+
+if TYPE_CHECKING:
+    from sut_soap.testing.emulator import Emulator
+
+__all__: list[str] = []
+
+_MAX_BODY = 65536  # WCF's default maxReceivedMessageSize; larger requests get HTTP 413
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], emulator: Emulator, family: socket.AddressFamily) -> None:
+        self.address_family = family
+        self.emulator = emulator
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn), which can take seconds.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        error = sys.exc_info()[1]
+        if error is not None and not isinstance(error, OSError):
+            self.emulator._record_error(error)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # idle keep-alive connections are closed after this
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid the 40 ms ACK stall
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.emulator._lock:
+            self.server.emulator._connections.add(self.connection)
+            self.server.emulator._connection_count += 1
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.emulator._lock:
+                self.server.emulator._connections.discard(self.connection)
+
+    def version_string(self) -> str:
+        return "sut-soap-emulator"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: never log requests (their bodies carry secrets)."""
+
+    def _path(self) -> str:
+        return self.path.split("?", 1)[0].split("#", 1)[0].lower()
+
+    def do_GET(self) -> None:
+        self._respond(lambda: self.server.emulator._handle_get(self._path()))
+
+    def do_POST(self) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        if self._path() != SERVICE_PATH.lower():
+            self._send(_not_found())
+            return
+        headers = Headers(self.headers.items())
+        self._respond(lambda: self.server.emulator._handle_soap(headers, body))
+
+    def _respond(self, produce: Callable[[], _Reply]) -> None:
+        try:
+            reply = produce()
+        except Exception as exc:  # a bug in the emulator: answer like WCF and keep it for the tests
+            self.server.emulator._record_error(exc)
+            reply = _soap_fault("a:InternalServiceFault", _WCF_INTERNAL, code_namespace=_DISPATCHER)
+        self._send(reply)
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering 411/413/400 on the caller's behalf."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._read_chunked()
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            self.close_connection = True
+            self._send(_Reply(411, content_type=None))
+            return None
+        try:
+            length = int(length_header)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            self._send(_bad_request())
+            return None
+        if length > _MAX_BODY:
+            self.close_connection = True
+            self._send(_Reply(413, content_type=None))
+            return None
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes | None:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                size = -1
+            if size < 0:  # "-1" parses, and read(-1) would read to EOF past the size cap
+                self.close_connection = True
+                self._send(_bad_request())
+                return None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            total += size
+            if total > _MAX_BODY:
+                self.close_connection = True
+                self._send(_Reply(413, content_type=None))
+                return None
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(16)
+
+    def _send(self, reply: _Reply) -> None:
+        if reply.disconnect:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(reply.status)
+        if reply.content_type:
+            self.send_header("Content-Type", reply.content_type)
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(reply.body)
+        self.wfile.flush()
+
+
+# -- command line ------------------------------------------------------------------------------
