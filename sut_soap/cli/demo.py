@@ -11,9 +11,10 @@ from __future__ import annotations
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -21,6 +22,9 @@ from ..client import SystemUserClient
 from ..keys import private_key_to_rsa_xml, public_key_fingerprint
 from ..signing import timestamp
 from ..testing.emulator import Emulator
+
+if TYPE_CHECKING:
+    from ..ticket import SystemUserTicket
 
 __all__ = ["run"]
 
@@ -92,20 +96,33 @@ def run(out: TextIO) -> int:
             cached_us = (time.perf_counter() - cached_started) * 1e6
             cache_hit = again is ticket and emulator.exchange_count == exchanges
             renew_after = client.ticket_lifetime - client.refresh_ahead
-        say(f"5. Exchange    Authenticate over SOAP 1.1: IsSuccessful=true in {elapsed:.1f} ms "
-            "(sign + POST + parse + JWKS fetch + validate)")
-        say(f"6. JWT         RS256 signature, issuer SuperOffice AS, audience spn:{ticket.serial}, "
-            f"tenant {ticket.context_identifier}: valid")
-        say(f"               expires {ticket.expires_at.isoformat()} (the JWT; the ticket slides for 6 hours)")
-        say(f"7. Tenant      serial {ticket.serial}")
-        say(f"               web API   {ticket.webapi_url}")
-        say(f"               NetServer {ticket.netserver_url}")
-        say(f"8. Ticket      {ticket.ticket}")
-        say("               REST calls send: Authorization: SOTicket <ticket>, SO-AppToken: <client secret>")
-        outcome = "the same ticket, no exchange" if cache_hit else "a new exchange"
-        say(f"9. Cache       get_ticket again: {outcome}, in {cached_us:.0f} µs "
-            f"(renewed after {renew_after / 3600:.1f} h; SuperOffice keeps it 6 h after last use)")
+        _say_outcome(say, ticket, elapsed, cached_us, cache_hit=cache_hit, renew_after=renew_after)
     say()
     say(SUPEROFFICE_EXAMPLE)
     say(f"Done in {time.perf_counter() - started:.2f} s.")
     return 0
+
+
+def _say_outcome(
+    say: Callable[[str], None],
+    ticket: SystemUserTicket,
+    elapsed: float,
+    cached_us: float,
+    *,
+    cache_hit: bool,
+    renew_after: float,
+) -> None:
+    """Steps 5 to 9: the exchange, the validated JWT, the tenant, the ticket and the cache."""
+    say(f"5. Exchange    Authenticate over SOAP 1.1: IsSuccessful=true in {elapsed:.1f} ms "
+        "(sign + POST + parse + JWKS fetch + validate)")
+    say(f"6. JWT         RS256 signature, issuer SuperOffice AS, audience spn:{ticket.serial}, "
+        f"tenant {ticket.context_identifier}: valid")
+    say(f"               expires {ticket.expires_at.isoformat()} (the JWT; the ticket slides for 6 hours)")
+    say(f"7. Tenant      serial {ticket.serial}")
+    say(f"               web API   {ticket.webapi_url}")
+    say(f"               NetServer {ticket.netserver_url}")
+    say(f"8. Ticket      {ticket.ticket}")
+    say("               REST calls send: Authorization: SOTicket <ticket>, SO-AppToken: <client secret>")
+    outcome = "the same ticket, no exchange" if cache_hit else "a new exchange"
+    say(f"9. Cache       get_ticket again: {outcome}, in {cached_us:.0f} µs "
+        f"(renewed after {renew_after / 3600:.1f} h; SuperOffice keeps it 6 h after last use)")

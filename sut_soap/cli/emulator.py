@@ -20,8 +20,9 @@ from typing import TextIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from sut_soap.cli.exitcodes import EXIT_OK, EXIT_USAGE
 from sut_soap.errors import ConfigurationError
-from sut_soap.testing.emulator import Emulator, _new_rsa_key
+from sut_soap.testing.emulator import Emulator, Tenant
 
 
 def _write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
@@ -76,18 +77,17 @@ def main(
     stop: threading.Event | None = None,
     stdout: TextIO | None = None,
 ) -> int:
-    """``sut-soap emulator``: serve with throwaway credentials until Ctrl-C (or until ``stop`` is set)."""
+    """``sut-soap emulator``: serve with throwaway credentials until Ctrl-C (or until ``stop`` is set).
+
+    Returns the exit code: 0 after a clean stop, 2 when the arguments, the address or the key
+    file are unusable (the reason goes to stderr).
+    """
     args = _parser().parse_args(argv)
     out = stdout or sys.stdout
-    partner_key = _new_rsa_key()
+    partner_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     client_secret = secrets.token_urlsafe(24)
-    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    temp_dir: Path | None = None
-    if args.key_out is not None:
-        key_path: Path = args.key_out
-    else:
-        temp_dir = Path(tempfile.mkdtemp(prefix="sut-soap-emulator-"))
-        key_path = temp_dir / "partner-key.pem"
+    temp_dir = None if args.key_out is not None else Path(tempfile.mkdtemp(prefix="sut-soap-emulator-"))
+    key_path: Path = args.key_out if temp_dir is None else temp_dir / "partner-key.pem"
     try:
         try:
             emulator = Emulator(
@@ -103,50 +103,70 @@ def main(
             emulator.start()
         except (ConfigurationError, OSError) as exc:
             print(f"sut-soap emulator: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         try:
-            lines = [
-                "sut-soap emulator: a local PartnerSystemUserService with THROWAWAY credentials",
-                f"  endpoint:        {emulator.endpoint}",
-                f"  JWKS:            {emulator.jwks_url}",
-                f"  openid config:   {emulator.openid_configuration_url}",
-                f"  client secret:   {client_secret}",
-                f"  partner key:     {key_path}" + (" (deleted on exit)" if temp_dir else ""),
-            ]
-            for ctx in args.tenant or ["Cust12345"]:
-                token = "Emulator Sync-" + "".join(secrets.choice(alphabet) for _ in range(10))
-                try:
-                    tenant = emulator.add_tenant(ctx, system_user_token=token)
-                except ConfigurationError as exc:
-                    print(f"sut-soap emulator: {exc}", file=sys.stderr)
-                    return 2
-                lines += [
-                    f"  tenant:          {tenant.context_identifier} (serial {tenant.serial})",
-                    f"    system user token: {tenant.system_user_token}",
-                ]
-            first = emulator.tenants[(args.tenant or ["Cust12345"])[0]]
-            lines += [
-                "Try it from another shell (these credentials are throwaway, so they may be shown):",
-                f"  SUT_SOAP_CLIENT_SECRET={shlex.quote(client_secret)} sut-soap ticket --endpoint {emulator.endpoint} "
-                f"--context-identifier {shlex.quote(first.context_identifier)} "
-                f"--system-user-token {shlex.quote(first.system_user_token)} "
-                f"--private-key {shlex.quote(str(key_path))}",
-                "Press Ctrl-C to stop.",
-            ]
+            tenants = _register_tenants(emulator, args.tenant or ["Cust12345"])
+            lines = _banner(emulator, client_secret, key_path, temporary=temp_dir is not None, tenants=tenants)
             print("\n".join(lines), file=out, flush=True)
-            waiter = stop or threading.Event()
-            with _stop_on_sigterm():
-                while not waiter.wait(0.2):
-                    pass
+            _serve_until_stopped(stop or threading.Event())
+        except ConfigurationError as exc:
+            print(f"sut-soap emulator: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except KeyboardInterrupt:
             pass
         finally:
             emulator.stop()
         print("sut-soap emulator: stopped", file=out, flush=True)
-        return 0
+        return EXIT_OK
     finally:
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _register_tenants(emulator: Emulator, contexts: list[str]) -> list[Tenant]:
+    """Register each tenant with a fresh throwaway system user token."""
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    tenants = []
+    for ctx in contexts:
+        token = "Emulator Sync-" + "".join(secrets.choice(alphabet) for _ in range(10))
+        tenants.append(emulator.add_tenant(ctx, system_user_token=token))
+    return tenants
+
+
+def _banner(
+    emulator: Emulator, client_secret: str, key_path: Path, *, temporary: bool, tenants: list[Tenant]
+) -> list[str]:
+    """What the user needs to point a client at the emulator (throwaway values, so they are shown)."""
+    lines = [
+        "sut-soap emulator: a local PartnerSystemUserService with THROWAWAY credentials",
+        f"  endpoint:        {emulator.endpoint}",
+        f"  JWKS:            {emulator.jwks_url}",
+        f"  openid config:   {emulator.openid_configuration_url}",
+        f"  client secret:   {client_secret}",
+        f"  partner key:     {key_path}" + (" (deleted on exit)" if temporary else ""),
+    ]
+    for tenant in tenants:
+        lines += [
+            f"  tenant:          {tenant.context_identifier} (serial {tenant.serial})",
+            f"    system user token: {tenant.system_user_token}",
+        ]
+    first = tenants[0]
+    return [
+        *lines,
+        "Try it from another shell (these credentials are throwaway, so they may be shown):",
+        f"  SUT_SOAP_CLIENT_SECRET={shlex.quote(client_secret)} sut-soap ticket --endpoint {emulator.endpoint} "
+        f"--context-identifier {shlex.quote(first.context_identifier)} "
+        f"--system-user-token {shlex.quote(first.system_user_token)} "
+        f"--private-key {shlex.quote(str(key_path))}",
+        "Press Ctrl-C to stop.",
+    ]
+
+
+def _serve_until_stopped(stop: threading.Event) -> None:
+    """Wait until ``stop`` is set, Ctrl-C or SIGTERM (KeyboardInterrupt for the last two)."""
+    with _stop_on_sigterm():
+        while not stop.wait(0.2):
+            pass
 
 
 if __name__ == "__main__":

@@ -7,25 +7,28 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from sut_soap._clock import SYSTEM_CLOCK
+from sut_soap import Clock
 from sut_soap._contract import CLAIM_PREFIX
 from sut_soap.cli.exitcodes import EXIT_OK, EXIT_USAGE, exit_code_for
 from sut_soap.client import SystemUserClient
+from sut_soap.environments import endpoint_for
 from sut_soap.errors import (
     SutSoapError,
     TokenValidationError,
 )
 from sut_soap.soap import parse_answer
-from sut_soap.testing._raw import _element_value
 from sut_soap.testing.exchanges import Exchange, Recording
-from sut_soap.testing.minting import _stand_in_key, mint_test_jwt
-from sut_soap.testing.replay import _DEFAULT_ENDPOINT, _STAND_IN_SECRET, _STAND_IN_SYSTEM_USER_TOKEN, ReplayTransport
+from sut_soap.testing.minting import mint_test_jwt, stand_in_key
+from sut_soap.testing.replay import STAND_IN_CLIENT_SECRET, STAND_IN_SYSTEM_USER_TOKEN, ReplayTransport
 from sut_soap.testing.storage import load_recording
 from sut_soap.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 _EXIT_HELP = """\
 exit codes:
@@ -38,7 +41,7 @@ exit codes:
 
 
 def _recorded_context(exchange: Exchange) -> str | None:
-    value = _element_value(exchange.request_body or b"", "ContextIdentifier")
+    value = exchange.request_text("ContextIdentifier")
     if value and "{{SUT_SOAP:" not in value:
         return value
     ctx = (exchange.jwt_claims or {}).get(CLAIM_PREFIX + "ctx")
@@ -65,28 +68,9 @@ def _replay_exchange(exchange: Exchange, number: int, total: int, args: argparse
     else:
         print(f"  {exchange.method} {exchange.url} -> HTTP {exchange.status} {exchange.reason}".rstrip(), file=out)
 
-    body = exchange.response_body or b""
-    token = _element_value(body, "Token")
-    redacted_jwt = b"{{SUT_SOAP:JWT}}" in body
-    key = _stand_in_key()
-    public_key: Any = key.public_key()
-    at = exchange.recorded_at or SYSTEM_CLOCK.now()  # the client validates as at this time
-    jwt: str | None = None
-    mode = "none"
-    if redacted_jwt and exchange.jwt_claims is not None:
-        mode = "claims"
-        if args.public_key:
-            print("  note: --public-key is not used: the recording's JWT is redacted", file=out)
-    elif redacted_jwt:
-        mode = "skip"
-        jwt = mint_test_jwt(key, context_identifier=args.context_identifier or _recorded_context(exchange)
-                            or "Cust12345", now=at)
-    elif token is not None:
-        if args.public_key:
-            mode = "full"
-            public_key = args.public_key
-        else:
-            mode = "skip"
+    key = stand_in_key()
+    at = exchange.recorded_at or Clock().now()  # the client validates as at this time
+    mode, jwt, public_key = _jwt_plan(exchange, args, key, at, out)
     context = args.context_identifier or _recorded_context(exchange) or "Cust12345"
     transport = ReplayTransport(
         Recording((exchange,), None, {}),
@@ -98,14 +82,14 @@ def _replay_exchange(exchange: Exchange, number: int, total: int, args: argparse
     )
     try:
         with SystemUserClient(
-            client_secret=_STAND_IN_SECRET,
+            client_secret=STAND_IN_CLIENT_SECRET,
             private_key=key,
-            endpoint=_DEFAULT_ENDPOINT,
+            endpoint=endpoint_for("sod"),
             public_key=public_key,
             transport=transport,
             clock=lambda: at,
         ) as client:
-            ticket = client.authenticate(context_identifier=context, system_user_token=_STAND_IN_SYSTEM_USER_TOKEN)
+            ticket = client.authenticate(context_identifier=context, system_user_token=STAND_IN_SYSTEM_USER_TOKEN)
     except SutSoapError as error:
         _print_answer(transport, out)
         if mode == "skip" and isinstance(error, TokenValidationError) and error.check in ("key", "signature"):
@@ -128,6 +112,30 @@ def _replay_exchange(exchange: Exchange, number: int, total: int, args: argparse
         file=out,
     )
     return EXIT_OK
+
+
+def _jwt_plan(
+    exchange: Exchange, args: argparse.Namespace, key: RSAPrivateKey, at: datetime, out: TextIO
+) -> tuple[str, str | None, Any]:
+    """How the recorded JWT gets checked: (mode, the JWT to answer with, the key to validate with).
+
+    ``claims``: redacted, its recorded claims are signed again with the stand-in key;
+    ``skip``: no claims to sign, or no ``--public-key`` for a JWT kept in the recording;
+    ``full``: the recording's own JWT, validated with ``--public-key``; ``none``: no JWT.
+    """
+    token = exchange.response_text("Token")
+    redacted_jwt = b"{{SUT_SOAP:JWT}}" in (exchange.response_body or b"")
+    public_key: Any = key.public_key()
+    if redacted_jwt and exchange.jwt_claims is not None:
+        if args.public_key:
+            print("  note: --public-key is not used: the recording's JWT is redacted", file=out)
+        return "claims", None, public_key
+    if redacted_jwt:
+        context = args.context_identifier or _recorded_context(exchange) or "Cust12345"
+        return "skip", mint_test_jwt(key, context_identifier=context, now=at), public_key
+    if token is not None:
+        return ("full", None, args.public_key) if args.public_key else ("skip", None, public_key)
+    return "none", None, public_key
 
 
 def _print_answer(transport: ReplayTransport, out: TextIO) -> None:

@@ -4,6 +4,8 @@ and perform the exchange for a validated ticket."""
 from __future__ import annotations
 
 import argparse
+import re
+import time
 
 from ..errors import (
     ConfigurationError,
@@ -33,13 +35,14 @@ from .exitcodes import EXIT_OK
 # typing is not imported at run time: see sut_soap.cli's docstring.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from typing import Any, TextIO
 
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
     from ..ticket import SystemUserTicket
-    from ..transport import Transport
+    from ..transport import Response, Transport
+
 
 def _args_sign(sign: argparse.ArgumentParser) -> None:
     _add_token(sign)
@@ -179,66 +182,78 @@ def _print_prefixed(err: TextIO, prefix: str, text: str) -> None:
 def _verbose_transport(
     timeout: tuple[float, float], masker: _Masker, step: Callable[[str], None], err: TextIO
 ) -> Transport:
-    import re
-    import time
-    from collections.abc import Mapping
+    """The client's own transport, printing each request and answer (masked) as it goes by."""
+    from ..transport import HttpTransport
 
-    from ..transport import HttpTransport, Response, call_transport
+    return _ShowingTransport(HttpTransport(timeout=timeout), masker, step, err)
 
-    token_text = re.compile(r"<(?:[\w.-]+:)?(?:SignedSystemToken|Token)(?:\s[^>]*)?>([^<]+)<")
 
-    class _ShowingTransport:
-        """The client's own transport, printing each request and answer (masked) as it goes by."""
+_TOKEN_TEXT = re.compile(r"<(?:[\w.-]+:)?(?:SignedSystemToken|Token)(?:\s[^>]*)?>([^<]+)<")
 
-        def __init__(self) -> None:
-            self.inner = HttpTransport(timeout=timeout)
 
-        def request(
-            self,
-            method: str,
-            url: str,
-            *,
-            body: bytes | None = None,
-            headers: Mapping[str, str] | None = None,
-            deadline: float | None = None,
-            max_bytes: int | None = None,
-        ) -> Response:
-            for value in token_text.findall((body or b"").decode("utf-8", errors="replace")):
-                masker.add(value)
-                minute = _signed_minute(value)
-                if minute:
-                    step(f"signed the system user token for UTC minute {minute}")
-            step(f"{method} {url}")
-            if method == "POST":
-                for name, value in (headers or {}).items():
-                    print(f"> {name}: {value}", file=err)
-                _print_prefixed(err, "> ", masker.envelope(body or b""))
-            started = time.perf_counter()
-            response = call_transport(
-                self.inner, method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes
-            )
-            received = time.time()
-            for value in token_text.findall(response.content.decode("utf-8", errors="replace")):
-                masker.add(value)
-            step(f"HTTP {response.status_code} in {(time.perf_counter() - started) * 1000:.0f} ms")
-            if method != "POST":
-                step(f"{len(response.content)} bytes")
-                return response
-            for name in _SHOWN_RESPONSE_HEADERS:
-                value = response.headers.get(name)
-                if value is not None:
-                    note = _clock_note(value, received) if name == "Date" else ""
-                    print(f"< {name}: {masker.text(value)}{note}", file=err)
-            _print_prefixed(err, "< ", masker.envelope(response.content))
+class _ShowingTransport:
+    """A transport that shows what goes through ``inner``: request line, envelopes, timing."""
+
+    def __init__(self, inner: Transport, masker: _Masker, step: Callable[[str], None], err: TextIO) -> None:
+        self.inner = inner
+        self._masker = masker
+        self._step = step
+        self._err = err
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> Response:
+        """Send through the inner transport, printing the request before and the answer after."""
+        from ..transport import call_transport
+
+        self._show_request(method, url, body, headers)
+        started = time.perf_counter()
+        response = call_transport(
+            self.inner, method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes
+        )
+        received = time.time()
+        for value in _TOKEN_TEXT.findall(response.content.decode("utf-8", errors="replace")):
+            self._masker.add(value)
+        self._step(f"HTTP {response.status_code} in {(time.perf_counter() - started) * 1000:.0f} ms")
+        if method != "POST":
+            self._step(f"{len(response.content)} bytes")
             return response
+        for name in _SHOWN_RESPONSE_HEADERS:
+            value = response.headers.get(name)
+            if value is not None:
+                note = _clock_note(value, received) if name == "Date" else ""
+                print(f"< {name}: {self._masker.text(value)}{note}", file=self._err)
+        _print_prefixed(self._err, "< ", self._masker.envelope(response.content))
+        return response
 
-        def prepare(self, urls: Any, *, allow_insecure_tls: bool = False) -> None:
-            self.inner.prepare(urls, allow_insecure_tls=allow_insecure_tls)
+    def _show_request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> None:
+        for value in _TOKEN_TEXT.findall((body or b"").decode("utf-8", errors="replace")):
+            self._masker.add(value)
+            minute = _signed_minute(value)
+            if minute:
+                self._step(f"signed the system user token for UTC minute {minute}")
+        self._step(f"{method} {url}")
+        if method == "POST":
+            for name, value in (headers or {}).items():
+                print(f"> {name}: {value}", file=self._err)
+            _print_prefixed(self._err, "> ", self._masker.envelope(body or b""))
 
-        def close(self) -> None:
-            self.inner.close()
+    def prepare(self, urls: Any, *, allow_insecure_tls: bool = False) -> None:
+        """Let the inner transport check its TLS policy for ``urls``."""
+        prepare = getattr(self.inner, "prepare", None)
+        if callable(prepare):
+            prepare(urls, allow_insecure_tls=allow_insecure_tls)
 
-    return _ShowingTransport()
+    def close(self) -> None:
+        """Close the inner transport."""
+        self.inner.close()
 
 
 def _recording_transport(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .emulator import Emulator, Fault, Headers, Reason, RecordedRequest, Tenant
     from .exchanges import FORMAT, PLACEHOLDER_NAMES, Exchange, RecordedError, Recording, placeholder
-    from .minting import mint_test_jwt, new_ticket, sign_jwt, superoffice_claims
+    from .minting import mint_test_jwt, new_ticket, sign_jwt, stand_in_key, superoffice_claims
     from .recording import RecordingTransport
     from .redaction import redact_exchange
     from .replay import ReplayClient, ReplayMismatch, ReplayTransport, SentRequest, replay_client
@@ -47,6 +47,7 @@ _LAZY = {
     "mint_test_jwt": "minting",
     "new_ticket": "minting",
     "sign_jwt": "minting",
+    "stand_in_key": "minting",
     "superoffice_claims": "minting",
     "RecordingTransport": "recording",
     "redact_exchange": "redaction",
@@ -88,6 +89,7 @@ __all__ = [
     "save_recording",
     "scan_for_secrets",
     "sign_jwt",
+    "stand_in_key",
     "superoffice_claims",
 ]
 

@@ -12,6 +12,7 @@ from typing import Any
 from sut_soap.errors import (
     ConfigurationError,
 )
+from sut_soap.testing._raw import _element_value
 
 __all__ = ["FORMAT", "PLACEHOLDER_NAMES", "Exchange", "RecordedError", "Recording", "placeholder"]
 
@@ -96,6 +97,14 @@ class Exchange:
     def hand_written(self) -> bool:
         """True when the exchange was written by hand rather than recorded."""
         return self.source.lower().startswith("hand-written")
+
+    def request_text(self, local_name: str) -> str | None:
+        """The text of the request's first element with this local name (any prefix), or None."""
+        return _element_value(self.request_body or b"", local_name)
+
+    def response_text(self, local_name: str) -> str | None:
+        """The text of the answer's first element with this local name (any prefix), or None."""
+        return _element_value(self.response_body or b"", local_name)
 
     def __repr__(self) -> str:
         request = "none" if self.request_body is None else f"{len(self.request_body)} bytes"

@@ -28,7 +28,7 @@ from sut_soap._clock import SYSTEM_CLOCK
 from sut_soap._contract import CLAIM_PREFIX, CLAIM_TICKET, ISSUER
 from sut_soap.keys import PrivateKeyInput, load_private_key
 
-__all__ = ["mint_test_jwt", "new_ticket", "sign_jwt", "superoffice_claims"]
+__all__ = ["mint_test_jwt", "new_ticket", "sign_jwt", "stand_in_key", "superoffice_claims"]
 
 _TIME_CLAIMS = ("iat", "nbf", "exp", "auth_time")
 
@@ -143,8 +143,8 @@ def mint_test_jwt(
 
 
 @functools.lru_cache(maxsize=1)
-def _stand_in_key() -> rsa.RSAPrivateKey:
-    """One throwaway key per process, for replays that were given none."""
+def stand_in_key() -> rsa.RSAPrivateKey:
+    """One throwaway RSA-2048 key per process: what replays sign with when given no key of yours."""
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 

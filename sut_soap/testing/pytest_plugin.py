@@ -27,7 +27,7 @@ example a ``superoffice_client`` built with your own options::
     @pytest.fixture
     def superoffice_client(superoffice_emulator, superoffice_partner_key, superoffice_client_secret):
         with SystemUserClient(client_secret=superoffice_client_secret, private_key=superoffice_partner_key,
-                              endpoint=superoffice_emulator.endpoint, ticket_renewal_margin=60) as client:
+                              endpoint=superoffice_emulator.endpoint, refresh_ahead=60) as client:
             yield client
 """
 

@@ -53,29 +53,8 @@ def redact_exchange(
     wherever they occur; pass the ones you know as well, to be safe against odd envelopes.
     The ContextIdentifier is redacted only with ``redact_context_identifier=True``.
     """
-    known: list[tuple[str, str]] = []
-    request = exchange.request_body or b""
-    found = _request_values(request)
-    for name, value in found.items():
-        if name != "CONTEXT_IDENTIFIER":
-            known.append((value, name))
-    token = _element_value(exchange.response_body or b"", "Token")
-    decoded = _decode_jwt(token)
-    if token is not None and "{{SUT_SOAP:" not in token:
-        known.append((token, "JWT"))
-    jwt_header: Mapping[str, Any] | None = exchange.jwt_header
-    jwt_claims: Mapping[str, Any] | None = exchange.jwt_claims
-    if decoded is not None:
-        jwt_header, claims = decoded
-        jwt_claims = dict(claims)
-        ticket = claims.get(CLAIM_TICKET)
-        if isinstance(ticket, str) and ticket:
-            known.append((ticket, "TICKET"))
-            jwt_claims[CLAIM_TICKET] = placeholder("TICKET")
-        system_token = claims.get(CLAIM_PREFIX + "system_token")
-        if isinstance(system_token, str) and system_token:
-            known.append((system_token, "SYSTEM_USER_TOKEN"))
-            jwt_claims[CLAIM_PREFIX + "system_token"] = placeholder("SYSTEM_USER_TOKEN")
+    found = _request_values(exchange.request_body or b"")
+    known, jwt_header, jwt_claims = _values_of(exchange, found)
     if client_secret:
         known.append((client_secret, "CLIENT_SECRET"))
     if system_user_token:
@@ -179,3 +158,28 @@ def _scrub_json(value: Any, values: Sequence[tuple[str, str]]) -> Any:
     if isinstance(value, dict):
         return {key: _scrub_json(item, values) for key, item in value.items()}
     return value
+
+
+def _values_of(
+    exchange: Exchange, found: dict[str, str]
+) -> tuple[list[tuple[str, str]], Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    """The secrets the exchange itself carries, and its JWT header and claims with theirs as placeholders.
+
+    ``found`` holds the values read from the request envelope. The JWT in the answer is known
+    whole; its ticket and system user token claims are known and replaced in the claims.
+    """
+    known = [(value, name) for name, value in found.items() if name != "CONTEXT_IDENTIFIER"]
+    token = _element_value(exchange.response_body or b"", "Token")
+    if token is not None and "{{SUT_SOAP:" not in token:
+        known.append((token, "JWT"))
+    decoded = _decode_jwt(token)
+    if decoded is None:
+        return known, exchange.jwt_header, exchange.jwt_claims
+    jwt_header, claims = decoded
+    jwt_claims = dict(claims)
+    for claim, name in ((CLAIM_TICKET, "TICKET"), (CLAIM_PREFIX + "system_token", "SYSTEM_USER_TOKEN")):
+        value = claims.get(claim)
+        if isinstance(value, str) and value:
+            known.append((value, name))
+            jwt_claims[claim] = placeholder(name)
+    return known, jwt_header, jwt_claims

@@ -21,6 +21,7 @@ from sut_soap._clock import as_clock
 from sut_soap._contract import CLAIM_TICKET, SOAP11_ENV, TNS, XSI
 from sut_soap._xml import hardened_parser, has_dtd
 from sut_soap.client import SystemUserClient
+from sut_soap.environments import endpoint_for
 from sut_soap.errors import (
     ConfigurationError,
     ProtocolError,
@@ -29,7 +30,7 @@ from sut_soap.errors import (
 from sut_soap.keys import PrivateKeyInput
 from sut_soap.testing._raw import _decode_jwt, _element_value, _request_values
 from sut_soap.testing.exchanges import _PLACEHOLDER, Exchange, RecordedError, Recording, _substitutions
-from sut_soap.testing.minting import _shift_times, _stand_in_key, mint_test_jwt, new_ticket, sign_jwt
+from sut_soap.testing.minting import _shift_times, mint_test_jwt, new_ticket, sign_jwt, stand_in_key
 from sut_soap.testing.storage import _fill_body, _fill_json, _fill_text, load_recording
 from sut_soap.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -37,13 +38,15 @@ from sut_soap.transport import (
     HttpResponse,
 )
 
-__all__ = ["ReplayClient", "ReplayMismatch", "ReplayTransport", "SentRequest", "replay_client"]
+__all__ = [
+    "STAND_IN_CLIENT_SECRET",
+    "STAND_IN_SYSTEM_USER_TOKEN",
+    "ReplayClient", "ReplayMismatch", "ReplayTransport", "SentRequest", "replay_client"]
 
 
 _MATCHED_HEADERS = ("SOAPAction", "Content-Type")
-_STAND_IN_SECRET = "sut-soap-replay-client-secret"  # noqa: S105 -- a stand-in, not a secret
-_STAND_IN_SYSTEM_USER_TOKEN = "sut-soap-replay-system-user-token"  # noqa: S105
-_DEFAULT_ENDPOINT = "https://sod.superoffice.com/Login/Services/PartnerSystemUserService.svc"
+STAND_IN_CLIENT_SECRET = "sut-soap-replay-client-secret"  # noqa: S105 -- a stand-in, not a secret
+STAND_IN_SYSTEM_USER_TOKEN = "sut-soap-replay-system-user-token"  # noqa: S105
 _NS_SHORT = {SOAP11_ENV: "soap", TNS: "tns", XSI: "xsi"}
 
 
@@ -304,32 +307,11 @@ class ReplayTransport:
                 f"the client tried to reach {method} {url} during a replay; "
                 "give the client public_key= (replay_client does) so the JWT is checked offline"
             )
-        address = url
-        headers = dict(headers or {})
-        body = body or b""
-        exchanges = self.recording.exchanges
-        with self._lock:
-            sent = SentRequest(address, body, dict(headers))
-            self.sent.append(sent)
-            position = self._position
-            if position >= len(exchanges):
-                if not (self._repeat and exchanges):
-                    raise ReplayMismatch(
-                        f"the client sent request {position + 1}, but the recording "
-                        f"{self.recording.directory} holds only {len(exchanges)} exchange(s)"
-                        " (pass repeat=True to answer again with the last one)"
-                    )
-                position = len(exchanges) - 1
-            else:
-                self._position += 1
-        exchange = exchanges[position]
+        sent = SentRequest(url, body or b"", dict(headers or {}))
+        position = self._next_position(sent)
+        exchange = self.recording.exchanges[position]
         if self._check and exchange.request_body is not None:
-            diff = _request_diff(exchange, address, body, headers, self.recording.substitutions)
-            if diff is not None:
-                where = f"{self.recording.directory}, exchange {position + 1}"
-                message_text = f"the request the client sent does not match the recording ({where}):\n{diff}"
-                self.mismatches.append(message_text)
-                raise ReplayMismatch(message_text + "\n(re-record, or pass check_request=False)")
+            self._check_request(exchange, position, sent)
         if exchange.error is not None:
             raise _rebuild_error(exchange.error)
         values = self._values(exchange, sent)
@@ -346,6 +328,32 @@ class ReplayTransport:
         with self._lock:
             self.responses.append(response)
         return response
+
+    def _next_position(self, sent: SentRequest) -> int:
+        """Keep ``sent``; the index of the exchange that answers it (the last one again when repeating)."""
+        exchanges = self.recording.exchanges
+        with self._lock:
+            self.sent.append(sent)
+            position = self._position
+            if position < len(exchanges):
+                self._position += 1
+                return position
+        if not (self._repeat and exchanges):
+            raise ReplayMismatch(
+                f"the client sent request {position + 1}, but the recording "
+                f"{self.recording.directory} holds only {len(exchanges)} exchange(s)"
+                " (pass repeat=True to answer again with the last one)"
+            )
+        return len(exchanges) - 1
+
+    def _check_request(self, exchange: Exchange, position: int, sent: SentRequest) -> None:
+        """Raise ReplayMismatch, with a diff, when ``sent`` is not the recorded request."""
+        diff = _request_diff(exchange, sent.address, sent.body, dict(sent.headers), self.recording.substitutions)
+        if diff is not None:
+            where = f"{self.recording.directory}, exchange {position + 1}"
+            message_text = f"the request the client sent does not match the recording ({where}):\n{diff}"
+            self.mismatches.append(message_text)
+            raise ReplayMismatch(message_text + "\n(re-record, or pass check_request=False)")
 
     def close(self) -> None:
         """Nothing to release: a replay holds no connection."""
@@ -431,7 +439,7 @@ def replay_client(
     if jwt is None:
         if public_key is not None and jwt_key is None:
             raise ConfigurationError("public_key= is for validating jwt=; give jwt_key= to sign with your own key")
-        jwt_key = jwt_key or _stand_in_key()
+        jwt_key = jwt_key or stand_in_key()
         public_key = jwt_key.public_key()
     clock: Callable[[], datetime] | None = client_options.get("clock")
     transport = ReplayTransport(
@@ -448,10 +456,10 @@ def replay_client(
     )
     if endpoint is None:
         recorded_urls = [e.url for e in transport.recording.exchanges if e.url.startswith(("http://", "https://"))]
-        endpoint = recorded_urls[0] if recorded_urls else _DEFAULT_ENDPOINT
+        endpoint = recorded_urls[0] if recorded_urls else endpoint_for("sod")
     client = ReplayClient(
-        client_secret=client_secret or _STAND_IN_SECRET,
-        private_key=private_key if private_key is not None else _stand_in_key(),
+        client_secret=client_secret or STAND_IN_CLIENT_SECRET,
+        private_key=private_key if private_key is not None else stand_in_key(),
         endpoint=endpoint,
         public_key=public_key,
         transport=transport,

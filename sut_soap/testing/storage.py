@@ -233,14 +233,7 @@ def _read_exchange(directory: Path, path: Path) -> Exchange:
     error = document.get("error")
     if (response is None) == (error is None):
         raise _bad(path, "must have exactly one of response and error")
-    recorded_at = None
-    if document.get("recorded_at"):
-        try:
-            recorded_at = datetime.fromisoformat(str(document["recorded_at"]))
-        except ValueError:
-            raise _bad(path, "has a recorded_at that is not an ISO 8601 time") from None
-        if recorded_at.tzinfo is None:
-            recorded_at = recorded_at.replace(tzinfo=timezone.utc)
+    recorded_at = _recorded_at(document.get("recorded_at"), path)
     status: int | None = None
     reason = ""
     response_headers: dict[str, str] = {}
@@ -254,15 +247,7 @@ def _read_exchange(directory: Path, path: Path) -> Exchange:
         response_headers = _str_map(response.get("headers"), path, "response headers")
         response_body = _read_body(directory, response.get("body"), path) or b""
     elif isinstance(error, dict) and isinstance(error.get("type"), str):
-        status_value = error.get("status")
-        retryable = error.get("retryable")
-        recorded_error = RecordedError(
-            type=error["type"],
-            message=str(error.get("message") or ""),
-            context=error.get("context") if isinstance(error.get("context"), str) else None,
-            status=status_value if isinstance(status_value, int) else None,
-            retryable=retryable if isinstance(retryable, bool) else None,
-        )
+        recorded_error = _recorded_error(error)
     else:
         raise _bad(path, "has a response or error that is not an object")
     jwt_part = document.get("jwt")
@@ -355,3 +340,28 @@ def load_recording(
             )
         exchanges.append(exchange)
     return Recording(tuple(exchanges), root, values)
+
+
+def _recorded_at(value: object, path: Path) -> datetime | None:
+    """The exchange's recording time (UTC when the file gives no offset), or None when absent."""
+    if not value:
+        return None
+    try:
+        recorded_at = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise _bad(path, "has a recorded_at that is not an ISO 8601 time") from None
+    return recorded_at if recorded_at.tzinfo is not None else recorded_at.replace(tzinfo=timezone.utc)
+
+
+def _recorded_error(error: dict[str, Any]) -> RecordedError:
+    """The transport failure an exchange recorded instead of an answer."""
+    status = error.get("status")
+    retryable = error.get("retryable")
+    context = error.get("context")
+    return RecordedError(
+        type=error["type"],
+        message=str(error.get("message") or ""),
+        context=context if isinstance(context, str) else None,
+        status=status if isinstance(status, int) else None,
+        retryable=retryable if isinstance(retryable, bool) else None,
+    )
