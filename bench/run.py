@@ -370,7 +370,7 @@ MEMORY_PROCESS = textwrap.dedent("""
         # What a real exchange leaves behind: fresh strings for the JWT and the decoded claims.
         claims = json.loads(claims_text.replace("Cust00000", context_identifier))
         jwt = template.token[:-10] + context_identifier[-10:].rjust(10, "x")
-        return SystemUserTicket.from_claims(jwt, claims, obtained_at=client._clock())
+        return SystemUserTicket.from_claims(jwt, claims, obtained_at=client.clock.now())
 
     # get_ticket's own path to an exchange (authenticate() is the public single exchange).
     client._authenticate = lambda context, token, retry: exchange(context_identifier=context, system_user_token=token)

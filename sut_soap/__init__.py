@@ -78,6 +78,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use, then keep the name in the package."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'sut_soap' has no attribute {name!r}")
@@ -89,4 +90,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The public names (``__all__``), loaded or not."""
     return sorted(__all__)

@@ -40,6 +40,13 @@ class Clock:
         client = SystemUserClient(..., clock=Clock(now=lambda: frozen))
 
     ``SystemUserClient(clock=...)`` also accepts the bare ``now`` callable, as it always has.
+
+    Raises:
+        ConfigurationError: ``now``, ``monotonic`` or ``sleep`` is not callable.
+
+    Attributes:
+        monotonic: the monotonic clock given (seconds).
+        sleep: the sleeping function given.
     """
 
     __slots__ = ("_now", "_wall", "monotonic", "sleep")
@@ -76,7 +83,11 @@ SYSTEM_CLOCK = Clock()
 
 
 def as_clock(value: Clock | Callable[[], datetime] | None) -> Clock:
-    """A :class:`Clock` from what ``clock=`` accepts: a Clock, a ``now`` callable, or None (system)."""
+    """A :class:`Clock` from what ``clock=`` accepts: a Clock, a ``now`` callable, or None (system).
+
+    Raises:
+        ConfigurationError: ``value`` is neither None, a Clock nor callable.
+    """
     if value is None:
         return SYSTEM_CLOCK
     if isinstance(value, Clock):

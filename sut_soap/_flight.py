@@ -40,7 +40,13 @@ class Freshness(enum.Enum):
 
 
 def freshness(age: float, *, renew_after: float, lifetime: float) -> Freshness:
-    """Classify a ticket ``age`` seconds old against the client's lifetime and renewal point."""
+    """Classify a ticket ``age`` seconds old against the client's lifetime and renewal point.
+
+    Args:
+        age: the ticket's age in seconds (the larger of its wall-clock and monotonic ages).
+        renew_after: ``ticket_lifetime - refresh_ahead``: from here on the ticket is due.
+        lifetime: ``ticket_lifetime``: from here on the ticket is dead.
+    """
     if age < renew_after:
         return Freshness.FRESH
     if age < lifetime:
@@ -49,7 +55,14 @@ def freshness(age: float, *, renew_after: float, lifetime: float) -> Freshness:
 
 
 class Flight:
-    """One exchange in progress for a tenant; the callers that wait for it share its outcome."""
+    """One exchange in progress for a tenant; the callers that wait for it share its outcome.
+
+    Attributes:
+        done: set when the leader landed, whatever the outcome.
+        ticket: the leader's ticket, if it got one.
+        error: the leader's error, if it raised an ``Exception``; both None when it was
+            interrupted (say by ``KeyboardInterrupt``), and followers then try again.
+    """
 
     __slots__ = ("done", "error", "ticket")
 
@@ -82,6 +95,7 @@ class Flights:
         flight.done.set()
 
     def __len__(self) -> int:
+        """The number of flights in progress."""
         return len(self._flights)
 
 
@@ -100,7 +114,12 @@ class Rejections:
     """Rejected exchanges remembered for ``cooldown`` seconds (0 turns the memory off), bounded in size.
 
     Age is the larger of the wall-clock and monotonic ages, as for tickets: setting the clock
-    back cannot stretch the cooldown, and an injected clock can end it in tests.
+    back cannot stretch the cooldown, and an injected clock can end it in tests. At most 1000
+    rejections are kept: past that, expired ones are dropped, and if none has expired, all.
+
+    Args:
+        cooldown: seconds a rejection is remembered; 0 or less remembers nothing.
+        clock: the client's :class:`~sut_soap.Clock`.
     """
 
     def __init__(self, cooldown: float, clock: Clock) -> None:

@@ -87,6 +87,24 @@ class CachedTicket:
     ``ticket`` is the validated :class:`~sut_soap.ticket.SystemUserTicket` (its ``obtained_at``
     is when the exchange started); ``token_fingerprint`` is a keyed hash of the system user
     token it was obtained with. The repr shows neither the ticket nor the JWT.
+
+    The client creates entries; a store of yours only keeps them (by reference, pickled, or as
+    :meth:`to_json`). An entry holds a live credential: treat it as a secret.
+
+    Args:
+        ticket: the ticket.
+        token_fingerprint: the client's keyed fingerprint of the system user token.
+        obtained_monotonic: this process's monotonic time when the exchange started, so the
+            age can also be measured on a clock that cannot be set back; None for an entry
+            read back from elsewhere.
+
+    Raises:
+        TypeError: ``ticket`` is not a ``SystemUserTicket`` or the fingerprint is empty.
+
+    Attributes:
+        ticket: the :class:`~sut_soap.SystemUserTicket`.
+        token_fingerprint: the keyed fingerprint (never the token itself).
+        obtained_ts: ``ticket.obtained_at`` as Unix seconds.
     """
 
     __slots__ = ("_local", "obtained_ts", "ticket", "token_fingerprint")
@@ -119,14 +137,23 @@ class CachedTicket:
         return self.ticket.obtained_at
 
     def local_age(self, monotonic_now: float) -> float | None:
-        """Seconds since this process obtained the ticket on the monotonic clock, else None."""
+        """Seconds since this process obtained the ticket on the monotonic clock, else None.
+
+        None for an entry that did not come from this process (read back from JSON, a pickle,
+        another process), whose age only the wall clock can tell.
+        """
         local = self._local
         if local is None or local[0] != _PROCESS_MARK:
             return None
         return monotonic_now - local[1]
 
     def to_json(self) -> str:
-        """Serialise for a shared store: the ticket (a secret) and claims, without the JWT or system token."""
+        """Serialise for a shared store: the ticket (a secret) and claims, without the JWT or system token.
+
+        Returns:
+            Compact JSON with a format version, the claims minus ``system_token``,
+            ``obtained_at`` (ISO 8601) and the fingerprint. Still a secret: it carries the ticket.
+        """
         return json.dumps(
             {
                 "v": _FORMAT_VERSION,
@@ -139,7 +166,15 @@ class CachedTicket:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CachedTicket:
-        """Rebuild an entry written by :meth:`to_json`; raise ``ValueError`` on anything else."""
+        """Rebuild an entry written by :meth:`to_json`; raise ``ValueError`` on anything else.
+
+        The ticket it carries has ``token == ""`` and no ``system_token`` claim; its age is
+        measured on the wall clock only.
+
+        Raises:
+            ValueError: not JSON, another format version, missing or malformed members, or an
+                ``obtained_at`` without a time zone. The message never quotes the input.
+        """
         try:
             data = json.loads(text)
             if not isinstance(data, dict) or data.get("v") != _FORMAT_VERSION:
@@ -173,18 +208,31 @@ class TicketCache(Protocol):
     as the store being unavailable.
     """
 
-    def get(self, key: str) -> CachedTicket | None: ...
+    def get(self, key: str) -> CachedTicket | None:
+        """Return the entry stored under ``key``, or None when there is none (or it expired)."""
+        ...
 
-    def set(self, key: str, entry: CachedTicket, ttl: float) -> None: ...
+    def set(self, key: str, entry: CachedTicket, ttl: float) -> None:
+        """Store ``entry`` under ``key``, replacing any; after ``ttl`` seconds it may be dropped."""
+        ...
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str) -> None:
+        """Forget the entry under ``key``; a missing key is not an error."""
+        ...
 
 
 @runtime_checkable
 class LockingTicketCache(TicketCache, Protocol):
     """A store that can also hold a cross-process lock per key while one process exchanges."""
 
-    def lock(self, key: str, timeout: float) -> AbstractContextManager[object]: ...
+    def lock(self, key: str, timeout: float) -> AbstractContextManager[object]:
+        """Return a context manager that holds the fleet-wide lock for ``key`` while entered.
+
+        The lock must expire by itself (a crashed holder must not block the fleet), and
+        entering must give up after ``timeout`` seconds: by raising, which the client treats
+        as the store being unavailable, or by letting the caller in.
+        """
+        ...
 
 
 class InMemoryTicketCache:
@@ -193,6 +241,10 @@ class InMemoryTicketCache:
     Entries are dropped when their ``ttl`` has passed (checked on ``get``, on the monotonic
     clock) or when overwritten; the store holds at most one entry per tenant and client
     namespace. Tickets stay in process memory, as any in-process credential does.
+
+    Args:
+        clock: the :class:`~sut_soap.Clock` whose monotonic time measures the TTLs; default:
+            the system clock. The client passes its own.
     """
 
     def __init__(self, *, clock: Clock | None = None) -> None:
@@ -201,6 +253,7 @@ class InMemoryTicketCache:
         self._monotonic = (clock or SYSTEM_CLOCK).monotonic
 
     def get(self, key: str) -> CachedTicket | None:
+        """Return the entry under ``key`` while its TTL lasts; an expired one is dropped."""
         item = self._entries.get(key)  # a single dict read needs no lock; removal does
         if item is None:
             return None
@@ -212,10 +265,12 @@ class InMemoryTicketCache:
         return item[0]
 
     def set(self, key: str, entry: CachedTicket, ttl: float) -> None:
+        """Keep ``entry`` under ``key`` for ``ttl`` seconds on the monotonic clock."""
         with self._lock:
             self._entries[key] = (entry, self._monotonic() + ttl)
 
     def delete(self, key: str) -> None:
+        """Forget the entry under ``key``, if any."""
         with self._lock:
             self._entries.pop(key, None)
 
@@ -225,6 +280,7 @@ class InMemoryTicketCache:
             self._entries.clear()
 
     def __len__(self) -> int:
+        """The number of entries held, expired ones not yet dropped included."""
         with self._lock:
             return len(self._entries)
 

@@ -30,6 +30,9 @@ cannot keep a dead ticket alive. Single flight: for one tenant (and system user 
 exchange runs at a time in the process, whoever asks, and callers waiting for it share its
 ticket or its error. Different tenants never wait for each other: no lock is held during an
 exchange except that tenant's own.
+
+The option checks and defaults live in :mod:`sut_soap._options`, the renewal path of
+``get_ticket`` in :mod:`sut_soap._renewal`; this module holds the exchange and the public API.
 """
 
 from __future__ import annotations
@@ -37,27 +40,39 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from ._clock import Clock, as_clock
-from ._contract import JWKS_PATH
-from ._flight import Flights, Freshness, Rejections, freshness
+from ._options import (
+    DEFAULT_MAX_WORKERS,
+    DEFAULT_REJECTION_COOLDOWN,
+    DEFAULT_TICKET_LIFETIME,
+    check_cache,
+    check_cooldown,
+    check_lifetime,
+    check_max_workers,
+    check_timeout,
+    default_refresh_ahead,
+    effective_retry,
+    exchange_bound,
+    make_key_source,
+    make_transport,
+)
+from ._renewal import TicketRenewal
 from .cache import CachedTicket, InMemoryTicketCache, TicketCache
-from .environments import jwks_url_for, normalise_environment, resolve_endpoint, validate_endpoint
-from .errors import AuthenticationRejectedError, ConfigurationError, ProtocolError, SutSoapError, TransportError
+from .environments import normalise_environment, resolve_endpoint
+from .errors import AuthenticationRejectedError, ConfigurationError, ProtocolError, SutSoapError
 from .keys import PrivateKeyInput, load_private_key
 from .retry import RetryPolicy
 from .signing import check_text_value, sign_system_user_token
 from .soap import Answer, SoapService, parse_answer
 from .ticket import SystemUserTicket
-from .tokens import DEFAULT_LEEWAY, JwksKeySource, KeySource, TokenValidator, key_source_from_public_key
-from .transport import DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, HttpTransport, Transport, call_transport
+from .tokens import DEFAULT_LEEWAY, TokenValidator
+from .transport import DEFAULT_TIMEOUT, Transport, call_transport
 
 if TYPE_CHECKING:
     import requests
@@ -74,27 +89,9 @@ __all__ = [
 
 _log = logging.getLogger("sut_soap.client")
 
-#: SuperOffice keeps a ticket valid for 6 hours after its last use.
-DEFAULT_TICKET_LIFETIME = 6 * 3600.0
-#: Threads of ``get_tickets`` and connections in the pool of a session the client creates.
-DEFAULT_MAX_WORKERS = DEFAULT_POOL_SIZE
-_MAX_WORKERS_LIMIT = 256
-_MAX_TICKET_LIFETIME = 24 * 3600.0
-# After a failed renewal of a still-valid ticket: how long to keep using it before trying again.
-_RENEWAL_BACKOFF = 30.0
 _FINGERPRINT_MEMO = 100_000
-# Store failures are logged at WARNING at most this often per operation, else at DEBUG.
-_STORE_WARNING_INTERVAL = 60.0
-#: Seconds an identical rejected exchange is not sent again by ``get_ticket`` (MSAL waits 60 s).
-DEFAULT_REJECTION_COOLDOWN = 60.0
-_MAX_REJECTION_COOLDOWN = 24 * 3600.0
 # The default of retry=: identity tells "not given" from an explicit RetryPolicy().
 _DEFAULT_RETRY = RetryPolicy()
-
-
-def default_refresh_ahead(ticket_lifetime: float) -> float:
-    """max(300 s, 10 % of the lifetime), at most half of it: 36 minutes for 6 hours."""
-    return min(max(300.0, 0.1 * ticket_lifetime), 0.5 * ticket_lifetime)
 
 # Hints for the error codes SuperOffice documents; matched case-insensitively in ErrorMessage.
 _REJECTION_HINTS: tuple[tuple[str, str], ...] = (
@@ -130,6 +127,7 @@ class _Secret:
         self._value = value
 
     def reveal(self) -> str:
+        """The value itself, for the one place that must send it."""
         return self._value
 
     def __repr__(self) -> str:
@@ -138,74 +136,88 @@ class _Secret:
     __str__ = __repr__
 
 
-def _jwks_url_of_endpoint(endpoint: str) -> str:
-    parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc}{JWKS_PATH}"
-
-
-class SystemUserClient:
+class SystemUserClient(TicketRenewal):
     """Exchange system user tokens for validated system user tickets, for many tenants.
 
     One client per application (client secret and partner key) and environment, shared by
-    every thread; the tenant arrives with each call. Options (keyword-only):
+    every thread; the tenant (its ContextIdentifier and system user token) arrives with each
+    call. Building a client loads the key and parses the WSDL but sends nothing: the JWKS is
+    fetched with the first exchange. Use it as a context manager, or call :meth:`close`::
 
-    client_secret:
-        The application's client secret, sent as ``ApplicationToken``. Required.
-    private_key:
-        The partner's RSA private key (at least 2048 bits): a path, the key's bytes or text
-        (PEM, DER or .NET ``<RSAKeyValue>``) or a cryptography ``RSAPrivateKey``. Required.
-    password:
-        The passphrase of an encrypted PEM key. Default None.
-    environment / endpoint:
-        ``"sod"``, ``"qaonline"`` (alias ``"stage"``) or ``"online"``; or the service URL
-        (https, except on loopback). Exactly one is required.
-    jwks_url:
-        Where the JWT signing keys are fetched. Default: the environment's JWKS, or
-        ``/login/.well-known/jwks`` on an explicit endpoint's host.
-    public_key:
-        Validate JWTs offline with a PEM public key, a PEM/DER certificate or a JWKS file
-        instead of fetching a JWKS. Not together with ``jwks_url``. Default None.
-    timeout:
-        Seconds for connecting and for each read, a number or ``(connect, read)``; default
-        ``(5, 10)``. Unbounded waits are refused. Each answer must also arrive within 30 s.
-    session:
-        Your own ``requests.Session`` (proxies, CA bundle, adapters), used as it is and
-        left open. Default: a session of the client's own. Not together with ``transport``.
-    transport:
-        Your own :class:`~sut_soap.Transport`, through which every request goes (a
-        recording, a replay, a test double). Default: an :class:`~sut_soap.HttpTransport`.
-    allow_insecure_tls:
-        ``True`` accepts a session with ``verify=False`` towards a remote https host, with one
-        WARNING. Default False: such a session is a ``ConfigurationError``.
-    wsdl:
-        Another copy of the service WSDL (such as SuperOffice's published one). Default:
-        the bundled WSDL.
-    leeway:
-        Seconds of clock skew allowed on the JWT's time claims, 0 to 300. Default 300.
-    expected_serial:
-        Also require this tenant database serial in the JWT. Default None.
-    clock:
-        A :class:`~sut_soap.Clock`, or a callable returning an aware ``datetime`` (wall
-        time only), for tests. Default: the system clock.
-    cache:
-        The :class:`~sut_soap.TicketCache` for ``get_ticket``. Default: an
-        :class:`~sut_soap.InMemoryTicketCache` of the client's own.
-    ticket_lifetime:
-        Seconds a ticket is used after it was obtained, above 0 and at most 86400. Default
-        21600 (SuperOffice keeps a ticket for 6 hours after its last use).
-    refresh_ahead:
-        Seconds before ``ticket_lifetime`` when ``get_ticket`` renews; default
-        :func:`default_refresh_ahead` (36 minutes for 6 hours).
-    retry:
-        The :class:`~sut_soap.RetryPolicy` of ``get_ticket``; None turns retrying off.
-        Default ``RetryPolicy()`` (3 attempts, 30 s), off when ``transport`` is given.
-    rejection_cooldown:
-        Seconds a rejected tenant and token get the same error again from ``get_ticket``
-        without an exchange, 0 (off) to 86400. Default 60.
+        with SystemUserClient(client_secret=secret, private_key="partner-key.xml",
+                              environment="online") as client:
+            ticket = client.get_ticket(context_identifier="Cust12345",
+                                       system_user_token=system_user_token)
+
+    Args:
+        client_secret: the application's client secret, sent as ``ApplicationToken``.
+            Required; never shown by ``repr``, errors or logs.
+        private_key: the partner's RSA private key (at least 2048 bits), whose public half is
+            registered for the application: a path, the key's bytes or text (PEM, DER or .NET
+            ``<RSAKeyValue>``) or a cryptography ``RSAPrivateKey``. Required. See
+            :func:`~sut_soap.load_private_key`.
+        password: the passphrase of an encrypted PEM or DER key. Default None; given for a key
+            that is not encrypted, it is an error.
+        environment: ``"sod"`` (development), ``"qaonline"`` (alias ``"stage"``) or
+            ``"online"`` (production). Exactly one of ``environment`` and ``endpoint``.
+        endpoint: the PartnerSystemUserService URL instead of an environment: https, or http
+            on loopback only (the emulator). The WSDL's own address is never used.
+        jwks_url: where the JWT signing keys are fetched. Default: the environment's
+            ``https://{env}.superoffice.com/login/.well-known/jwks``, or
+            ``/login/.well-known/jwks`` on an explicit endpoint's host. Not with ``public_key``.
+        public_key: validate JWTs offline with a pinned key instead of fetching a JWKS: a PEM
+            public key, a PEM or DER certificate (``SuperOfficeFederatedLogin.crt``), a JWK or
+            JWKS, as a path, bytes or text, or an ``RSAPublicKey``. Default None.
+        timeout: seconds for connecting and for each read, a number or ``(connect, read)``,
+            each below 3600. Default ``(5, 10)``. Each answer must also arrive within 30 s in
+            all and be at most 1 MiB. Applies to the transport the client creates.
+        session: your own ``requests.Session`` (proxies, CA bundle, adapters), used as it is
+            and left open by :meth:`close`. Default: a session of the client's own (pool of 16,
+            proxies and CA bundle read from the environment once). Not with ``transport``.
+        transport: your own :class:`~sut_soap.Transport`, through which every request goes (a
+            recording, a replay, a test double). Default: an :class:`~sut_soap.HttpTransport`.
+            Turns retrying off unless ``retry`` is given.
+        allow_insecure_tls: ``True`` accepts a ``session`` with ``verify=False`` towards a
+            remote https host, with one WARNING. Default False: such a session is refused.
+        wsdl: another copy of the service WSDL, such as the one SuperOffice publishes.
+            Default: the WSDL bundled with the package. Parsed once per process and path.
+        leeway: seconds of clock skew allowed on the JWT's ``exp``, ``nbf`` and ``iat``, 0 to
+            300. Default 300 (SuperOffice's own sample allows 5 minutes).
+        expected_serial: also require this tenant database serial in the JWT. Default None.
+        clock: a :class:`~sut_soap.Clock` read by every time-dependent decision (signing,
+            ticket age, cache TTL, retry waits, JWT times, JWKS cooldown), or a callable
+            returning an aware ``datetime`` (wall time only), for tests. Default: the system.
+        cache: where :meth:`get_ticket` keeps tickets: a :class:`~sut_soap.TicketCache`
+            (``get``, ``set``, ``delete``; with ``lock`` a
+            :class:`~sut_soap.LockingTicketCache`, for one exchange per fleet). Default: an
+            :class:`~sut_soap.InMemoryTicketCache` of the client's own.
+        ticket_lifetime: seconds a ticket is used after its exchange started, above 0 and at
+            most 86400. Default 21600 (SuperOffice keeps a ticket 6 hours after its last use).
+        refresh_ahead: seconds before ``ticket_lifetime`` at which :meth:`get_ticket` renews,
+            from 0 to below the lifetime. Default None: :func:`default_refresh_ahead`
+            (36 minutes for 6 hours).
+        retry: the :class:`~sut_soap.RetryPolicy` with which :meth:`get_ticket` retries
+            transient failures; None or ``RetryPolicy(attempts=1)`` turns retrying off.
+            Default ``RetryPolicy()`` (3 attempts within 30 s), off when ``transport`` is given.
+        rejection_cooldown: seconds during which :meth:`get_ticket` answers a rejected tenant
+            and token with the same error again without an exchange, 0 (off) to 86400.
+            Default 60.
+
+    Attributes:
+        endpoint: the service URL every exchange is POSTed to.
+        environment: the canonical environment name, or None with an explicit ``endpoint``.
+        jwks_url: the JWKS URL keys are fetched from; None with ``public_key``.
+        ticket_lifetime: as given, in seconds.
+        refresh_ahead: as given or defaulted, in seconds.
+        retry: the policy :meth:`get_ticket` actually uses, or None when retrying is off.
+        rejection_cooldown: as given, in seconds.
 
     Raises:
-        ConfigurationError: any option out of range, a key that cannot be loaded, an endpoint
-            that is not https, a missing CA bundle, or conflicting options.
+        ConfigurationError: any option out of range or of the wrong type, a key that cannot be
+            loaded, an endpoint or JWKS URL that is not https, an unknown environment, a WSDL
+            that cannot be read, a missing CA bundle, a ``verify=False`` session without
+            ``allow_insecure_tls``, or conflicting options (``environment`` and ``endpoint``,
+            ``session`` and ``transport``, ``public_key`` and ``jwks_url``).
     """
 
     def __init__(
@@ -232,81 +244,41 @@ class SystemUserClient:
         rejection_cooldown: float = DEFAULT_REJECTION_COOLDOWN,
         allow_insecure_tls: bool = False,
     ) -> None:
+        """Check every option and build the client; the options are described on the class."""
         self._client_secret = _Secret(check_text_value(client_secret, "client secret"))
-        self.ticket_lifetime, self.refresh_ahead = _check_lifetime(ticket_lifetime, refresh_ahead)
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigurationError("retry must be a RetryPolicy or None")
-        # A transport= given (recording, replay, a test double) answers each exchange as it sees
-        # fit; retrying over it unasked would replay or record more exchanges than the caller made.
-        self.retry: RetryPolicy | None = (
-            None if retry is None or (retry is _DEFAULT_RETRY and transport is not None) or retry.attempts == 1
-            else retry
+        self.ticket_lifetime, self.refresh_ahead = check_lifetime(ticket_lifetime, refresh_ahead)
+        self.retry: RetryPolicy | None = effective_retry(
+            retry, defaulted=retry is _DEFAULT_RETRY, transport_given=transport is not None
         )
-        self.rejection_cooldown = _check_cooldown(rejection_cooldown)
+        self.rejection_cooldown = check_cooldown(rejection_cooldown)
         if not isinstance(allow_insecure_tls, bool):
             raise ConfigurationError("allow_insecure_tls must be True or False")
         self._renew_after = self.ticket_lifetime - self.refresh_ahead
         self._clock = as_clock(clock)
         self._now: Callable[[], float] = self._clock.wall
-        self._cache: TicketCache = InMemoryTicketCache(clock=self._clock) if cache is None else _check_cache(cache)
+        self._cache: TicketCache = InMemoryTicketCache(clock=self._clock) if cache is None else check_cache(cache)
         self._private_key = load_private_key(private_key, password=password)
         self.environment = normalise_environment(environment) if environment is not None else None
         self.endpoint = resolve_endpoint(environment=self.environment, endpoint=endpoint)
-        timeout = _check_timeout(timeout)
-
-        if transport is not None and session is not None:
-            raise ConfigurationError("give either session= or transport=, not both")
-        if transport is not None and not callable(getattr(transport, "request", None)):
-            raise ConfigurationError(
-                "transport must be a sut_soap.Transport: an object with request(method, url, ...) and close()",
-                hint="wrap a requests.Session with session= instead; zeep transports are no longer accepted",
-            )
-        self._transport: Transport = (
-            transport if transport is not None else HttpTransport(session, timeout=timeout, clock=self._clock)
+        timeout = check_timeout(timeout)
+        self._transport: Transport = make_transport(transport, session, timeout=timeout, clock=self._clock)
+        self._key_source, self.jwks_url = make_key_source(
+            public_key=public_key,
+            jwks_url=jwks_url,
+            environment=self.environment,
+            endpoint=self.endpoint,
+            transport=self._transport,
+            clock=self._clock,
         )
-
-        key_source: KeySource
-        if public_key is not None:
-            if jwks_url is not None:
-                raise ConfigurationError("give either public_key= or jwks_url=, not both")
-            key_source = key_source_from_public_key(public_key)
-            self.jwks_url: str | None = None
-        else:
-            if jwks_url is not None:
-                self.jwks_url = validate_endpoint(jwks_url, what="jwks_url")
-            elif self.environment is not None:
-                self.jwks_url = jwks_url_for(self.environment)
-            else:
-                self.jwks_url = _jwks_url_of_endpoint(self.endpoint)
-            key_source = JwksKeySource(self.jwks_url, transport=self._transport, clock=self._clock)
-        self._key_source = key_source
         self._validator = TokenValidator(
-            key_source, leeway=leeway, expected_serial=expected_serial, clock=self._clock
+            self._key_source, leeway=leeway, expected_serial=expected_serial, clock=self._clock
         )
         self._soap = SoapService(endpoint=self.endpoint, wsdl=Path(wsdl) if wsdl is not None else None)
         prepare = getattr(self._transport, "prepare", None)
         if callable(prepare):
             prepare((self.endpoint, self.jwks_url), allow_insecure_tls=allow_insecure_tls)
-
-        # Cache keys and token fingerprints are keyed with a hash of the client secret, so
-        # neither reveals a secret and two applications never share an entry.
-        self._hash_key = hashlib.blake2b(
-            b"sut-soap ticket cache v1\x00" + self._client_secret.reveal().encode("utf-8"), digest_size=32
-        ).digest()
-        namespace = hashlib.blake2b(self.endpoint.encode("utf-8"), key=self._hash_key, digest_size=8).hexdigest()
-        self._key_prefix = f"sut-soap:v1:{namespace}:"
-        self._store_lock: Callable[..., AbstractContextManager[object]] | None = (
-            getattr(self._cache, "lock", None) if callable(getattr(self._cache, "lock", None)) else None
-        )
-        connect, read = timeout
-        # Upper bound of one exchange, retries included: connect + the 30 s answer deadline
-        # (or the retry deadline, which cuts every attempt to what is left), plus a JWKS fetch.
-        total = 30.0 if self.retry is None else max(30.0, self.retry.deadline)
-        self._exchange_bound = 2 * (connect + read) + total
-        self._flights = Flights()
-        self._backoff: dict[str, float] = {}
-        self._rejections = Rejections(self.rejection_cooldown, self._clock)
-        self._store_warned: dict[str, float] = {}
+        self._hash_key, self._key_prefix = _cache_keys(self._client_secret.reveal(), self.endpoint)
+        self._init_renewal(exchange_bound(timeout, self.retry))
         self._fingerprints = _TokenMemo()
 
     @property
@@ -324,7 +296,26 @@ class SystemUserClient:
 
         Every call is a fresh exchange at SuperOffice, which creates a credential record there:
         keep the ticket and reuse it for hours instead of calling this before every request.
-        This is exactly one exchange: no retry and no remembered rejection (see :meth:`get_ticket`).
+        This is exactly one exchange: no cache, no retry and no remembered rejection (see
+        :meth:`get_ticket`), so each failure is seen as it is.
+
+        Args:
+            context_identifier: the tenant, such as ``Cust12345``.
+            system_user_token: the tenant's system user token for this application, as
+                received (it is signed here with the current UTC minute).
+
+        Returns:
+            The :class:`~sut_soap.SystemUserTicket`, from a JWT that passed every check.
+
+        Raises:
+            ConfigurationError: an empty value or one with control characters.
+            TransportError: no answer (connection, timeout, TLS, the deadline), an HTTP status
+                without a SOAP answer (``.status``), a redirect, or a JWKS that could not be
+                fetched; ``retryable`` says whether the failure may pass by itself.
+            ProtocolError: an answer that is not an acceptable SOAP 1.1 AuthenticationResponse.
+            SoapFaultError: a SOAP Fault (``retryable`` for ``s:Server``).
+            AuthenticationRejectedError: ``IsSuccessful=false``; ``.error_message`` says why.
+            TokenValidationError: the returned JWT failed a check (``.check`` names it).
         """
         context = check_text_value(context_identifier, "context identifier")
         token = check_text_value(system_user_token, "system user token")
@@ -367,7 +358,10 @@ class SystemUserClient:
 
     @property
     def cache(self) -> TicketCache:
-        """The ticket store (an :class:`~sut_soap.cache.InMemoryTicketCache` unless ``cache=`` was given)."""
+        """The ticket store (an :class:`~sut_soap.cache.InMemoryTicketCache` unless ``cache=`` was given).
+
+        Its entries are secrets: each holds a ticket for the tenant's APIs.
+        """
         return self._cache
 
     def get_ticket(self, *, context_identifier: str, system_user_token: str) -> SystemUserTicket:
@@ -382,6 +376,30 @@ class SystemUserClient:
         Without a usable cached ticket, transient failures are retried per ``retry=``. A
         rejection is raised again without an exchange for ``rejection_cooldown`` seconds (or
         until :meth:`invalidate`), so a misconfigured tenant does not hammer the service.
+        While a due ticket is still valid, a renewal that fails with a retryable error returns
+        it instead of raising. Once the retries are spent, the last attempt's error is raised.
+
+        Args:
+            context_identifier: the tenant, such as ``Cust12345``.
+            system_user_token: the tenant's system user token. A different token for the same
+                tenant never gets the ticket cached for the old one.
+
+        Returns:
+            The :class:`~sut_soap.SystemUserTicket`: the cached one while it is fresh (or due
+            and its renewal failed), else a new one. A ticket read back from a shared store
+            has ``token == ""``.
+
+        Raises:
+            ConfigurationError: an empty value or one with control characters.
+            TransportError: no answer (connection, timeout, TLS, the deadline), an HTTP status
+                without a SOAP answer (``.status``), a redirect, a JWKS that could not be
+                fetched, or another thread's exchange for the tenant that did not finish within
+                twice the bound of one exchange; ``retryable`` says whether it may pass.
+            ProtocolError: an answer that is not an acceptable SOAP 1.1 AuthenticationResponse.
+            SoapFaultError: a SOAP Fault (``retryable`` for ``s:Server``).
+            AuthenticationRejectedError: ``IsSuccessful=false`` (``.error_message`` says why),
+                or a rejection remembered within the cooldown (its message says so).
+            TokenValidationError: the returned JWT failed a check (``.check`` names it).
         """
         if type(context_identifier) is str and type(system_user_token) is str:
             entry = self._read(
@@ -401,7 +419,16 @@ class SystemUserClient:
         the fresh ticket alone instead of causing one exchange each (a store that cannot be read
         is not trusted to tell: the entry is forgotten). Without ``ticket``, a
         remembered rejection of the tenant is forgotten too (say, once the tenant's
-        administrator approved the application again).
+        administrator approved the application again). A store that raises is logged and
+        skipped, never raised.
+
+        Args:
+            context_identifier: the tenant whose ticket to forget.
+            ticket: the :class:`~sut_soap.SystemUserTicket` (or its ``ticket`` string) that
+                stopped working; None forgets whatever is cached.
+
+        Raises:
+            ConfigurationError: an empty ``context_identifier`` or one with control characters.
         """
         context = check_text_value(context_identifier, "context identifier")
         key = self._key_prefix + context
@@ -438,13 +465,20 @@ class SystemUserClient:
         of ``tenants``. A session the client created grows its pool to ``max_workers``; a
         ``session=`` you passed is used as it is (mount an ``HTTPAdapter(pool_maxsize=...)``
         on it yourself).
+
+        Args:
+            tenants: ``{context_identifier: system_user_token}``.
+            max_workers: threads to run, 1 to 256; default 16 (never more than tenants).
+
+        Returns:
+            ``{context_identifier: SystemUserTicket or SutSoapError}`` in the order of
+            ``tenants``. An unexpected exception for one tenant becomes a non-retryable
+            :class:`~sut_soap.errors.SutSoapError` naming only its type.
+
+        Raises:
+            ConfigurationError: ``max_workers`` out of range, or ``tenants`` not a mapping.
         """
-        if (
-            isinstance(max_workers, bool)
-            or not isinstance(max_workers, int)
-            or not 1 <= max_workers <= _MAX_WORKERS_LIMIT
-        ):
-            raise ConfigurationError(f"max_workers must be an integer from 1 to {_MAX_WORKERS_LIMIT}")
+        check_max_workers(max_workers)
         if not isinstance(tenants, Mapping):
             raise ConfigurationError("tenants must be a mapping of context identifier to system user token")
         items = list(tenants.items())
@@ -480,159 +514,23 @@ class SystemUserClient:
             self._fingerprints[token] = fingerprint
         return fingerprint
 
-    def _freshness(self, entry: CachedTicket) -> Freshness:
-        return freshness(self._age(entry), renew_after=self._renew_after, lifetime=self.ticket_lifetime)
-
-    def _age(self, entry: CachedTicket) -> float:
-        age = self._now() - entry.obtained_ts
-        local = entry.local_age(self._clock.monotonic())
-        return local if local is not None and local > age else age
-
-    def _read(self, key: str, context: str, fingerprint: str) -> CachedTicket | None:
-        try:
-            entry = self._cache.get(key)
-        except Exception as exc:
-            self._store_failed("get", exc)
-            return None
-        if (
-            entry is None
-            or not isinstance(entry, CachedTicket)
-            or entry.ticket.context_identifier != context
-            or entry.token_fingerprint != fingerprint
-        ):
-            return None
-        return entry
-
-    def _renew(self, key: str, context: str, token: str, fingerprint: str) -> SystemUserTicket:
-        flight_key = f"{key}\x00{fingerprint}"
-        while True:
-            usable: CachedTicket | None = None
-            entry = self._read(key, context, fingerprint)
-            if entry is not None:
-                state = self._freshness(entry)
-                if state is Freshness.FRESH:
-                    return entry.ticket
-                if state is Freshness.DUE:
-                    usable = entry
-                    until = self._backoff.get(flight_key)
-                    if until is not None and self._clock.monotonic() < until:
-                        return entry.ticket
-            # Checked before any lock, so a remembered rejection costs no fleet-lock round trip.
-            remembered = self._remembered_rejection(flight_key, context)
-            if remembered is not None:
-                raise remembered
-            flight, leader = self._flights.join(flight_key)
-            if not leader:
-                if usable is not None:  # someone is renewing it; this one is still valid
-                    return usable.ticket
-                if not flight.done.wait(2 * self._exchange_bound):
-                    raise TransportError(
-                        f"the exchange for tenant {context} in another thread did not finish in time",
-                        retryable=True,
-                    )
-                if flight.ticket is not None:
-                    return flight.ticket
-                if flight.error is not None:
-                    raise flight.error
-                continue  # the leader was interrupted without an outcome: try again
-            try:
-                ticket = self._lead(key, context, token, fingerprint, flight_key)
-                flight.ticket = ticket
-                return ticket
-            except BaseException as error:
-                flight.error = error if isinstance(error, Exception) else None
-                raise
-            finally:
-                self._flights.land(flight_key, flight)
-
-    def _lead(self, key: str, context: str, token: str, fingerprint: str, flight_key: str) -> SystemUserTicket:
-        with self._fleet_lock(key):
-            usable: CachedTicket | None = None
-            entry = self._read(key, context, fingerprint)  # renewed meanwhile by a thread or process?
-            if entry is not None:
-                state = self._freshness(entry)
-                if state is Freshness.FRESH:
-                    return entry.ticket
-                if state is Freshness.DUE:
-                    usable = entry
-            remembered = self._remembered_rejection(flight_key, context)
-            if remembered is not None:
-                raise remembered
-            _log.debug(
-                "ticket for %s %s; exchanging", context,
-                "missing" if entry is None else ("due for renewal" if usable is not None else "expired"),
-            )
-            started = self._clock.monotonic()
-            try:
-                # With a still-valid ticket in hand, a failed renewal falls back to it at once
-                # rather than making the caller wait out retries.
-                ticket = self._authenticate(context, token, self.retry if usable is None else None)
-            except SutSoapError as error:
-                if isinstance(error, AuthenticationRejectedError):
-                    self._rejections.remember(flight_key, error)
-                if usable is not None and error.retryable and self._age(usable) < self.ticket_lifetime:
-                    self._backoff[flight_key] = self._clock.monotonic() + _RENEWAL_BACKOFF
-                    _log.warning(
-                        "renewing the ticket for %s failed (%s: %s); using the cached ticket, which stays "
-                        "valid for %.0f s more", context, type(error).__name__, error.message,
-                        self.ticket_lifetime - self._age(usable),
-                    )
-                    return usable.ticket
-                raise
-            self._backoff.pop(flight_key, None)
-            fresh = CachedTicket(ticket, token_fingerprint=fingerprint, obtained_monotonic=started)
-            try:
-                self._cache.set(key, fresh, max(1.0, self.ticket_lifetime - (self._clock.monotonic() - started)))
-            except Exception as exc:
-                self._store_failed("set", exc)
-            return ticket
-
-    def _remembered_rejection(self, flight_key: str, context: str) -> AuthenticationRejectedError | None:
-        remembered = self._rejections.recall(flight_key)
-        if remembered is None:
-            return None
-        original, age = remembered
-        _log.debug("exchange for %s not sent: the same exchange was rejected %.0f s ago", context, age)
-        # A new instance per raise: re-raising one object would grow its traceback forever.
-        return AuthenticationRejectedError(
-            f"{original.message} (remembered: rejected {age:.0f} s ago, not sent again for "
-            f"{self.rejection_cooldown:g} s or until invalidate())",
-            error_message=original.error_message,
-            hint=original.hint,
-        )
-
-    @contextmanager
-    def _fleet_lock(self, key: str) -> Iterator[None]:
-        """The store's cross-process lock for ``key`` if it has one; a failing store is skipped."""
-        held: AbstractContextManager[object] | None = None
-        if self._store_lock is not None:
-            try:
-                candidate = self._store_lock(key, self._exchange_bound)
-                candidate.__enter__()
-                held = candidate
-            except Exception as exc:
-                self._store_failed("lock", exc)
-        try:
-            yield
-        finally:
-            if held is not None:
-                try:
-                    held.__exit__(None, None, None)
-                except Exception as exc:
-                    self._store_failed("unlock", exc)
-
-    def _store_failed(self, operation: str, exc: Exception) -> None:
-        now = self._clock.monotonic()
-        last = self._store_warned.get(operation)
-        level = logging.DEBUG if last is not None and now - last < _STORE_WARNING_INTERVAL else logging.WARNING
-        if level == logging.WARNING:
-            self._store_warned[operation] = now
-        _log.log(
-            level, "ticket cache %s failed (%s); carrying on without the cache", operation, type(exc).__name__
-        )
-
     def build_envelope(self, *, context_identifier: str, signed_system_token: str) -> tuple[bytes, dict[str, str]]:
-        """Return the exact request envelope and HTTP headers ``authenticate`` would send."""
+        """Return the exact request envelope and HTTP headers ``authenticate`` would send.
+
+        Nothing is sent. The envelope carries the client secret and the signed token: treat
+        it as a secret (the command line's ``envelope`` masks both unless asked not to).
+
+        Args:
+            context_identifier: the tenant, such as ``Cust12345``.
+            signed_system_token: the signed token, as :func:`~sut_soap.sign_system_user_token`
+                returns it.
+
+        Returns:
+            ``(body, headers)``: the UTF-8 envelope and its ``Content-Type`` and ``SOAPAction``.
+
+        Raises:
+            ConfigurationError: an empty value or one with control characters.
+        """
         context = check_text_value(context_identifier, "context identifier")
         signed = check_text_value(signed_system_token, "signed system token")
         return self._soap.build(
@@ -640,69 +538,39 @@ class SystemUserClient:
         )
 
     def close(self) -> None:
-        """Close the transport (its own HTTP session; a ``session=`` passed in stays open)."""
+        """Close the transport and the key source's own transport, if it has one.
+
+        The transport is closed whoever made it, a ``transport=`` you passed included; the
+        default :class:`~sut_soap.HttpTransport` closes only a session it created, so a
+        ``session=`` you passed stays open. The client should not be used afterwards.
+        """
         self._transport.close()
         close = getattr(self._key_source, "close", None)
         if callable(close):
             close()
 
     def __enter__(self) -> SystemUserClient:
+        """Return the client; the ``with`` block ends with :meth:`close`."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """Call :meth:`close`; exceptions from the block propagate."""
         self.close()
 
     def __repr__(self) -> str:
+        """The endpoint and JWKS URL; the client secret shows as ``***``."""
         return f"SystemUserClient(endpoint={self.endpoint!r}, jwks_url={self.jwks_url!r}, client_secret='***')"
 
 
-def _check_timeout(timeout: object) -> tuple[float, float]:
-    values = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-    if len(values) != 2 or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 3600 for v in values
-    ):
-        raise ConfigurationError(
-            "timeout must be a positive number of seconds or a (connect, read) pair; unbounded waits are refused"
-        )
-    return (float(values[0]), float(values[1]))
+def _cache_keys(client_secret: str, endpoint: str) -> tuple[bytes, str]:
+    """The key for token fingerprints and the prefix of cache keys, both derived from the secret.
 
-
-def _check_lifetime(ticket_lifetime: object, refresh_ahead: object) -> tuple[float, float]:
-    if (
-        isinstance(ticket_lifetime, bool)
-        or not isinstance(ticket_lifetime, (int, float))
-        or not 0 < ticket_lifetime <= _MAX_TICKET_LIFETIME
-    ):
-        raise ConfigurationError(
-            "ticket_lifetime must be a number of seconds above 0 and at most 86400",
-            hint="SuperOffice keeps a ticket valid for 6 hours (21600 s) after its last use",
-        )
-    lifetime = float(ticket_lifetime)
-    if refresh_ahead is None:
-        return lifetime, default_refresh_ahead(lifetime)
-    if (
-        isinstance(refresh_ahead, bool)
-        or not isinstance(refresh_ahead, (int, float))
-        or not 0 <= refresh_ahead < lifetime
-    ):
-        raise ConfigurationError("refresh_ahead must be a number of seconds from 0 to below ticket_lifetime")
-    return lifetime, float(refresh_ahead)
-
-
-def _check_cooldown(value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 <= value <= _MAX_REJECTION_COOLDOWN
-    ):
-        raise ConfigurationError("rejection_cooldown must be a number of seconds from 0 (off) to 86400")
-    return float(value)
-
-
-def _check_cache(cache: object) -> TicketCache:
-    if not all(callable(getattr(cache, name, None)) for name in ("get", "set", "delete")):
-        raise ConfigurationError("cache must have get(key), set(key, entry, ttl) and delete(key) methods")
-    return cache  # type: ignore[return-value]
+    Keyed with a hash of the client secret, so neither reveals a secret and two applications
+    (or endpoints) never share an entry.
+    """
+    hash_key = hashlib.blake2b(b"sut-soap ticket cache v1\x00" + client_secret.encode("utf-8"), digest_size=32).digest()
+    namespace = hashlib.blake2b(endpoint.encode("utf-8"), key=hash_key, digest_size=8).hexdigest()
+    return hash_key, f"sut-soap:v1:{namespace}:"
 
 
 def _rejection(context: str, error_message: str | None) -> AuthenticationRejectedError:

@@ -35,7 +35,13 @@ _ALIASES = {"stage": "qaonline"}
 
 
 def normalise_environment(environment: str) -> str:
-    """Return the canonical environment name for ``environment`` (``stage`` -> ``qaonline``)."""
+    """Return the canonical environment name for ``environment`` (``stage`` -> ``qaonline``).
+
+    Case and surrounding whitespace are ignored.
+
+    Raises:
+        ConfigurationError: not a string, or not sod, qaonline, stage or online.
+    """
     if not isinstance(environment, str):
         raise ConfigurationError("environment must be a string: one of sod, qaonline, online")
     name = environment.strip().lower()
@@ -49,12 +55,20 @@ def normalise_environment(environment: str) -> str:
 
 
 def endpoint_for(environment: str) -> str:
-    """Return the PartnerSystemUserService URL of a SuperOffice environment."""
+    """Return the PartnerSystemUserService URL of a SuperOffice environment.
+
+    Raises:
+        ConfigurationError: an unknown environment.
+    """
     return ENVIRONMENTS[normalise_environment(environment)] + SERVICE_PATH
 
 
 def jwks_url_for(environment: str) -> str:
-    """Return the JWKS URL holding the keys that sign the environment's JWTs."""
+    """Return the JWKS URL holding the keys that sign the environment's JWTs.
+
+    Raises:
+        ConfigurationError: an unknown environment.
+    """
     return ENVIRONMENTS[normalise_environment(environment)] + JWKS_PATH
 
 
@@ -70,7 +84,17 @@ def is_loopback_host(host: str) -> bool:
 
 
 def validate_endpoint(url: str, *, what: str = "endpoint") -> str:
-    """Check that ``url`` is an absolute https URL (http only on loopback); return it."""
+    """Check that ``url`` is an absolute https URL (http only on loopback); return it unchanged.
+
+    Args:
+        url: the URL to check.
+        what: how to name it in errors, such as ``"the JWKS URL"``.
+
+    Raises:
+        ConfigurationError: empty, whitespace or control characters, unparseable (a bad port
+            included), not http(s) or without a host, credentials (``user:password@``), a
+            ``#fragment``, or plain http to a host that is not loopback.
+    """
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"{what} is empty")
     if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
@@ -96,7 +120,12 @@ def validate_endpoint(url: str, *, what: str = "endpoint") -> str:
 
 
 def resolve_endpoint(*, environment: str | None, endpoint: str | None) -> str:
-    """Return the service URL from exactly one of ``environment`` or ``endpoint``."""
+    """Return the service URL from exactly one of ``environment`` or ``endpoint``.
+
+    Raises:
+        ConfigurationError: both or neither given, an unknown environment, or an endpoint
+            that :func:`validate_endpoint` refuses.
+    """
     if environment is not None and endpoint is not None:
         raise ConfigurationError("give either environment= or endpoint=, not both")
     if endpoint is not None:

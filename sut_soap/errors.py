@@ -14,7 +14,19 @@ Every failure the library reports is a :class:`SutSoapError`; third-party except
 
 No message ever carries a secret (client secret, private key, system user token, signed
 token, JWT or ticket). Each error says what to check next (``hint``) and whether trying the
-same call again later may help (``retryable``).
+same call again later may help (``retryable``). ``str(error)`` is the message followed by
+``(check: <hint>)``; ``repr`` shows the class and the message only.
+
+Catch by what you would do differently::
+
+    try:
+        ticket = client.get_ticket(context_identifier=tenant, system_user_token=token)
+    except AuthenticationRejectedError as error:   # the tenant must act: do not retry
+        disable_tenant(tenant, reason=error.error_message)
+    except SutSoapError as error:
+        if not error.retryable:
+            raise
+        schedule_retry(tenant)                       # transient: the same call may pass later
 """
 
 from __future__ import annotations
@@ -33,7 +45,21 @@ _MAX_MESSAGE = 1024
 
 
 class SutSoapError(Exception):
-    """Base class of every error sut-soap raises."""
+    """Base class of every error sut-soap raises.
+
+    Args:
+        message: what went wrong, without any secret; cut to 1024 characters.
+        hint: what to check next; default: the class's :attr:`default_hint`.
+        retryable: override the class's :attr:`retryable` for this instance.
+
+    Attributes:
+        message: the message as given (bounded), without the hint.
+        hint: what to check next (the environment, the clock, a key file, ...); may be empty.
+        retryable: True when the same call may succeed later without any change on your side
+            (a timeout, HTTP 503, a SOAP ``s:Server`` fault); False when something must change
+            first. ``get_ticket`` retries only retryable transport errors and server faults.
+        default_hint: the class-wide hint used when none is given.
+    """
 
     retryable: bool = False
     default_hint: str = ""
@@ -55,13 +81,27 @@ class SutSoapError(Exception):
 
 
 class ConfigurationError(SutSoapError):
-    """The client was given something unusable: a key, an endpoint, a missing value."""
+    """The client was given something unusable: a key, an endpoint, a missing value.
+
+    Raised when the client (or a helper such as ``load_private_key``) is built or called with a
+    value it cannot use: a key file that is missing, encrypted without a password, not RSA or
+    under 2048 bits; an endpoint that is not https; an empty secret or tenant; conflicting
+    options. The message names the option or file, never the secret. Never retryable: the
+    same value fails the same way.
+    """
 
     default_hint = "the value passed to sut-soap"
 
 
 class _HttpAnswerError(SutSoapError):
-    """Shared shape of errors about an HTTP answer: its status and a short, scrubbed excerpt."""
+    """Shared shape of errors about an HTTP answer: its status and a short, scrubbed excerpt.
+
+    Attributes:
+        status: the HTTP status code when an answer arrived, else None.
+        excerpt: at most 200 characters of the answer's text, markup removed and secrets
+            replaced by ``***``, else None.
+        retry_after: seconds the server asked to wait (``Retry-After``), else None.
+    """
 
     def __init__(
         self,
@@ -82,21 +122,49 @@ class _HttpAnswerError(SutSoapError):
 class TransportError(_HttpAnswerError):
     """The HTTP exchange failed before a SOAP answer arrived.
 
-    ``status`` is the HTTP status when there was one; ``retry_after`` the seconds the server
-    asked to wait (its ``Retry-After`` header, seconds or HTTP-date), else None.
+    No connection, a timeout, a TLS failure, the total deadline, a connection broken
+    mid-answer, or an HTTP status without a SOAP answer (404, 503, a redirect, which is never
+    followed so the client secret is not re-sent). Also a JWKS that could not be fetched.
+
+    Attributes:
+        status: the HTTP status when there was one, else None.
+        excerpt: a short, scrubbed excerpt of the answer's text, else None.
+        retry_after: the seconds the server asked to wait (its ``Retry-After`` header, seconds
+            or HTTP-date), else None.
+        retryable: True for connection failures, timeouts, the deadline, a connection broken
+            mid-answer and HTTP 429, 502, 503 and 504 (any 5xx of a JWKS fetch); False for
+            TLS failures, redirects, other statuses and a failure of your own transport.
     """
 
     default_hint = "network reachability, the endpoint URL and the service status"
 
 
 class ProtocolError(_HttpAnswerError):
-    """The answer was not an acceptable SOAP 1.1 AuthenticationResponse."""
+    """The answer was not an acceptable SOAP 1.1 AuthenticationResponse.
+
+    HTML or JSON where SOAP was expected, an empty or truncated body, SOAP 1.2, a DTD or entity
+    declaration (refused, never expanded), an answer over 1 MiB or one whose
+    ``Content-Encoding`` does not decode, or an AuthenticationResponse with missing or
+    duplicate fields. Not retryable: the same endpoint answers the same way.
+
+    Attributes:
+        status: the HTTP status of the answer, when known.
+        excerpt: a short, scrubbed excerpt of the answer's text, when it helps.
+    """
 
     default_hint = "that the endpoint is SuperOffice's PartnerSystemUserService and no proxy rewrote the answer"
 
 
 class SoapFaultError(SutSoapError):
-    """The service answered with a SOAP Fault."""
+    """The service answered with a SOAP Fault.
+
+    Attributes:
+        fault_code: the ``faultcode`` as sent, such as ``s:Client`` or ``s:Server``
+            (sanitised; empty when missing).
+        fault_string: the ``faultstring``, sanitised and without secrets (empty when missing).
+        status: the HTTP status of the answer (usually 500).
+        retryable: True for ``Server`` faults, which may pass by themselves; False otherwise.
+    """
 
     default_hint = "the SOAPAction, the endpoint and the service status"
 
@@ -117,7 +185,18 @@ class SoapFaultError(SutSoapError):
 
 
 class AuthenticationRejectedError(SutSoapError):
-    """The service said IsSuccessful=false; ``error_message`` is its (sanitised) reason."""
+    """The service said IsSuccessful=false; ``error_message`` is its (sanitised) reason.
+
+    The tenant, the application or the signature was refused. The hint follows the codes
+    SuperOffice documents: ``InvalidTimestamp`` points at the clock, ``InvalidSignature`` at
+    the partner key, ``Revoked``/``Denied``/``NeedsReapproval``/``Expired`` at the tenant's
+    approval. Never retryable: ``get_ticket`` answers the same tenant and token with the same
+    error for ``rejection_cooldown`` seconds without a new exchange.
+
+    Attributes:
+        error_message: SuperOffice's ``ErrorMessage``, one line, control characters and
+            secrets removed; empty when the answer had none.
+    """
 
     default_hint = (
         "the client secret, the tenant (ContextIdentifier), the system user token, "
@@ -130,7 +209,17 @@ class AuthenticationRejectedError(SutSoapError):
 
 
 class TokenValidationError(SutSoapError):
-    """The JWT in the answer failed validation; ``check`` names the failed check."""
+    """The JWT in the answer failed validation; ``check`` names the failed check.
+
+    No ticket is handed out from a JWT that fails any check. Never retryable: exchanging again
+    returns a JWT from the same issuer, checked against the same keys and clock.
+
+    Attributes:
+        check: the first check that failed: ``size``, ``format``, ``algorithm``, ``critical``,
+            ``key``, ``signature``, ``issuer``, ``serial``, ``audience``, ``expiry``,
+            ``not_before``, ``issued_at``, ``lifetime``, ``context`` or ``ticket`` (see
+            :mod:`sut_soap.tokens`).
+    """
 
     default_hint = "the environment's signing key (JWKS or certificate), the tenant and the clock"
 

@@ -46,7 +46,7 @@ or writable by group or others, or owned by another user, load with a
 The writers go the other way: :func:`private_key_to_rsa_xml` produces the document .NET's
 ``ToXmlString(true)`` would, :func:`private_key_to_pem` unencrypted PKCS#8 PEM, and
 :func:`public_key_fingerprint` a value that identifies the key in logs and support requests
-without revealing it.
+without revealing it. They live in :mod:`sut_soap.keyexport` and are importable from here.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import math
 import os
 import re
@@ -67,12 +66,20 @@ from typing import Literal, TypeAlias
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from lxml import etree
 
 from sut_soap._xml import hardened_parser, has_dtd, name_of
 from sut_soap.errors import ConfigurationError
+from sut_soap.keyexport import (
+    _PORTAL_KEY_HINT,
+    _public_not_private,
+    _refusal_for_object,
+    private_key_to_pem,
+    private_key_to_rsa_xml,
+    public_key_fingerprint,
+)
 
 __all__ = [
     "KeyFilePermissionWarning",
@@ -103,11 +110,14 @@ _PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]{40,}")
 _PATH_LIKE = re.compile(rb"[/\\]|\.(pem|xml|der|key)$")
 
-_PORTAL_KEY_HINT = "that this is the private key of the application registered in the developer portal"
-
 
 class KeyFilePermissionWarning(UserWarning):
-    """A private key file is open to group or others, or belongs to another user."""
+    """A private key file is open to group or others, or belongs to another user.
+
+    The key still loads: the warning names the file and the problem, never the key. Make it an
+    error in a service with ``warnings.simplefilter("error", KeyFilePermissionWarning)``, or
+    fix the file with ``chmod 600`` as the service's user. Never raised on Windows.
+    """
 
 
 _Problem = Literal["needs-password", "password-not-needed", "wrong-password", "unsupported", "malformed"]
@@ -116,10 +126,26 @@ _Problem = Literal["needs-password", "password-not-needed", "wrong-password", "u
 def load_private_key(source: PrivateKeyInput, *, password: bytes | str | None = None) -> rsa.RSAPrivateKey:
     """Return the RSA private key in ``source``: a path, PEM/DER/XML content, or a key object.
 
-    ``password`` decrypts an encrypted PEM or DER key (a ``str`` is encoded as UTF-8).
-    Raises :class:`~sut_soap.errors.ConfigurationError` for anything that is not a readable
-    RSA private key of at least 2048 bits; warns with :class:`KeyFilePermissionWarning` when a
-    key file is open to others.
+    Args:
+        source: a file path (``str`` or ``os.PathLike``); key content as ``bytes`` (PEM, DER
+            or XML) or as a ``str`` that starts with ``<`` or contains ``-----BEGIN``; or a
+            cryptography ``RSAPrivateKey``, returned as it is once its size is checked. The
+            module docstring lists every form.
+        password: decrypts an encrypted PEM or DER key (a ``str`` is encoded as UTF-8; an
+            empty one counts as none). Given for a key that is not encrypted, it is an error.
+
+    Returns:
+        The ``RSAPrivateKey``, at least 2048 bits.
+
+    Raises:
+        ConfigurationError: anything that is not a readable RSA private key of at least 2048
+            bits: a missing, unreadable or over 1 MiB file, an encrypted key without (or with
+            the wrong) password, a public key or certificate, another algorithm, a damaged
+            document, a DTD in the XML. The message names the file, never its content.
+
+    Warns:
+        KeyFilePermissionWarning: the key file is readable or writable by group or others,
+            or owned by another user.
     """
     secret = _password_bytes(password)
     if isinstance(source, rsa.RSAPrivateKey):
@@ -141,59 +167,6 @@ def load_private_key(source: PrivateKeyInput, *, password: bytes | str | None = 
     if isinstance(source, os.PathLike):
         return _load_file(source, secret)
     raise _refusal_for_object(source)
-
-
-def private_key_to_rsa_xml(key: rsa.RSAPrivateKey) -> str:
-    """Return ``key`` as the .NET ``<RSAKeyValue>`` document ``RSA.ToXmlString(true)`` writes.
-
-    Elements in .NET's order; Modulus and Exponent as their minimal big-endian bytes, P, Q, DP,
-    DQ and InverseQ padded to half the modulus length and D to the modulus length, as .NET's
-    ``ExportParameters`` pads them. One line, no XML declaration, no whitespace.
-    """
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise _refusal_for_object(key)
-    numbers = key.private_numbers()
-    public = numbers.public_numbers
-    size = _byte_length(public.n)
-    half = (size + 1) // 2
-    values = (
-        ("Modulus", public.n, size),
-        ("Exponent", public.e, 0),
-        ("P", numbers.p, half),
-        ("Q", numbers.q, half),
-        ("DP", numbers.dmp1, half),
-        ("DQ", numbers.dmq1, half),
-        ("InverseQ", numbers.iqmp, half),
-        ("D", numbers.d, size),
-    )
-    body = "".join(f"<{name}>{_base64_of(value, width)}</{name}>" for name, value, width in values)
-    return f"<RSAKeyValue>{body}</RSAKeyValue>"
-
-
-def private_key_to_pem(key: rsa.RSAPrivateKey) -> bytes:
-    """Return ``key`` as unencrypted PKCS#8 PEM (``-----BEGIN PRIVATE KEY-----``)."""
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise _refusal_for_object(key)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def public_key_fingerprint(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> str:
-    """Return ``SHA256:`` and the SHA-256 of the public key's DER SubjectPublicKeyInfo as ``ab:cd:...``.
-
-    The same value as ``openssl pkey -pubout -outform DER | openssl dgst -sha256``, with the
-    hex in colon-separated pairs; safe to log.
-    """
-    public = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
-    if not isinstance(public, rsa.RSAPublicKey):
-        raise ConfigurationError(
-            f"cannot fingerprint {_kind_of(key) or type(key).__name__}: expected an RSA key",
-            hint="pass the RSA private or public key",
-        )
-    spki = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    digest = hashlib.sha256(spki).hexdigest()
-    return "SHA256:" + ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 def _password_bytes(password: bytes | str | None) -> bytes | None:
@@ -433,55 +406,6 @@ def _password_not_needed(where: str) -> ConfigurationError:
     )
 
 
-def _public_not_private(where: str, what: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"{where} is {what}, but signing needs the private key",
-        hint="the private key file (an <RSAKeyValue> with P, Q and D, or BEGIN PRIVATE KEY), "
-        "not the public key or certificate registered with SuperOffice",
-    )
-
-
-def _kind_of(obj: object) -> str | None:
-    kinds: tuple[tuple[type, str], ...] = (
-        (rsa.RSAPrivateKey, "an RSA private key"),
-        (rsa.RSAPublicKey, "an RSA public key"),
-        (ec.EllipticCurvePublicKey, "an EC public key"),
-        (ed25519.Ed25519PrivateKey, "an Ed25519 private key"),
-        (ed25519.Ed25519PublicKey, "an Ed25519 public key"),
-        (ed448.Ed448PrivateKey, "an Ed448 private key"),
-        (ed448.Ed448PublicKey, "an Ed448 public key"),
-        (dsa.DSAPrivateKey, "a DSA private key"),
-        (dsa.DSAPublicKey, "a DSA public key"),
-        (x25519.X25519PrivateKey, "an X25519 private key"),
-        (x25519.X25519PublicKey, "an X25519 public key"),
-        (x448.X448PrivateKey, "an X448 private key"),
-        (x448.X448PublicKey, "an X448 public key"),
-        (x509.Certificate, "a certificate"),
-    )
-    if isinstance(obj, ec.EllipticCurvePrivateKey):
-        return f"an EC private key ({obj.curve.name})"
-    for cls, kind in kinds:
-        if isinstance(obj, cls):
-            return kind
-    return None
-
-
-def _refusal_for_object(obj: object, where: str | None = None) -> ConfigurationError:
-    kind = _kind_of(obj)
-    if kind is None:
-        return ConfigurationError(
-            f"cannot use a {type(obj).__name__} as the private key",
-            hint="pass a file path (str or pathlib.Path), key content (bytes or str), or a cryptography RSAPrivateKey",
-        )
-    subject = where or "the key object"
-    if "public key" in kind or kind == "a certificate":
-        return _public_not_private(subject, kind)
-    return ConfigurationError(
-        f"{subject} is {kind}, not RSA: SuperOffice system user tokens are signed with RSA",
-        hint=_PORTAL_KEY_HINT,
-    )
-
-
 def _require_rsa(key: PrivateKeyTypes, where: str) -> rsa.RSAPrivateKey:
     if not isinstance(key, rsa.RSAPrivateKey):
         raise _refusal_for_object(key, where)
@@ -612,11 +536,3 @@ def _xml_key(values: dict[str, int], where: str) -> rsa.RSAPrivateKey:
         f"{where}: inconsistent key: {problem}",
         hint="that the key document was not edited and its values were not mixed with another key's",
     )
-
-
-def _byte_length(value: int) -> int:
-    return max(1, (value.bit_length() + 7) // 8)
-
-
-def _base64_of(value: int, width: int) -> str:
-    return base64.b64encode(value.to_bytes(max(width, _byte_length(value)), "big")).decode("ascii")

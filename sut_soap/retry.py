@@ -65,6 +65,25 @@ class RetryPolicy:
 
     ``attempts`` counts the first try: 3 means at most two retries, 1 disables retrying.
     ``sleep``, ``random`` and ``monotonic`` are injectable so tests need not wait.
+
+    Args:
+        attempts: tries in all, the first included, 1 to 10. Default 3.
+        backoff_base: seconds; the jitter ceiling after attempt n is
+            ``min(backoff_cap, backoff_base * 2**(n-1))``. Default 0.5.
+        backoff_cap: the largest jitter ceiling, seconds. Default 20.
+        retry_after_cap: the longest ``Retry-After`` waited for; a longer one fails the call
+            at once. Default 30.
+        deadline: seconds after the first attempt started within which every attempt and wait
+            must fit, above 0. Default 30.
+        sleep: waits a number of seconds. Default :func:`time.sleep` (the client's clock's
+            ``sleep`` when called through the client).
+        random: returns a float in ``[0, 1)`` for the jitter. Default :func:`random.random`.
+        monotonic: monotonic seconds for the deadline. Default :func:`time.monotonic` (the
+            client's clock when called through the client).
+
+    Raises:
+        ConfigurationError: an out-of-range or non-numeric value, or a non-callable stand-in.
+            Every number of seconds is at most 3600.
     """
 
     attempts: int = 3
@@ -92,7 +111,11 @@ class RetryPolicy:
                 raise ConfigurationError(f"RetryPolicy {name} must be callable")
 
     def delay(self, error: BaseException, attempt: int) -> float | None:
-        """Seconds to wait after ``attempt`` (1-based) failed with ``error``; None: do not retry."""
+        """Seconds to wait after ``attempt`` (1-based) failed with ``error``; None: do not retry.
+
+        None when the attempts are spent, the error is not transient, a ``Retry-After`` exceeds
+        ``retry_after_cap``, or a 429 did not say how long to wait. Never raises.
+        """
         if attempt >= self.attempts or not is_transient(error):
             return None
         retry_after = getattr(error, "retry_after", None)
@@ -107,7 +130,21 @@ class RetryPolicy:
         """Run ``attempt(seconds_left)`` until it returns or the policy gives up; raise the last error.
 
         ``clock`` (the client's) measures the deadline and waits, unless this policy was given
-        its own ``monotonic=`` or ``sleep=``.
+        its own ``monotonic=`` or ``sleep=``. Each retry is logged at DEBUG on
+        ``sut_soap.retry`` (what, attempt, error class, HTTP status, wait), never a secret.
+
+        Args:
+            attempt: called with the seconds left until the deadline; returns the result.
+            what: names the call in log lines, such as ``"exchange for Cust12345"``.
+            clock: the :class:`~sut_soap.Clock` to measure and wait with.
+
+        Returns:
+            What ``attempt`` returned.
+
+        Raises:
+            SutSoapError: the last attempt's error, unchanged, once no retry is left, the error
+                is not transient, or the next wait would pass the deadline. Exceptions that are
+                not a ``SutSoapError`` are never retried and propagate at once.
         """
         monotonic = clock.monotonic if clock is not None and self.monotonic is time.monotonic else self.monotonic
         sleep = clock.sleep if clock is not None and self.sleep is time.sleep else self.sleep
@@ -139,7 +176,12 @@ class RetryPolicy:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether ``error`` is the kind of failure another attempt may get past."""
+    """Whether ``error`` is the kind of failure another attempt may get past.
+
+    A retryable SOAP fault (``s:Server``), or a retryable :class:`~sut_soap.errors.TransportError`
+    without a status, with one below 400 (the answer broke off while being read), or with 429,
+    502, 503 or 504. Everything else, rejections, protocol and validation errors included, is not.
+    """
     if isinstance(error, SoapFaultError):
         return error.retryable
     if not isinstance(error, TransportError) or not error.retryable:

@@ -23,7 +23,17 @@ __all__ = ["check_text_value", "sign_system_user_token", "timestamp"]
 
 
 def check_text_value(value: object, what: str) -> str:
-    """Return ``value`` if it is a non-empty string fit for XML; never echo it."""
+    """Return ``value`` if it is a non-empty string fit for XML; never echo it.
+
+    Args:
+        value: the value to check (a secret, a token, a tenant id).
+        what: how to name it in the error, such as ``"client secret"``.
+
+    Raises:
+        ConfigurationError: not a ``str``, empty or only whitespace, or holding a control
+            character (tab, CR and LF excepted), a surrogate or a non-character. The message
+            names ``what`` and the code point, never the value.
+    """
     if not isinstance(value, str):
         raise ConfigurationError(f"{what} must be a string, not {type(value).__name__}")
     if not value.strip():
@@ -38,7 +48,11 @@ def check_text_value(value: object, what: str) -> str:
 
 
 def timestamp(at: datetime | None = None) -> str:
-    """Return ``yyyyMMddHHmm`` of ``at`` (default now) in UTC; naive datetimes are refused."""
+    """Return ``yyyyMMddHHmm`` of ``at`` (default now) in UTC; naive datetimes are refused.
+
+    Raises:
+        ConfigurationError: ``at`` has no time zone.
+    """
     if at is None:
         at = SYSTEM_CLOCK.now()
     elif at.tzinfo is None or at.utcoffset() is None:
@@ -53,7 +67,22 @@ def sign_system_user_token(
     at: datetime | None = None,
     password: bytes | str | None = None,
 ) -> str:
-    """Return ``<token>.<yyyyMMddHHmm>.<base64 signature>`` for the moment ``at`` (default now)."""
+    """Return ``<token>.<yyyyMMddHHmm>.<base64 signature>`` for the moment ``at`` (default now).
+
+    The signature is RSASSA-PKCS1-v1_5 with SHA-256 over ``<token>.<yyyyMMddHHmm>``, the
+    minute in UTC. The result is what the SOAP request carries as ``SignedSystemToken``: a
+    secret for the minutes it is accepted.
+
+    Args:
+        system_user_token: the tenant's system user token, exactly as received.
+        private_key: anything :func:`~sut_soap.keys.load_private_key` accepts.
+        at: the moment to sign for, timezone-aware; default: the system clock's now.
+        password: the passphrase of an encrypted key given as a path or content.
+
+    Raises:
+        ConfigurationError: an empty token or one with control characters, a key that cannot
+            be loaded, or a naive ``at``.
+    """
     token = check_text_value(system_user_token, "system user token")
     key = load_private_key(private_key, password=password)
     stamp = timestamp(at)

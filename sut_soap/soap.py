@@ -72,7 +72,11 @@ logging.getLogger("zeep.transports").addFilter(_DropZeepBodyLogs())
 
 
 def bundled_wsdl_path() -> Path:
-    """Return the project's WSDL: inside the installed package, else the source checkout's."""
+    """Return the path of the bundled PartnerSystemUserService WSDL.
+
+    The copy inside the installed package, else the source checkout's ``wsdl/`` directory.
+    Nothing is fetched: the service's own published WSDL is only used when passed as ``wsdl=``.
+    """
     packaged = resources.files("sut_soap").joinpath("wsdl").joinpath(WSDL_NAME)
     if packaged.is_file():
         return Path(str(packaged))
@@ -142,7 +146,15 @@ class _HeaderPlugin(Plugin):
 
 @dataclass(frozen=True)
 class Answer:
-    """The three fields of an AuthenticationResponse (``token`` is the JWT: a secret)."""
+    """The three fields of an AuthenticationResponse (``token`` is the JWT: a secret).
+
+    Attributes:
+        is_successful: the answer's ``IsSuccessful`` (``true``/``1`` or ``false``/``0``).
+        token: the JWT, stripped; None when absent, empty or ``xsi:nil``. Always set when
+            ``is_successful`` is true. Not validated here: see :mod:`sut_soap.tokens`.
+        error_message: SuperOffice's ``ErrorMessage``, sanitised (one line, no control
+            characters, the given secrets and the token replaced by ``***``), or None.
+    """
 
     is_successful: bool
     token: str | None
@@ -241,7 +253,18 @@ def probe_request(endpoint: str, *, wsdl: str | Path | None = None) -> tuple[byt
     """An Authenticate request whose every value is :data:`PROBE_VALUE`, and its HTTP headers.
 
     No tenant accepts it, so sending it shows how the service answers (a rejection, a fault, an
-    HTML page) without sending a client secret, a system user token or a signature.
+    HTML page) without sending a client secret, a system user token or a signature. The
+    command line's ``doctor`` sends it.
+
+    Args:
+        endpoint: the URL the envelope is addressed to.
+        wsdl: the service WSDL; default: the bundled one.
+
+    Returns:
+        ``(body, headers)``, as :meth:`SoapService.build` returns them.
+
+    Raises:
+        ConfigurationError: the WSDL cannot be read or lacks the Authenticate operation.
     """
     return SoapService(endpoint=endpoint, wsdl=wsdl).build(
         signed_token=f"{PROBE_VALUE}.000000000000.AAAA", client_secret=PROBE_VALUE, context_identifier=PROBE_VALUE
@@ -283,6 +306,16 @@ def parse_retry_after(value: str | None, *, date: str | None = None, now: float 
 
     An HTTP-date is measured against the answer's own ``Date`` when it has one, so a skewed local
     clock does not stretch or shrink the wait; a date in the past means 0.
+
+    Args:
+        value: the ``Retry-After`` header, or None.
+        date: the answer's ``Date`` header, the reference for an HTTP-date.
+        now: Unix seconds to measure an HTTP-date against when ``date`` is missing or
+            unusable; default: the system clock.
+
+    Returns:
+        Seconds, >= 0; None when ``value`` is missing or is neither up to 20 digits nor an
+        HTTP-date. Never raises.
     """
     if value is None:
         return None
@@ -349,11 +382,53 @@ def _only_child_element(parent: Any) -> list[Any]:
 
 
 def parse_answer(response: Response, *, secrets: Iterable[str] = ()) -> Answer:
-    """Turn an HTTP response into an :class:`Answer` or raise the matching typed error."""
+    """Turn an HTTP response into an :class:`Answer` or raise the matching typed error.
+
+    The body is parsed with the hardened parser (no DTD, no entities, no network), never by
+    zeep. A redirect, an error status without a SOAP answer, or a non-200 answer that is neither
+    a fault nor a success is a :class:`~sut_soap.errors.TransportError`, so the HTTP status
+    decides what the caller sees when the body says nothing useful.
+
+    Args:
+        response: the answer as a :class:`~sut_soap.Transport` returned it.
+        secrets: values to replace by ``***`` in any excerpt or message (the client secret,
+            the signed token, the system user token).
+
+    Returns:
+        The :class:`Answer`: ``is_successful`` with a ``token``, or not with an
+        ``error_message``. A rejection is returned, not raised: the client raises it.
+
+    Raises:
+        TransportError: a 3xx; an error status whose body is empty or not a SOAP answer; any
+            status but 200 with a Body that is not a fault (``retryable``, and ``retry_after``
+            when sent, for 429, 502, 503 and 504).
+        ProtocolError: an empty body, a DTD or entity declaration, XML that is not
+            well-formed, SOAP 1.2, anything but one element in one SOAP 1.1 Body, an element
+            other than AuthenticationResponse, duplicate or missing fields, a Token over
+            :data:`MAX_TOKEN_CHARS`, or ``IsSuccessful`` true without a Token.
+        SoapFaultError: the Body holds a SOAP Fault (``retryable`` for ``Server`` codes).
+    """
     secrets = tuple(secrets)
     status = int(response.status_code)
     body = response.content or b""
     headers = getattr(response, "headers", None)
+    payload = _body_element(_envelope(body, status, secrets, headers), status)
+    if payload.tag == f"{{{SOAP11_ENV}}}Fault":
+        raise _fault(payload, status, secrets)
+    if status != 200:
+        raise _status_error(
+            status, body, secrets, "with a SOAP answer that is neither a fault nor a success", headers
+        )
+    if payload.tag != f"{{{TNS}}}AuthenticationResponse":
+        raise ProtocolError(
+            f"the SOAP Body holds <{sanitise(name_of(payload).localname, limit=40)}> instead of AuthenticationResponse",
+            status=status,
+        )
+    return _authentication_response(payload, status, secrets)
+
+
+def _envelope(body: bytes, status: int, secrets: tuple[str, ...], headers: Any) -> Any:
+    """The parsed SOAP 1.1 Envelope element of ``body``, or the error the status and body call for."""
     if 300 <= status < 400:
         raise _status_error(status, b"", secrets, "a redirect, which is refused")
     if not body.strip():
@@ -390,7 +465,11 @@ def parse_answer(response: Response, *, secrets: Iterable[str] = ()) -> Answer:
             status=status,
             excerpt=_excerpt(body, secrets),
         )
+    return root
 
+
+def _body_element(root: Any, status: int) -> Any:
+    """The one element inside the Envelope's one Body."""
     bodies = [child for child in _only_child_element(root) if child.tag == f"{{{SOAP11_ENV}}}Body"]
     if len(bodies) != 1:
         raise ProtocolError(f"the SOAP envelope has {len(bodies)} Body elements instead of one", status=status)
@@ -400,20 +479,7 @@ def parse_answer(response: Response, *, secrets: Iterable[str] = ()) -> Answer:
     children = _only_child_element(soap_body)
     if len(children) != 1:
         raise ProtocolError(f"the SOAP Body holds {len(children)} elements instead of one", status=status)
-    payload = children[0]
-
-    if payload.tag == f"{{{SOAP11_ENV}}}Fault":
-        raise _fault(payload, status, secrets)
-    if status != 200:
-        raise _status_error(
-            status, body, secrets, "with a SOAP answer that is neither a fault nor a success", headers
-        )
-    if payload.tag != f"{{{TNS}}}AuthenticationResponse":
-        raise ProtocolError(
-            f"the SOAP Body holds <{sanitise(name_of(payload).localname, limit=40)}> instead of AuthenticationResponse",
-            status=status,
-        )
-    return _authentication_response(payload, status, secrets)
+    return children[0]
 
 
 def _fault(fault: Any, status: int, secrets: tuple[str, ...]) -> SoapFaultError:

@@ -45,7 +45,25 @@ def _optional_int(value: Any) -> int | None:
 
 @dataclass(frozen=True, repr=False)
 class SystemUserTicket:
-    """A tenant's system user ticket and what the validated JWT said about the tenant."""
+    """A tenant's system user ticket and what the validated JWT said about the tenant.
+
+    Frozen, and safe to share between threads. ``repr`` and ``str`` mask the ticket and leave
+    out the JWT; equality ignores ``claims`` and ``token``.
+
+    Attributes:
+        ticket: the ``7T:...`` credential for the tenant's APIs: a secret.
+        context_identifier: the tenant, such as ``Cust12345`` (the JWT's ``ctx`` claim).
+        serial: the tenant database's serial number.
+        webapi_url: base URL of the tenant's REST API, or None when the JWT has none.
+        netserver_url: base URL of the tenant's NetServer SOAP services, or None.
+        associate_id: the system user's associate id, or None when absent or not an integer.
+        expires_at: when the JWT that carried the ticket expires (UTC); minutes away, not the
+            ticket's own lifetime of 6 hours after its last use.
+        obtained_at: when the exchange started, timezone-aware; the ticket's age counts from it.
+        claims: every claim of the JWT, read-only. Holds the ticket and may hold the system
+            user token (``system_token``): never log it whole.
+        token: the raw JWT, a secret; ``""`` for a ticket read back from a shared store.
+    """
 
     ticket: str
     context_identifier: str
@@ -60,7 +78,12 @@ class SystemUserTicket:
 
     @classmethod
     def from_claims(cls, token: str, claims: Mapping[str, Any], *, obtained_at: datetime) -> SystemUserTicket:
-        """Build a ticket from the claims of a JWT that :class:`~sut_soap.tokens.TokenValidator` accepted."""
+        """Build a ticket from the claims of a JWT that :class:`~sut_soap.tokens.TokenValidator` accepted.
+
+        The claims are not checked again: pass only what the validator returned (or what a
+        ticket of yours had). Raises ``KeyError`` when the ticket, ``ctx``, serial or ``exp``
+        claim is missing, ``ValueError`` or ``TypeError`` when ``exp`` is not a number.
+        """
         return cls(
             ticket=str(claims[CLAIM_TICKET]),
             context_identifier=str(claims[CLAIM_CTX]),
@@ -75,7 +98,12 @@ class SystemUserTicket:
         )
 
     def rest_headers(self, client_secret: str) -> dict[str, str]:
-        """Return the HTTP headers that authenticate a REST call to the tenant's web API."""
+        """Return the HTTP headers that authenticate a REST call to the tenant's web API.
+
+        ``{"Authorization": "SOTicket <ticket>", "SO-AppToken": <client secret>}``: both values
+        are secrets, so never log the result. The client secret is not kept in the ticket,
+        hence the argument.
+        """
         return {"Authorization": f"SOTicket {self.ticket}", "SO-AppToken": client_secret}
 
     def __repr__(self) -> str:

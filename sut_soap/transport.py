@@ -102,6 +102,7 @@ class HeaderMap(Mapping[str, str]):
     """Read-only HTTP headers, looked up case-insensitively; the repr shows the names only.
 
     Built from a mapping or ``(name, value)`` pairs; a name given twice keeps the last value.
+    Iteration yields the names as they were given (their original case).
     """
 
     __slots__ = ("_items",)
@@ -111,15 +112,19 @@ class HeaderMap(Mapping[str, str]):
         self._items: dict[str, tuple[str, str]] = {name.lower(): (name, value) for name, value in pairs}
 
     def __getitem__(self, name: str) -> str:
+        """The value of header ``name``, in any case; ``KeyError`` when absent."""
         return self._items[name.lower()][1]
 
     def __contains__(self, name: object) -> bool:
+        """Whether header ``name`` is present, in any case."""
         return isinstance(name, str) and name.lower() in self._items
 
     def __iter__(self) -> Iterator[str]:
+        """The header names, in their original case."""
         return (name for name, _ in self._items.values())
 
     def __len__(self) -> int:
+        """The number of distinct headers."""
         return len(self._items)
 
     def __repr__(self) -> str:
@@ -130,7 +135,15 @@ class HeaderMap(Mapping[str, str]):
 class HttpResponse:
     """An HTTP answer read to the end: ``status_code``, ``headers``, ``content`` (bytes), ``reason``.
 
-    The repr shows the status and the size only: a body can carry a JWT.
+    What :class:`HttpTransport` returns, and a ready-made :class:`Response` for transports of
+    your own. The repr shows the status and the size only: a body can carry a JWT.
+
+    Attributes:
+        status_code: the HTTP status code.
+        headers: the answer's headers, looked up case-insensitively (a :class:`HeaderMap`).
+        content: the whole body, decompressed.
+        reason: the status line's reason phrase, such as ``"OK"``; may be empty.
+        tls_version: the TLS version, or None.
     """
 
     status_code: int
@@ -205,6 +218,14 @@ def call_transport(
 
     A caller's own transport may raise anything; its message may carry what it was sending,
     so only the exception's type is kept.
+
+    Returns:
+        The transport's response, as it returned it.
+
+    Raises:
+        SutSoapError: whatever the transport raised of sut-soap's own errors, unchanged
+            (``TransportError``, ``ProtocolError``, ...).
+        TransportError: any other exception of the transport, non-retryable, naming only its type.
     """
     try:
         return transport.request(method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes)
@@ -266,7 +287,20 @@ class HttpTransport:
     ) -> HttpResponse:
         """Send one request and read the answer within the timeouts, the deadline and the size cap.
 
-        See :meth:`Transport.request`. A 3xx is returned, not followed.
+        See :meth:`Transport.request` for the arguments. A 3xx is returned, not followed. The
+        ``User-Agent`` is ``sut-soap/<version>`` unless ``headers`` sets one.
+
+        Returns:
+            An :class:`HttpResponse` with the whole body read.
+
+        Raises:
+            TransportError: ``deadline`` already passed (retryable); the TLS handshake failed
+                (not retryable; the reason, such as an expired certificate, in the message);
+                connecting or reading timed out, the host does not resolve, the connection was
+                refused or broke mid-answer, or the answer did not complete within the
+                deadline (all retryable).
+            ProtocolError: the answer is (or declares itself) larger than the cap, or its
+                ``Content-Encoding`` does not decode.
         """
         started = self._clock.monotonic()
         timeout: Any = self.timeout

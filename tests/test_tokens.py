@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,9 @@ from jwt_factory import (
     rsa_key,
     self_signed_cert,
 )
+from support import QuietServer, serve_in_background
 
-from sut_soap import tokens
+from sut_soap import keysources, tokens
 from sut_soap.errors import ConfigurationError, TokenValidationError, TransportError
 from sut_soap.tokens import (
     CLAIM_CTX,
@@ -884,20 +885,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietServer):  # quiet: the size-cap tests hang up mid-answer on purpose
     state: _ServerState
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet when a client hangs up mid-answer (the size-cap tests do that on purpose)."""
 
 
 @pytest.fixture(scope="module")
 def http_server() -> Iterator[_Server]:
+    """One loopback JWKS server for the module; each test sets its routes."""
     server = _Server(("127.0.0.1", 0), _Handler)
     server.state = _ServerState()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    serve_in_background(server)
     yield server
     server.shutdown()
     server.server_close()
@@ -1336,6 +1333,6 @@ def test_jwks_source_closes_only_a_transport_it_created(monkeypatch: pytest.Monk
     JwksKeySource(JWKS_URL, transport=theirs).close()
     assert theirs.closed == 0
     ours = _BreakingTransport()
-    monkeypatch.setattr(tokens, "HttpTransport", lambda **kwargs: ours)
+    monkeypatch.setattr(keysources, "HttpTransport", lambda **kwargs: ours)
     JwksKeySource(JWKS_URL).close()
     assert ours.closed == 1

@@ -1,0 +1,233 @@
+"""How ``get_ticket`` renews a tenant's ticket once the fast path found no fresh one.
+
+:meth:`SystemUserClient.get_ticket <sut_soap.SystemUserClient.get_ticket>` first reads the
+store without any lock and returns a fresh ticket at once. Everything after that lives here, as
+the client's :class:`TicketRenewal` base:
+
+1. read the store again and classify the entry (:func:`~sut_soap._flight.freshness`): fresh
+   is returned; due is kept as the fallback; dead is never returned;
+2. a rejection remembered for this tenant and token is raised again, without an exchange;
+3. join the tenant's single flight (:class:`~sut_soap._flight.Flights`). A follower returns the
+   due ticket if there is one, else waits (at most twice the exchange bound) for the leader's
+   ticket or error;
+4. the leader takes the store's fleet lock when it has one, reads the store once more (another
+   process may have renewed meanwhile), and exchanges: with the client's retry policy when no
+   valid ticket is at hand, without it otherwise;
+5. a retryable failure of a renewal falls back to the still-valid ticket (one WARNING, then
+   no new attempt for 30 s); the new ticket is stored with a TTL of what is left of its
+   lifetime.
+
+A store that raises is treated as unavailable: logged (WARNING at most once a minute per
+operation, else DEBUG, naming only the exception type) and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+from ._clock import Clock
+from ._flight import Flights, Freshness, Rejections, freshness
+from .cache import CachedTicket, TicketCache
+from .errors import AuthenticationRejectedError, SutSoapError, TransportError
+from .retry import RetryPolicy
+from .ticket import SystemUserTicket
+
+__all__ = ["TicketRenewal"]
+
+# The client's logger: these lines are the client's, wherever the code lives.
+_log = logging.getLogger("sut_soap.client")
+
+# After a failed renewal of a still-valid ticket: how long to keep using it before trying again.
+_RENEWAL_BACKOFF = 30.0
+# Store failures are logged at WARNING at most this often per operation, else at DEBUG.
+_STORE_WARNING_INTERVAL = 60.0
+
+
+class TicketRenewal:
+    """The renewal half of :class:`~sut_soap.SystemUserClient`: store, single flight, fallback.
+
+    A base class, not a component: the client sets the attributes declared here in its
+    ``__init__`` and provides ``_authenticate`` (one exchange, optionally retried).
+    """
+
+    ticket_lifetime: float
+    retry: RetryPolicy | None
+    rejection_cooldown: float
+    _clock: Clock
+    _now: Callable[[], float]
+    _cache: TicketCache
+    _renew_after: float
+    _exchange_bound: float
+    _flights: Flights
+    _backoff: dict[str, float]
+    _rejections: Rejections
+    _store_warned: dict[str, float]
+    _store_lock: Callable[..., AbstractContextManager[object]] | None
+    _authenticate: Callable[[str, str, RetryPolicy | None], SystemUserTicket]
+
+    def _init_renewal(self, bound: float) -> None:
+        """Set up the renewal state, once ``_cache``, ``_clock`` and ``rejection_cooldown`` are set.
+
+        ``bound`` is the longest one exchange may take, retries included (see
+        :func:`~sut_soap._options.exchange_bound`): the fleet lock's timeout, and half of
+        what a follower waits for its leader.
+        """
+        self._store_lock = getattr(self._cache, "lock", None) if callable(getattr(self._cache, "lock", None)) else None
+        self._exchange_bound = bound
+        self._flights = Flights()
+        self._backoff = {}
+        self._rejections = Rejections(self.rejection_cooldown, self._clock)
+        self._store_warned = {}
+
+    def _freshness(self, entry: CachedTicket) -> Freshness:
+        return freshness(self._age(entry), renew_after=self._renew_after, lifetime=self.ticket_lifetime)
+
+    def _age(self, entry: CachedTicket) -> float:
+        age = self._now() - entry.obtained_ts
+        local = entry.local_age(self._clock.monotonic())
+        return local if local is not None and local > age else age
+
+    def _read(self, key: str, context: str, fingerprint: str) -> CachedTicket | None:
+        try:
+            entry = self._cache.get(key)
+        except Exception as exc:
+            self._store_failed("get", exc)
+            return None
+        if (
+            entry is None
+            or not isinstance(entry, CachedTicket)
+            or entry.ticket.context_identifier != context
+            or entry.token_fingerprint != fingerprint
+        ):
+            return None
+        return entry
+
+    def _renew(self, key: str, context: str, token: str, fingerprint: str) -> SystemUserTicket:
+        flight_key = f"{key}\x00{fingerprint}"
+        while True:
+            usable: CachedTicket | None = None
+            entry = self._read(key, context, fingerprint)
+            if entry is not None:
+                state = self._freshness(entry)
+                if state is Freshness.FRESH:
+                    return entry.ticket
+                if state is Freshness.DUE:
+                    usable = entry
+                    until = self._backoff.get(flight_key)
+                    if until is not None and self._clock.monotonic() < until:
+                        return entry.ticket
+            # Checked before any lock, so a remembered rejection costs no fleet-lock round trip.
+            remembered = self._remembered_rejection(flight_key, context)
+            if remembered is not None:
+                raise remembered
+            flight, leader = self._flights.join(flight_key)
+            if not leader:
+                if usable is not None:  # someone is renewing it; this one is still valid
+                    return usable.ticket
+                if not flight.done.wait(2 * self._exchange_bound):
+                    raise TransportError(
+                        f"the exchange for tenant {context} in another thread did not finish in time",
+                        retryable=True,
+                    )
+                if flight.ticket is not None:
+                    return flight.ticket
+                if flight.error is not None:
+                    raise flight.error
+                continue  # the leader was interrupted without an outcome: try again
+            try:
+                ticket = self._lead(key, context, token, fingerprint, flight_key)
+                flight.ticket = ticket
+                return ticket
+            except BaseException as error:
+                flight.error = error if isinstance(error, Exception) else None
+                raise
+            finally:
+                self._flights.land(flight_key, flight)
+
+    def _lead(self, key: str, context: str, token: str, fingerprint: str, flight_key: str) -> SystemUserTicket:
+        with self._fleet_lock(key):
+            usable: CachedTicket | None = None
+            entry = self._read(key, context, fingerprint)  # renewed meanwhile by a thread or process?
+            if entry is not None:
+                state = self._freshness(entry)
+                if state is Freshness.FRESH:
+                    return entry.ticket
+                if state is Freshness.DUE:
+                    usable = entry
+            remembered = self._remembered_rejection(flight_key, context)
+            if remembered is not None:
+                raise remembered
+            _log.debug(
+                "ticket for %s %s; exchanging", context,
+                "missing" if entry is None else ("due for renewal" if usable is not None else "expired"),
+            )
+            started = self._clock.monotonic()
+            try:
+                # With a still-valid ticket in hand, a failed renewal falls back to it at once
+                # rather than making the caller wait out retries.
+                ticket = self._authenticate(context, token, self.retry if usable is None else None)
+            except SutSoapError as error:
+                if isinstance(error, AuthenticationRejectedError):
+                    self._rejections.remember(flight_key, error)
+                if usable is not None and error.retryable and self._age(usable) < self.ticket_lifetime:
+                    self._backoff[flight_key] = self._clock.monotonic() + _RENEWAL_BACKOFF
+                    _log.warning(
+                        "renewing the ticket for %s failed (%s: %s); using the cached ticket, which stays "
+                        "valid for %.0f s more", context, type(error).__name__, error.message,
+                        self.ticket_lifetime - self._age(usable),
+                    )
+                    return usable.ticket
+                raise
+            self._backoff.pop(flight_key, None)
+            fresh = CachedTicket(ticket, token_fingerprint=fingerprint, obtained_monotonic=started)
+            try:
+                self._cache.set(key, fresh, max(1.0, self.ticket_lifetime - (self._clock.monotonic() - started)))
+            except Exception as exc:
+                self._store_failed("set", exc)
+            return ticket
+
+    def _remembered_rejection(self, flight_key: str, context: str) -> AuthenticationRejectedError | None:
+        remembered = self._rejections.recall(flight_key)
+        if remembered is None:
+            return None
+        original, age = remembered
+        _log.debug("exchange for %s not sent: the same exchange was rejected %.0f s ago", context, age)
+        # A new instance per raise: re-raising one object would grow its traceback forever.
+        return AuthenticationRejectedError(
+            f"{original.message} (remembered: rejected {age:.0f} s ago, not sent again for "
+            f"{self.rejection_cooldown:g} s or until invalidate())",
+            error_message=original.error_message,
+            hint=original.hint,
+        )
+
+    @contextmanager
+    def _fleet_lock(self, key: str) -> Iterator[None]:
+        """The store's cross-process lock for ``key`` if it has one; a failing store is skipped."""
+        held: AbstractContextManager[object] | None = None
+        if self._store_lock is not None:
+            try:
+                candidate = self._store_lock(key, self._exchange_bound)
+                candidate.__enter__()
+                held = candidate
+            except Exception as exc:
+                self._store_failed("lock", exc)
+        try:
+            yield
+        finally:
+            if held is not None:
+                try:
+                    held.__exit__(None, None, None)
+                except Exception as exc:
+                    self._store_failed("unlock", exc)
+
+    def _store_failed(self, operation: str, exc: Exception) -> None:
+        now = self._clock.monotonic()
+        last = self._store_warned.get(operation)
+        level = logging.DEBUG if last is not None and now - last < _STORE_WARNING_INTERVAL else logging.WARNING
+        if level == logging.WARNING:
+            self._store_warned[operation] = now
+        _log.log(
+            level, "ticket cache %s failed (%s); carrying on without the cache", operation, type(exc).__name__
+        )
