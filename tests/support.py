@@ -1,16 +1,27 @@
-"""Test helpers and data shared by several test files: known-answer signatures, envelope patterns,
-a frozen wall clock, a loopback TLS server, the per-test emulator reset and a client factory."""
+"""Test helpers and data shared by several test files: known-answer signatures, envelope patterns and
+answer builders, clocks, a log canary, loopback HTTP and TLS servers, a scripted caller's transport,
+the per-test emulator reset and a client factory."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
+import json
+import logging
 import re
+import shutil
 import socket
+import socketserver
 import ssl
 import threading
-from collections.abc import Iterator
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +34,15 @@ from sut_soap.cli import main as cli_main
 from sut_soap.cli.replay import replay_main
 from sut_soap.client import SystemUserClient
 from sut_soap.retry import RetryPolicy
+from sut_soap.testing import Exchange, placeholder
 from sut_soap.testing.emulator import Emulator
 
 PATH = "/Login/Services/PartnerSystemUserService.svc"
+SOD_ENDPOINT = "https://sod.superoffice.com" + PATH
+RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "recordings"
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+TNS = "http://www.superoffice.com/superid/partnersystemuser/0.1"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
 
 
 def run_cli(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
@@ -67,6 +84,11 @@ class ClientFactory:
     def close(self) -> None:
         for client in self.made:
             client.close()
+
+def b64_int(value: int) -> str:
+    """The big-endian Base64 of an integer, as in .NET's <RSAKeyValue>."""
+    return base64.b64encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")).decode()
+
 
 # The signed token and its UTC minute inside a request envelope the client built.
 SIGNED_TOKEN = re.compile(rb"<tns:SignedSystemToken>([^<]*)</tns:SignedSystemToken>")
@@ -199,3 +221,322 @@ class TlsServer:
         self.stop.set()
         self.thread.join(2)
         self.sock.close()
+
+
+# --- SOAP answers and what parse_answer reads of them --------------------------------------------
+
+
+def soap_envelope(inner: str, namespace: str = SOAP11) -> bytes:
+    """A SOAP 1.1 envelope whose Body holds ``inner``."""
+    return f'<s:Envelope xmlns:s="{namespace}"><s:Body>{inner}</s:Body></s:Envelope>'.encode()
+
+
+def soap_fault(code: str, text: str = "busy") -> bytes:
+    """A SOAP 1.1 Fault with this faultcode and faultstring."""
+    return soap_envelope(f"<s:Fault><faultcode>{code}</faultcode><faultstring>{text}</faultstring></s:Fault>")
+
+
+def authentication_response(members: str) -> str:
+    """An AuthenticationResponse element holding ``members``."""
+    return f'<AuthenticationResponse xmlns="{TNS}" xmlns:i="{XSI}">{members}</AuthenticationResponse>'
+
+
+def rejection(message: str = "InvalidSignature", token: str | None = None) -> bytes:
+    """An IsSuccessful=false answer with this ErrorMessage (and a nil Token unless one is given)."""
+    token_xml = f"<Token>{token}</Token>" if token else '<Token i:nil="true"/>'
+    return soap_envelope(
+        authentication_response(f"<IsSuccessful>false</IsSuccessful>{token_xml}<ErrorMessage>{message}</ErrorMessage>")
+    )
+
+
+@dataclass
+class FakeResponse:
+    """What parse_answer reads of an HTTP answer."""
+
+    content: bytes | None
+    status_code: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# --- secrets in logs, warnings and errors ---------------------------------------------------------
+
+
+def error_texts(error: BaseException) -> list[str]:
+    """str, repr and args of the error and of every error in its __cause__/__context__ chain, plus the traceback."""
+    out: list[str] = []
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        out += [str(current), repr(current), *(str(a) for a in current.args)]
+        pending += [current.__cause__, current.__context__]
+    out.append("".join(traceback.format_exception(error)))
+    return out
+
+
+class LogCanary:
+    """Every log record at DEBUG on every logger, and every warning, checked for ``secrets``."""
+
+    LOGGERS = ("", "zeep", "zeep.transports", "urllib3", "requests", "sut_soap")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.stream = io.StringIO()
+        self.handler = logging.StreamHandler(self.stream)
+        self.handler.setLevel(logging.DEBUG)
+        self.handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.secrets: set[str] = set(secrets)
+        self.warnings: list[str] = []
+
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+    def check(self, *texts: str) -> None:
+        haystack = "\n".join((self.text(), *self.warnings, *texts))
+        for secret in self.secrets:
+            assert secret not in haystack
+
+
+def watch_logs(*secrets: str) -> Iterator[LogCanary]:
+    """Body of a ``canary`` fixture: capture logs and warnings during the test, then check them for secrets."""
+    canary = LogCanary(secrets)
+    saved = {name: logging.getLogger(name).level for name in LogCanary.LOGGERS}
+    logging.getLogger().addHandler(canary.handler)
+    for name in LogCanary.LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield canary
+    finally:
+        logging.getLogger().removeHandler(canary.handler)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+    canary.warnings = [str(w.message) for w in caught]
+    canary.check()
+
+
+# --- a scripted loopback HTTP server ----------------------------------------------------------------
+
+
+class Reply:
+    """One scripted HTTP answer: status, body and headers (a mapping or (name, value) pairs, repeats allowed)."""
+
+    def __init__(
+        self, status: int, body: bytes | str = b"", headers: Mapping[str, str] | Iterable[tuple[str, str]] = ()
+    ) -> None:
+        self.status = status
+        self.body = body.encode("utf-8") if isinstance(body, str) else body
+        self.headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+
+
+Step = Reply | Callable[[BaseHTTPRequestHandler], None]
+
+
+class ScriptedServer:
+    """A loopback HTTP server answering POSTs from a script (then ``default``); keeps the bodies, counts GETs (404).
+
+    Use it as a context manager, or call ``close()``; ``release`` is set on close so handlers waiting on it end.
+    """
+
+    def __init__(self) -> None:
+        self.script: list[Step] = []
+        self.default: Step = Reply(503)
+        self.bodies: list[bytes] = []
+        self.gets = 0
+        self.release = threading.Event()
+        outer = self
+
+        class _H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                outer.gets += 1
+                self.send_error(404)
+
+            def do_POST(self) -> None:
+                outer.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                step = outer.script.pop(0) if outer.script else outer.default
+                if callable(step):
+                    step(self)
+                    return
+                self.send_response(step.status)
+                for name, value in step.headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(step.body)))
+                self.end_headers()
+                with suppress(OSError):
+                    self.wfile.write(step.body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = QuietServer(("127.0.0.1", 0), _H)
+        self.port = int(self.httpd.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}{PATH}"
+        serve_in_background(self.httpd)
+
+    @property
+    def posts(self) -> int:
+        return len(self.bodies)
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> ScriptedServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A loopback ThreadingHTTPServer: daemon threads, no reverse DNS lookup at bind, no tracebacks on stderr."""
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # not HTTPServer's, which looks the name up (slow without DNS)
+        self.server_name, self.server_port = "127.0.0.1", int(self.server_address[1])
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
+def serve_in_background(server: socketserver.BaseServer) -> threading.Thread:
+    """Serve on a daemon thread, polling for shutdown every 20 ms so teardown never waits long."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    return thread
+
+
+# --- a caller's transport and a racing lock ---------------------------------------------------------
+
+CONTEXT_IN_BODY = re.compile(rb"<tns:ContextIdentifier>([^<]*)</tns:ContextIdentifier>")
+FORWARD = object()  # a scripted action's "send it to the real server"
+
+
+class ScriptedTransport:
+    """A caller's transport (no ``session``): records each POST, runs scripted actions, else forwards to ``inner``."""
+
+    def __init__(self, inner: Any = None) -> None:
+        self.inner = inner
+        self.posts: list[tuple[str, str]] = []  # (tenant, thread name)
+        self.script: list[Callable[[], Any]] = []
+        self.by_tenant: dict[str, Callable[[], Any]] = {}
+        self._lock = threading.Lock()
+
+    def request(self, method: str, url: str, *, body: bytes | None = None, **kwargs: Any) -> Any:
+        if method != "POST":
+            if self.inner is None:
+                raise ConnectionError("no server behind this transport")
+            return self.inner.request(method, url, body=body, **kwargs)
+        match = CONTEXT_IN_BODY.search(body or b"")
+        tenant = match.group(1).decode() if match else ""
+        with self._lock:
+            self.posts.append((tenant, threading.current_thread().name))
+            action = self.script.pop(0) if self.script else self.by_tenant.get(tenant)
+        answer = action() if action is not None else FORWARD
+        if answer is not FORWARD:
+            return answer
+        if self.inner is None:
+            raise ConnectionError("no server behind this transport")
+        return self.inner.request(method, url, body=body, **kwargs)
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
+class HookedLock:
+    """A lock that runs ``hook`` once, just before its first acquisition: a deterministic race."""
+
+    def __init__(self, hook: Callable[[], None]) -> None:
+        self.real = threading.Lock()
+        self.hook: Callable[[], None] | None = hook
+
+    def __enter__(self) -> HookedLock:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        self.real.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.real.release()
+
+
+# --- recorded exchanges -----------------------------------------------------------------------------
+
+SOAP_ACTION = '"http://www.superoffice.com/superid/partnersystemuser/0.1/IPartnerSystemUserService/Authenticate"'
+XML_HEADERS = {"SOAPAction": SOAP_ACTION, "Content-Type": "text/xml; charset=utf-8"}
+SIGNATURE = "QUJD" * 86 + "=="  # the shape of a real signature, 344 characters
+
+
+def signed_token(token: str, stamp: str = "202611281330") -> str:
+    """A signed system user token of the real shape (the signature is not one)."""
+    return f"{token}.{stamp}.{SIGNATURE}"
+
+
+def request_envelope(secret: str, signed: str, *, ctx: str = "Cust12345", prefix: str = "tns", extra: str = "") -> bytes:
+    """An Authenticate request as the client sends it, with ``extra`` appended to the SOAP headers."""
+    return (
+        f'<e:Envelope xmlns:e="{SOAP11}" xmlns:{prefix}="{TNS}"><e:Header>'
+        f"<{prefix}:ApplicationToken>{secret}</{prefix}:ApplicationToken>"
+        f"<{prefix}:ContextIdentifier>{ctx}</{prefix}:ContextIdentifier>{extra}</e:Header><e:Body>"
+        f"<{prefix}:AuthenticationRequest><{prefix}:SignedSystemToken>{signed}</{prefix}:SignedSystemToken>"
+        f"<{prefix}:ReturnTokenType>Jwt</{prefix}:ReturnTokenType></{prefix}:AuthenticationRequest></e:Body>"
+        "</e:Envelope>"
+    ).encode()
+
+
+def answer_envelope(token: str = "", message: str = "", prefix: str = "") -> bytes:
+    """An AuthenticationResponse: a success when ``token`` is given, else a rejection with ``message``."""
+    p = f"{prefix}:" if prefix else ""
+    ns = f' xmlns:{prefix}="{TNS}"' if prefix else f' xmlns="{TNS}"'
+    return (
+        f'<s:Envelope xmlns:s="{SOAP11}"><s:Body>'
+        f"<{p}AuthenticationResponse{ns}><{p}IsSuccessful>{'true' if token else 'false'}</{p}IsSuccessful>"
+        f"<{p}Token>{token}</{p}Token><{p}ErrorMessage>{message}</{p}ErrorMessage>"
+        f"</{p}AuthenticationResponse></s:Body></s:Envelope>"
+    ).encode()
+
+
+def copy_recording(name: str, tmp_path: Path) -> Path:
+    """A copy of fixtures/recordings/NAME at tmp_path/NAME, to tamper with."""
+    target = tmp_path / name
+    shutil.copytree(RECORDINGS / name, target)
+    return target
+
+
+def edit_exchange(directory: Path, change: Callable[[dict[str, Any]], None], number: str = "01") -> Path:
+    """Apply ``change`` to the JSON document of exchange NUMBER of a recording; returns its path."""
+    path = directory / f"{number}-exchange.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    change(document)
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return path
+
+
+def request_template(extra: str = "") -> bytes:
+    """A recorded request as saved: the client secret and the signed token are placeholders."""
+    return request_envelope(placeholder("CLIENT_SECRET"), placeholder("SIGNED_TOKEN"), extra=extra)
+
+
+def recorded_exchange(**kwargs: Any) -> Exchange:
+    """A recorded rejection ("Denied") of a templated request to sod; keyword arguments replace any field."""
+    options: dict[str, Any] = {
+        "url": SOD_ENDPOINT,
+        "request_body": request_template(),
+        "request_headers": XML_HEADERS,
+        "status": 200,
+        "reason": "OK",
+        "response_headers": {"Content-Type": "text/xml; charset=utf-8"},
+        "response_body": answer_envelope("", "Denied"),
+    }
+    options.update(kwargs)
+    return Exchange(**options)

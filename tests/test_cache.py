@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from support import ClientFactory, FrozenClock, reset_emulator
+from support import ClientFactory, FrozenClock
 
 from sut_soap import (
     AuthenticationRejectedError,
@@ -46,17 +46,13 @@ SECRETS = (CLIENT_SECRET, TOKEN, OTHER_TOKEN)
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
+    """One emulator for the module: two tenants, and forty for the warm-up."""
     with Emulator(client_secret=CLIENT_SECRET, partner_public_key=PARTNER_KEY) as emu:
         emu.add_tenant(CTX, system_user_token=TOKEN, serial="1234567")
         emu.add_tenant(OTHER_CTX, system_user_token=OTHER_TOKEN, serial="7654321")
         for ctx, token in WARM.items():
             emu.add_tenant(ctx, system_user_token=token)
         yield emu
-
-
-@pytest.fixture
-def emu(emulator: Emulator) -> Iterator[Emulator]:
-    yield from reset_emulator(emulator)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The sut-soap command line: output, exit codes, and no secrets on either stream."""
+"""The sut-soap command line: output, exit codes, and no secrets on either stream; doctor against the
+emulator and against a scripted server that misbehaves; the masking of printed envelopes."""
 
 from __future__ import annotations
 
@@ -14,54 +15,84 @@ import ssl
 import stat
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
 from jwt_factory import jwks_for, mint, public_pem, rsa_key
-from support import reset_emulator
+from support import QuietServer, b64_int, make_cert, rejection, serve_in_background, soap_envelope, soap_fault
 from support import run_cli as run
 
 import sut_soap.cli
 from sut_soap.cli import main
+from sut_soap.cli._common import MASK, _Masker
+from sut_soap.cli.doctor import _load_partner_public_key
 from sut_soap.client import SystemUserClient
+from sut_soap.errors import ConfigurationError
 from sut_soap.keys import KeyFilePermissionWarning, load_private_key, private_key_to_rsa_xml
 from sut_soap.signing import sign_system_user_token
 from sut_soap.testing.emulator import Emulator, Fault
 from sut_soap.tokens import CLAIM_PREFIX, CLAIM_TICKET
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
+
+
 XML_KEY = KEYS / "test-partner.xml"
+
+
 PUBLIC_PEM = KEYS / "test-partner-public.pem"
+
+
 FINGERPRINT = (
     "SHA256:29:5b:aa:b9:9b:76:f8:5f:b1:61:54:c2:a0:15:d9:c1:4f:a2:76:c8:a5:1c:31:58:0b:97:9a:a4:02:7d:86:41"
 )
+
+
 SECRET = "cli-canary-secret-77aa"
+
+
 CTX = "Cust12345"
+
+
 TOKEN = "Cli Sync-canary5m"
+
+
 TICKET = "7T:CliCanaryTicket-0123456789abcdef"
+
+
 SYSTEM_TOKEN_CLAIM = CLAIM_PREFIX + "system_token"
-# Pieces of the private key as it appears in the XML and PEM fixtures.
+
+
 KEY_SNIPPET = re.search(r"<D>\s*([A-Za-z0-9+/]{40})", XML_KEY.read_text(encoding="utf-8-sig")).group(1)  # type: ignore[union-attr]
+
+
 PEM_SNIPPET = (KEYS / "test-partner-pkcs8.pem").read_text().splitlines()[5]
+
+
 COMMANDS = ("sign", "envelope", "ticket", "verify", "inspect", "convert-key", "doctor")
 
 
-# ------------------------------------------------------------------------------------------
-# fixtures and helpers
+# An answer that accepts doctor's dummy probe (a real service never would).
+ACCEPTED = (
+    '<AuthenticationResponse xmlns="http://www.superoffice.com/superid/partnersystemuser/0.1">'
+    "<IsSuccessful>true</IsSuccessful><Token>x.y.z</Token><ErrorMessage>InvalidApplicationToken</ErrorMessage>"
+    "</AuthenticationResponse>"
+)
+
+
+# --- fixtures and helpers ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
+    """One emulator for the module: the fixture partner key, the tenant CTX."""
     with Emulator(
         client_secret=SECRET,
         partner_public_key=load_private_key(XML_KEY.read_bytes()),
@@ -72,17 +103,20 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def emu(emulator: Emulator) -> Iterator[Emulator]:
-    yield from reset_emulator(emulator)
-
-
-@pytest.fixture
 def key_0600(tmp_path: Path) -> Path:
     """The test partner key as a 0600 file (git checks fixtures out 0644, which warns)."""
     target = tmp_path / "partner.xml"
     shutil.copyfile(XML_KEY, target)
     target.chmod(0o600)
     return target
+
+
+@pytest.fixture
+def public_key_file(tmp_path: Path) -> Path:
+    """The federated login public key (rsa_key(0)) as a PEM file."""
+    path = tmp_path / "federated-login.pem"
+    path.write_bytes(public_pem(rsa_key(0)))
+    return path
 
 
 def ticket_args(emu: Emulator, *extra: str) -> list[str]:
@@ -120,98 +154,108 @@ def minted(**overrides: Any) -> str:
     return mint(rsa_key(0), ticket=TICKET, system_token=TOKEN, **overrides)
 
 
-# A minimal local server for doctor: skewed Date header, optional TLS, canned SOAP rejection.
+# A scripted server for doctor: each route's reply, and the Date header it sends (now + skew, a given
+# text, or none); optionally TLS.
 
-REJECTION = (
-    b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
-    b'<AuthenticationResponse xmlns="http://www.superoffice.com/superid/partnersystemuser/0.1">'
-    b"<IsSuccessful>false</IsSuccessful><Token/><ErrorMessage>InvalidApplicationToken</ErrorMessage>"
-    b"</AuthenticationResponse></s:Body></s:Envelope>"
-)
+JWKS = json.dumps(jwks_for((rsa_key(0), "doctor-kid"))).encode()
 
 
-class _StubServer(ThreadingHTTPServer):
-    daemon_threads = True
-    skew = 0.0
-    jwks = b""
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/xml; charset=utf-8"})
 
 
-class _StubHandler(BaseHTTPRequestHandler):
+@dataclass
+class Script:
+    get: Reply = field(default_factory=lambda: Reply(body=b"<html/>", headers={"Content-Type": "text/html"}))
+    post: Reply = field(default_factory=lambda: Reply(body=rejection("InvalidApplicationToken")))
+    jwks: Reply = field(default_factory=lambda: Reply(body=JWKS, headers={"Content-Type": "application/json"}))
+    date: str | None = "now"
+    skew: float = 0.0
+    posts: list[bytes] = field(default_factory=list)
+
+
+class _Server(QuietServer):
+    script: Script
+
+
+class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _StubServer
-
-    def date_time_string(self, timestamp: float | None = None) -> str:
-        return email.utils.formatdate(time.time() + self.server.skew, usegmt=True)
+    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _send(self, body: bytes, content_type: str) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+    def send_header(self, keyword: str, value: str) -> None:
+        # BaseHTTPRequestHandler always sends Date; the script decides whether and what.
+        if keyword == "Date":
+            script = self.server.script
+            if script.date is None:
+                return
+            value = email.utils.formatdate(time.time() + script.skew, usegmt=True) if script.date == "now" else script.date
+        super().send_header(keyword, value)
+
+    def _reply(self, reply: Reply) -> None:
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(reply.body)
 
     def do_GET(self) -> None:
-        if self.path.lower().startswith("/login/.well-known/jwks"):
-            self._send(self.server.jwks, "application/json")
-        else:
-            self._send(b"<html><body>PartnerSystemUserService</body></html>", "text/html")
+        script = self.server.script
+        self._reply(script.jwks if "jwks" in self.path.lower() else script.get)
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self._send(REJECTION, "text/xml; charset=utf-8")
+        self.server.script.posts.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        self._reply(self.server.script.post)
 
 
 @contextmanager
-def stub_server(*, skew: float = 0.0, tls: ssl.SSLContext | None = None) -> Iterator[str]:
-    """Serve the stub on loopback; yields its endpoint URL."""
-    server = _StubServer(("127.0.0.1", 0), _StubHandler)
-    server.skew = skew
-    server.jwks = json.dumps(jwks_for((rsa_key(0), "stub-kid"))).encode()
+def scripted(script: Script, *, tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve ``script`` on loopback; yields the endpoint URL."""
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.script = script
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    scheme = "https" if tls else "http"
+    serve_in_background(server)
     try:
-        yield f"{scheme}://127.0.0.1:{server.server_address[1]}/Login/Services/PartnerSystemUserService.svc"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}/Login/Services/PartnerSystemUserService.svc"
     finally:
         server.shutdown()
         server.server_close()
 
 
-def loopback_certificate(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+def doctor(script: Script, *extra: str) -> tuple[int, dict[str, str], str]:
+    """Run doctor against the scripted server: exit code, {check: line}, and both streams."""
+    with scripted(script) as endpoint:
+        code, out, err = run("doctor", "--endpoint", endpoint, "--timeout", "5", *extra)
+    lines = {line[5:17].strip(): line for line in out.splitlines()}
+    return code, lines, out + err
+
+
+def loopback_tls(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
     """A self-signed certificate for 127.0.0.1 (its file) and a server context using it."""
-    key = rsa_key(2)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .add_extension(ski, False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file = tmp_path / "loopback.crt"
-    key_file = tmp_path / "loopback.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    cert, key = make_cert(tmp_path, "loopback", san=x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    return cert_file, context
+    context.load_cert_chain(cert, key)
+    return cert, context
 
 
-# ------------------------------------------------------------------------------------------
-# sign
+def refused_public_key(tmp_path: Path, content: bytes) -> str:
+    """doctor's reading of a partner public key file holding ``content`` is refused: the message, path as FILE."""
+    path = tmp_path / "partner-public.xml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigurationError) as caught:
+        _load_partner_public_key(str(path))
+    assert caught.value.__cause__ is None
+    return caught.value.message.replace(repr(str(path)), "FILE")
+
+
+# --- sign -------------------------------------------------------------------------------------
 
 
 def test_sign_known_answer() -> None:
@@ -255,6 +299,25 @@ def test_sign_encrypted_key_password_env(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "E1jErSl6K9kyOKOPTSdfOARTjj98" in out
 
 
+def test_system_user_token_from_stdin_signs_the_same() -> None:
+    """--system-user-token - reads the token from stdin (trailing newline dropped): same signature as the flag."""
+    common = ("--private-key", str(XML_KEY), "--timestamp", "202601011200")
+    code, from_flag, err = run("sign", "--system-user-token", TOKEN, *common)
+    assert code == 0, err
+    code, from_stdin, err = run("sign", "--system-user-token", "-", *common, stdin=TOKEN + "\n")
+    assert code == 0, err
+    assert from_stdin == from_flag and from_flag.startswith(TOKEN + ".202601011200.")
+
+
+@pytest.mark.parametrize(("stdin", "message"), [("A" * (1024 * 1024 + 1), "larger than 1048576 bytes"), ("\n", "empty")])
+def test_system_user_token_on_stdin_is_checked(stdin: str, message: str) -> None:
+    """A token on stdin over 1 MiB, or empty, is refused (exit 2) without echoing it."""
+    code, out, err = run("sign", "--system-user-token", "-", "--private-key", str(XML_KEY), stdin=stdin)
+    assert code == 2 and out == ""
+    assert f"--system-user-token {'on stdin is ' if 'larger' in message else 'is '}{message}" in err
+    assert "AAAA" not in err
+
+
 def test_key_permission_warning_is_one_plain_line() -> None:
     """A key file open to others warns in one 'sut-soap: warning:' line, not Python's two-line format."""
     with warnings.catch_warnings():
@@ -266,8 +329,7 @@ def test_key_permission_warning_is_one_plain_line() -> None:
     assert "chmod 600" in err
 
 
-# ------------------------------------------------------------------------------------------
-# envelope
+# --- envelope ---------------------------------------------------------------------------------
 
 
 def test_envelope_masks_secrets_by_default() -> None:
@@ -294,6 +356,19 @@ def test_envelope_show_secrets_is_byte_exact() -> None:
     assert out == body.decode("utf-8")
 
 
+def test_envelope_show_secrets_prints_the_raw_envelope() -> None:
+    """envelope --show-secrets writes the real envelope to stdout, the one place a user asked for it."""
+    code, out, err = run(
+        "envelope", "--environment", "sod", "--client-secret", SECRET, "--context-identifier", CTX,
+        "--signed-token", "abc.202601011200.c2ln", "--show-secrets",
+    )
+    assert code == 0, err
+    assert f"<tns:ApplicationToken>{SECRET}</tns:ApplicationToken>" in out
+    assert "<tns:SignedSystemToken>abc.202601011200.c2ln</tns:SignedSystemToken>" in out
+    assert SECRET not in err and "c2ln" not in err
+    assert "signed for UTC minute 202601011200" in err
+
+
 def test_envelope_sends_nothing(emu: Emulator) -> None:
     """envelope never contacts the endpoint it names."""
     before = (emu.exchange_count, emu.connection_count)
@@ -317,6 +392,29 @@ def test_envelope_signed_token_from_stdin() -> None:
     assert "UTC minute 202611281330" in err
 
 
+def test_envelope_reads_the_system_user_token_from_stdin() -> None:
+    """envelope --system-user-token - signs the token read from stdin, never the dash itself."""
+    code, out, err = run(
+        "envelope", "--environment", "sod", "--client-secret", SECRET, "--context-identifier", CTX,
+        "--system-user-token", "-", "--private-key", str(XML_KEY), "--timestamp", "202601011200", "--show-secrets",
+        stdin=TOKEN + "\n",
+    )
+    assert code == 0, err
+    assert f">{TOKEN}.202601011200." in out
+    assert TOKEN not in err
+
+
+def test_envelope_rejects_timestamp_with_a_signed_token() -> None:
+    """--timestamp with --signed-token is a usage error (exit 2): the token is already signed."""
+    code, out, err = run(
+        "envelope", "--environment", "sod", "--client-secret", SECRET, "--context-identifier", CTX,
+        "--signed-token", "abc.202601011200.c2ln", "--timestamp", "202601011200",
+    )
+    assert code == 2 and out == ""
+    assert "--timestamp applies only when signing here" in err
+    assert SECRET not in err and "c2ln" not in err
+
+
 def test_envelope_masks_xml_escaped_secret() -> None:
     """A client secret with XML special characters is masked in its escaped form too."""
     code, out, err = run(
@@ -328,8 +426,7 @@ def test_envelope_masks_xml_escaped_secret() -> None:
     assert_no_secrets(out, err)
 
 
-# ------------------------------------------------------------------------------------------
-# ticket
+# --- ticket -----------------------------------------------------------------------------------
 
 
 def test_ticket_prints_ticket_alone(emu: Emulator) -> None:
@@ -429,6 +526,17 @@ def test_ticket_from_environment_variables(emu: Emulator, monkeypatch: pytest.Mo
     assert out.startswith("7T:")
 
 
+def test_ticket_requires_a_target() -> None:
+    """ticket without --environment or --endpoint is a usage error naming both and the variable."""
+    code, _out, err = run(
+        "ticket", "--context-identifier", CTX, "--system-user-token", TOKEN, "--private-key", str(XML_KEY),
+        "--client-secret", SECRET,
+    )
+    assert code == 2
+    assert "--environment or --endpoint is required" in err and "SUT_SOAP_ENVIRONMENT" in err
+    assert SECRET not in err and TOKEN not in err
+
+
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
@@ -468,6 +576,19 @@ def test_ticket_wrong_secret_exit_1(emu: Emulator) -> None:
     assert code == 1
     assert "other-canary-secret" not in err
     assert "InvalidApplicationToken" in err
+
+
+def test_connection_refused_exit_3() -> None:
+    """Nothing listening exits 3."""
+    code, _, err = run(
+        "ticket", "--endpoint", "http://127.0.0.1:9/x", "--context-identifier", CTX, "--system-user-token", TOKEN,
+        "--private-key", str(XML_KEY), "--client-secret", SECRET, "--timeout", "2",
+    )
+    assert code == 3
+    assert "connect" in err
+
+
+# --- usage errors and the top-level safety net ------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -524,14 +645,11 @@ def test_usage_error_does_not_echo_values(argv: list[str]) -> None:
     assert SECRET not in err
 
 
-def test_connection_refused_exit_3() -> None:
-    """Nothing listening exits 3."""
-    code, _, err = run(
-        "ticket", "--endpoint", "http://127.0.0.1:9/x", "--context-identifier", CTX, "--system-user-token", TOKEN,
-        "--private-key", str(XML_KEY), "--client-secret", SECRET, "--timeout", "2",
-    )
-    assert code == 3
-    assert "connect" in err
+def test_help_survives_a_garbage_columns_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """COLUMNS that is not a number falls back to the terminal or 80 columns; --help still prints."""
+    monkeypatch.setenv("COLUMNS", "wide")
+    code, out, _err = run("sign", "--help")
+    assert code == 0 and "--system-user-token" in out
 
 
 def test_debug_shows_traceback(emu: Emulator) -> None:
@@ -541,6 +659,16 @@ def test_debug_shows_traceback(emu: Emulator) -> None:
 
     with pytest.raises(AuthenticationRejectedError):
         main(["--debug", *ticket_args(emu)], stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_debug_lets_the_traceback_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--debug re-raises unexpected exceptions so the user sees the traceback."""
+    def buggy(*args: Any) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sut_soap.cli, "_cmd_sign", buggy)
+    with pytest.raises(RuntimeError, match="boom"):
+        run("--debug", "sign", "--system-user-token", TOKEN, "--private-key", str(XML_KEY))
 
 
 def test_unexpected_exception_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -555,15 +683,17 @@ def test_unexpected_exception_is_one_line(monkeypatch: pytest.MonkeyPatch) -> No
     assert err == "sut-soap: unexpected RuntimeError; run with --debug for the traceback\n"
 
 
-# ------------------------------------------------------------------------------------------
-# verify
+def test_keyboard_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during a command exits 130 quietly, as shells expect."""
+    def interrupted(*args: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sut_soap.cli, "_cmd_sign", interrupted)
+    code, out, err = run("sign", "--system-user-token", TOKEN, "--private-key", str(XML_KEY))
+    assert code == 130 and out == "" and "Traceback" not in err
 
 
-@pytest.fixture
-def public_key_file(tmp_path: Path) -> Path:
-    path = tmp_path / "federated-login.pem"
-    path.write_bytes(public_pem(rsa_key(0)))
-    return path
+# --- verify -----------------------------------------------------------------------------------
 
 
 def test_verify_prints_claims_with_ticket_masked(public_key_file: Path) -> None:
@@ -657,8 +787,7 @@ def test_verify_unreachable_jwks_exit_3() -> None:
     assert "JWKS" in err
 
 
-# ------------------------------------------------------------------------------------------
-# inspect
+# --- inspect ----------------------------------------------------------------------------------
 
 
 def test_inspect_is_labelled_unverified() -> None:
@@ -691,6 +820,33 @@ def test_inspect_explains_times() -> None:
     assert "iat (issued)" in err and "nbf (not before)" in err
 
 
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [(30, "in 30 s"), (-90, "90 s ago"), (3600, "in 60 min"), (3 * 3600, "in 3.0 h"), (-5 * 3600, "5.0 h ago")],
+)
+def test_inspect_describes_times_relative_to_now(offset: int, expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """inspect shows exp relative to now in s, min or h, and in the past as 'ago'."""
+    now = 1_800_000_000
+    monkeypatch.setattr(time, "time", lambda: float(now))
+    token = mint(rsa_key(0), now=now, exp=now + offset, nbf=now - 10_000)
+    code, out, err = run("inspect", token)
+    assert code == 0, err
+    assert "exp (expires)" in out + err
+    assert expected in out + err
+
+
+def test_inspect_skips_times_that_are_not_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """exp as a digit string is read as a number; a boolean or an absurd value is skipped, not a crash."""
+    now = 1_800_000_000
+    monkeypatch.setattr(time, "time", lambda: float(now))
+    token = mint(rsa_key(0), now=now, exp=str(now + 30), nbf=True, iat=10**30)
+    code, out, err = run("inspect", token)
+    assert code == 0, err
+    text = out + err
+    assert "exp (expires)" in text and "in 30 s" in text
+    assert "nbf (not before)" not in text and "iat (issued)" not in text
+
+
 def test_inspect_malformed_exit_4() -> None:
     """A token that is not a JWT exits 4 and names the format check."""
     code, _out, err = run("inspect", "-", stdin="abc.def")
@@ -698,8 +854,7 @@ def test_inspect_malformed_exit_4() -> None:
     assert "'format' check" in err
 
 
-# ------------------------------------------------------------------------------------------
-# convert-key
+# --- convert-key ------------------------------------------------------------------------------
 
 
 def test_convert_xml_to_pem_mode_0600(tmp_path: Path) -> None:
@@ -755,8 +910,16 @@ def test_convert_refuses_to_overwrite_its_input(key_0600: Path) -> None:
     assert "overwrite the input" in err
 
 
-# ------------------------------------------------------------------------------------------
-# doctor
+def test_convert_key_into_a_missing_directory(tmp_path: Path) -> None:
+    """convert-key to a path whose directory does not exist is a ConfigurationError (exit 2), not a traceback."""
+    target = tmp_path / "no" / "such" / "dir" / "key.pem"
+    code, out, err = run("convert-key", str(XML_KEY), "--out", str(target))
+    assert code == 2 and out == ""
+    assert "sut-soap:" in err and "Traceback" not in err
+    assert not target.exists()
+
+
+# --- doctor against the emulator --------------------------------------------------------------
 
 
 def test_doctor_all_ok_against_emulator(emu: Emulator, key_0600: Path) -> None:
@@ -826,18 +989,6 @@ def test_doctor_key_file_open_to_others_warns(emu: Emulator) -> None:
     assert "chmod 600" in out
 
 
-@pytest.mark.parametrize(("skew", "status", "code"), [(-180.0, "WARN", 0), (7200.0, "FAIL", 2)])
-def test_doctor_clock_against_date_header(skew: float, status: str, code: int) -> None:
-    """The local clock is compared with the server's Date: WARN beyond 1 minute, FAIL (exit 2) beyond 10."""
-    with stub_server(skew=skew) as endpoint:
-        result, out, err = run("doctor", "--endpoint", endpoint)
-    assert result == code, out + err
-    checks = lines_by_check(out)
-    assert checks["clock"] == status
-    assert checks["soap"] == "OK" and checks["jwks"] == "OK"
-    assert ("ahead of" if skew < 0 else "behind") in out
-
-
 def test_doctor_unreachable_exit_3() -> None:
     """Nothing listening: endpoint and JWKS FAIL, the checks that need an answer are skipped, exit 3."""
     code, out, _err = run("doctor", "--endpoint", "http://127.0.0.1:9/Login/Services/PartnerSystemUserService.svc")
@@ -866,10 +1017,47 @@ def test_doctor_jwks_unavailable_exit_3(emu: Emulator) -> None:
     assert "503" in out
 
 
+# --- doctor against a scripted server ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("skew", "status", "code"), [(-180.0, "WARN", 0), (7200.0, "FAIL", 2)])
+def test_doctor_clock_against_date_header(skew: float, status: str, code: int) -> None:
+    """The local clock is compared with the server's Date: WARN beyond 1 minute, FAIL (exit 2) beyond 10."""
+    with scripted(Script(skew=skew)) as endpoint:
+        result, out, err = run("doctor", "--endpoint", endpoint)
+    assert result == code, out + err
+    checks = lines_by_check(out)
+    assert checks["clock"] == status
+    assert checks["soap"] == "OK" and checks["jwks"] == "OK"
+    assert ("ahead of" if skew < 0 else "behind") in out
+
+
+def test_doctor_unparsable_date_header_is_a_clock_warning() -> None:
+    """A Date header that is not an HTTP date cannot be compared: WARN quoting it."""
+    code, lines, _ = doctor(Script(date="yesterday-ish"))
+    assert lines["clock"].startswith("WARN") and "'yesterday-ish' is not an HTTP date" in lines["clock"]
+    assert code == 0
+
+
+def test_doctor_missing_date_header_is_a_clock_warning() -> None:
+    """Without any Date header the clock cannot be checked: WARN, the rest still runs."""
+    code, lines, _ = doctor(Script(date=None))
+    assert lines["clock"].startswith("WARN") and "no Date header" in lines["clock"]
+    assert lines["jwks"].startswith("OK") and "doctor-kid" in lines["jwks"]
+    assert code == 0
+
+
+def test_doctor_date_without_timezone_is_not_compared() -> None:
+    """A Date header with no zone ("-0000" parses naive) is not trusted for skew."""
+    code, lines, _ = doctor(Script(date="Sat, 28 Nov 2026 12:00:00 -0000"))
+    assert lines["clock"].startswith("WARN") and "not an HTTP date" in lines["clock"]
+    assert code == 0
+
+
 def test_doctor_tls_untrusted_certificate(tmp_path: Path) -> None:
     """An https endpoint with an untrusted certificate fails 'tls' and says why (exit 3)."""
-    _cert, context = loopback_certificate(tmp_path)
-    with stub_server(tls=context) as endpoint:
+    _cert, context = loopback_tls(tmp_path)
+    with scripted(Script(), tls=context) as endpoint:
         code, out, _err = run("doctor", "--endpoint", endpoint, "--timeout", "3")
     assert code == 3
     assert lines_by_check(out)["tls"] == "FAIL"
@@ -878,17 +1066,204 @@ def test_doctor_tls_untrusted_certificate(tmp_path: Path) -> None:
 
 def test_doctor_tls_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An https endpoint whose certificate verifies passes 'tls' and names the TLS version."""
-    cert, context = loopback_certificate(tmp_path)
+    cert, context = loopback_tls(tmp_path)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
-    with stub_server(tls=context) as endpoint:
+    with scripted(Script(), tls=context) as endpoint:
         code, out, err = run("doctor", "--endpoint", endpoint, "--timeout", "3")
     assert code == 0, out + err
     assert lines_by_check(out)["tls"] == "OK"
     assert "certificate verified for 127.0.0.1 (TLSv1" in out
 
 
-# ------------------------------------------------------------------------------------------
-# emulator, demo, help, start-up
+def test_doctor_reports_a_redirect_it_will_not_follow() -> None:
+    """A 3xx on the endpoint is a WARN naming the Location; the probe's redirect is a SOAP FAIL, exit 3."""
+    moved = Reply(status=302, body=b"", headers={"Location": "https://elsewhere.example/x"})
+    code, lines, _ = doctor(Script(get=moved, post=moved))
+    assert lines["endpoint"].startswith("WARN") and "'https://elsewhere.example/x'" in lines["endpoint"]
+    assert "does not follow" in lines["endpoint"]
+    assert lines["soap"].startswith("FAIL")
+    assert code == 3
+
+
+def test_doctor_server_error_fails_the_endpoint() -> None:
+    """An HTTP 5xx from GET is a FAIL ("failing or unavailable") and exit 3 (remote trouble)."""
+    code, lines, _ = doctor(Script(get=Reply(status=503, body=b"down", headers={"Content-Type": "text/plain"})))
+    assert lines["endpoint"].startswith("FAIL") and "HTTP 503 (text/plain)" in lines["endpoint"]
+    assert "failing or unavailable" in lines["endpoint"]
+    assert code == 3
+
+
+def test_doctor_action_not_supported_means_a_different_service() -> None:
+    """A SOAP Fault with ActionNotSupported says the URL is a SOAP service but not this one: FAIL."""
+    post = Reply(status=500, body=soap_fault("a:ActionNotSupported", "The message with Action cannot be processed"))
+    code, lines, _ = doctor(Script(post=post))
+    assert lines["soap"].startswith("FAIL") and "not the PartnerSystemUserService" in lines["soap"]
+    assert code == 3
+
+
+def test_doctor_other_soap_fault_is_a_warning() -> None:
+    """Any other SOAP Fault to the probe is a WARN quoting the fault code and string; nothing else fails."""
+    post = Reply(status=500, body=soap_fault("s:Server", "Internal error in the partner service"))
+    code, lines, _ = doctor(Script(post=post))
+    assert lines["soap"].startswith("WARN")
+    assert "s:Server" in lines["soap"] and "Internal error in the partner service" in lines["soap"]
+    assert code == 0
+
+
+def test_doctor_not_a_soap_answer_fails() -> None:
+    """An HTML page in answer to the probe is a FAIL saying no SOAP answer came back."""
+    post = Reply(status=200, body=b"<html><body>login</body></html>", headers={"Content-Type": "text/html"})
+    code, lines, _ = doctor(Script(post=post))
+    assert lines["soap"].startswith("FAIL") and "no SOAP answer" in lines["soap"]
+    assert code == 3
+
+
+def test_doctor_warns_when_the_dummy_probe_is_accepted() -> None:
+    """A service that accepts the dummy credentials is suspicious: WARN, not OK."""
+    code, lines, _ = doctor(Script(post=Reply(body=soap_envelope(ACCEPTED))))
+    assert lines["soap"].startswith("WARN") and "ACCEPTED a dummy probe" in lines["soap"]
+    assert code == 0
+
+
+def test_doctor_jwks_that_is_not_a_key_fails() -> None:
+    """A JWKS URL that answers an HTML page is a FAIL saying the content is no usable key, and exit 3."""
+    page = Reply(body=b"<html>sign in</html>", headers={"Content-Type": "text/html"})
+    code, lines, _ = doctor(Script(jwks=page))
+    assert lines["jwks"].startswith("FAIL") and "not a parseable public key" in lines["jwks"]
+    assert code == 3
+
+
+def test_doctor_pem_key_at_the_jwks_url_is_not_a_key_set() -> None:
+    """A PEM public key served where the JWKS belongs loads as a key, but is "not JSON": FAIL, exit 3."""
+    pem = Reply(body=public_pem(rsa_key(0)), headers={"Content-Type": "application/x-pem-file"})
+    code, lines, _ = doctor(Script(jwks=pem))
+    assert lines["jwks"].startswith("FAIL") and "not JSON" in lines["jwks"]
+    assert code == 3
+
+
+def test_doctor_single_jwk_is_not_a_key_set() -> None:
+    """A lone JWK where a JWKS belongs loads as a key, but doctor FAILs it: the client needs a 'keys' list."""
+    single = json.dumps(jwks_for((rsa_key(0), "solo"))["keys"][0]).encode()
+    code, lines, _ = doctor(Script(jwks=Reply(body=single, headers={"Content-Type": "application/json"})))
+    assert lines["jwks"].startswith("FAIL") and "a single JWK, not a JWKS" in lines["jwks"]
+    assert code == 3
+
+
+def test_doctor_jwks_http_error_fails() -> None:
+    """A JWKS URL answering 404 is a FAIL with the status."""
+    code, lines, _ = doctor(Script(jwks=Reply(status=404, body=b"", headers={})))
+    assert lines["jwks"].startswith("FAIL") and "HTTP 404" in lines["jwks"]
+    assert code == 3
+
+
+def test_doctor_public_key_alone_is_checked_but_not_compared(tmp_path: Path) -> None:
+    """--public-key without --private-key: the key loads (fingerprint shown), the pair check is a SKIP."""
+    public = tmp_path / "partner-public.pem"
+    public.write_bytes(public_pem(rsa_key(1)))
+    code, lines, _ = doctor(Script(), "--public-key", str(public))
+    assert lines["key pair"].startswith("SKIP") and "SHA256:" in lines["key pair"]
+    assert "give a loadable --private-key" in lines["key pair"]
+    assert code == 0
+
+
+def test_doctor_unloadable_public_key_fails_the_pair(tmp_path: Path) -> None:
+    """A --public-key file that is not a key is a FAIL on the pair check (exit 2: local trouble)."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key at all\n")
+    code, lines, _ = doctor(Script(), "--public-key", str(junk))
+    assert lines["key pair"].startswith("FAIL")
+    assert code == 2
+
+
+def test_doctor_unloadable_private_key_fails(tmp_path: Path) -> None:
+    """A --private-key that does not load is a FAIL on that line, never an exception, and never echoes the file."""
+    broken = tmp_path / "partner.xml"
+    broken.write_text("<RSAKeyValue><Modulus>AQAB</Modulus></RSAKeyValue>")
+    broken.chmod(0o600)
+    code, lines, text = doctor(Script(), "--private-key", str(broken))
+    assert lines["private key"].startswith("FAIL")
+    assert code == 2
+    assert "<Modulus>" not in text
+
+
+# --- doctor's reading of the partner public key -----------------------------------------------
+
+
+def test_missing_public_key_file_is_refused_with_the_os_reason(tmp_path: Path) -> None:
+    """A public key path that does not exist is refused with the OS reason."""
+    path = tmp_path / "nope.xml"
+    with pytest.raises(ConfigurationError) as caught:
+        _load_partner_public_key(str(path))
+    assert caught.value.message == f"cannot read the public key file {str(path)!r}: No such file or directory"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><RSAKeyValue>&x;</RSAKeyValue>',
+         "the public key file FILE carries a DTD or declaration; refused"),
+        (b"<RSAKeyValue><Modulus>", "the public key file FILE is not well-formed XML"),
+        (f"<RSAKeyValue><Modulus>{b64_int(3233)}</Modulus><Exponent>AQAB</Exponent><D>AQAB</D></RSAKeyValue>".encode(),
+         "the public key file FILE holds a private key"),
+        (b"<RSAKeyValue><Modulus>not base64!</Modulus><Exponent>AQAB</Exponent></RSAKeyValue>",
+         "the public key file FILE: <Modulus> is not Base64"),
+        (b"<RSAKeyValue><Exponent>AQAB</Exponent></RSAKeyValue>",
+         "the public key file FILE is XML without <Modulus> and <Exponent>"),
+        (f"<RSAKeyValue><Modulus>{b64_int(3233)}</Modulus><Exponent>{b64_int(2)}</Exponent></RSAKeyValue>".encode(),
+         "the public key file FILE does not hold a valid RSA public key"),
+    ],
+    ids=["dtd", "not-well-formed", "private-member", "not-base64", "no-modulus", "even-exponent"],
+)
+def test_unusable_dotnet_public_key_is_refused_with_the_reason(tmp_path: Path, content: bytes, expected: str) -> None:
+    """A .NET XML public key with a DTD, broken XML, private members, bad Base64 or impossible numbers is refused."""
+    assert refused_public_key(tmp_path, content) == expected
+
+
+def test_processing_instruction_in_dotnet_public_key_is_skipped(tmp_path: Path) -> None:
+    """A processing instruction among the <RSAKeyValue> children is ignored and the key loads."""
+    numbers = rsa_key(0).public_key().public_numbers()
+    path = tmp_path / "partner-public.xml"
+    path.write_text(
+        f"<RSAKeyValue><?exported by=portal?><Modulus>{b64_int(numbers.n)}</Modulus>"
+        f"<Exponent>{b64_int(numbers.e)}</Exponent></RSAKeyValue>"
+    )
+    assert _load_partner_public_key(str(path)).public_numbers() == numbers
+
+
+# --- envelopes printed masked -----------------------------------------------------------------
+
+
+def test_secret_in_cdata_or_child_elements_is_masked_by_the_parsed_pass() -> None:
+    """A secret element whose value hides in CDATA or in child elements is blanked, other elements kept."""
+    data = (
+        b'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">'
+        b"<s:Header><ApplicationToken><![CDATA[SecretCanary]]></ApplicationToken></s:Header>"
+        b"<s:Body><Token><part>JwtCanary</part></Token><ContextIdentifier>Cust12345</ContextIdentifier></s:Body>"
+        b"</s:Envelope>"
+    )
+    shown = _Masker().envelope(data)
+    assert "SecretCanary" not in shown
+    assert "JwtCanary" not in shown
+    assert f"<ApplicationToken>{MASK}</ApplicationToken>" in shown
+    assert f"<Token>{MASK}</Token>" in shown
+    assert "<ContextIdentifier>Cust12345</ContextIdentifier>" in shown
+    assert shown.startswith("<?xml version='1.0' encoding='utf-8'?>\n")
+
+
+def test_envelope_without_hidden_secrets_is_shown_unchanged() -> None:
+    """An envelope whose secret elements are empty is printed exactly as it came (no re-serialisation)."""
+    text = '<E xmlns="urn:x">\n  <Token/>\n  <Other a="1">keep</Other>\n</E>'
+    assert _Masker().envelope(text.encode()) == text
+
+
+def test_masker_ignores_blank_values() -> None:
+    """Blank or missing values are never registered as secrets (masking them would blank every space)."""
+    masker = _Masker()
+    masker.add(None, "", "   ", "SecretValue")
+    assert masker.text("x   y SecretValue") == f"x   y {MASK}"
+
+
+# --- emulator, replay, demo, help, start-up ---------------------------------------------------
 
 
 @pytest.mark.parametrize("prefix", [[], ["--debug"]])

@@ -1,4 +1,4 @@
-"""Environments and endpoint rules."""
+"""Environments and endpoint rules: URLs per environment, endpoint checks, loopback, resolve_endpoint."""
 
 from __future__ import annotations
 
@@ -58,10 +58,14 @@ def test_endpoint_accepted(url: str) -> None:
         ("https://online.superoffice.com/x y", "whitespace"),
         ("", "empty"),
         ("https://[::1/x", "valid URL"),
+        ("https:///Login/Services/PartnerSystemUserService.svc", "absolute https"),
+        ("https://example.com:99999/x", "valid URL"),
+        ("https://user@example.com/x", "credentials"),
+        ("https://:pw@example.com/x", "credentials"),
     ],
 )
 def test_endpoint_refused(url: str, why: str) -> None:
-    """Endpoints that would leak secrets or are not URLs are refused before any I/O."""
+    """Endpoints that would leak secrets (credentials even alone) or are not URLs (no host, bad port) are refused."""
     with pytest.raises(ConfigurationError, match=why):
         validate_endpoint(url)
 
@@ -77,10 +81,12 @@ def test_resolve_requires_exactly_one() -> None:
 @pytest.mark.parametrize(
     ("host", "expected"),
     [("localhost", True), ("127.0.0.1", True), ("::1", True), ("[::1]", True),
-     ("example.com", False), ("10.1.2.3", False), ("localhost.example.com", False)],
+     ("example.com", False), ("10.1.2.3", False), ("localhost.example.com", False),
+     ("app.localhost", True), ("App.LocalHost", True), ("[LOCALHOST]", True),
+     ("XLOCALHOST", False), ("localhostX", False), ("x127.0.0.1", False)],
 )
 def test_loopback_detection(host: str, expected: bool) -> None:
-    """Only names and addresses of this machine count as loopback."""
+    """Only names and addresses of this machine count as loopback: *.localhost in any case, brackets stripped."""
     assert is_loopback_host(host) is expected
 
 
@@ -88,3 +94,43 @@ def test_environment_must_be_a_string() -> None:
     """A non-string environment is refused, listing the valid names."""
     with pytest.raises(ConfigurationError, match="sod, qaonline, online"):
         normalise_environment(None)  # type: ignore[arg-type]
+
+
+def test_endpoint_errors_name_the_setting() -> None:
+    """By default the error names the endpoint; what= renames it."""
+    with pytest.raises(ConfigurationError, match=r"^endpoint is empty"):
+        validate_endpoint("")
+    with pytest.raises(ConfigurationError, match=r"^the JWKS URL is empty"):
+        validate_endpoint("", what="the JWKS URL")
+
+
+def test_printable_ascii_boundaries_in_urls() -> None:
+    """'!' (0x21) is allowed in a URL, DEL (0x7f) is refused like other control characters."""
+    assert validate_endpoint("https://example.com/a!b") == "https://example.com/a!b"
+    assert validate_endpoint("https://example.com/a\x80b") == "https://example.com/a\x80b"
+    with pytest.raises(ConfigurationError, match="control characters"):
+        validate_endpoint("https://example.com/a\x7fb")
+
+
+def test_plain_http_refusal_hints_at_https() -> None:
+    """Refusing plain http tells the user to use https://."""
+    with pytest.raises(ConfigurationError) as info:
+        validate_endpoint("http://example.com/x")
+    assert info.value.hint.startswith("use https://")
+    assert "loopback" in info.value.hint
+
+
+def test_resolve_endpoint_with_exactly_one_choice() -> None:
+    """environment= alone gives the environment's URL; endpoint= alone is validated and returned."""
+    assert resolve_endpoint(environment="sod", endpoint=None).startswith("https://sod.superoffice.com/")
+    assert resolve_endpoint(environment=None, endpoint="https://x.example/y") == "https://x.example/y"
+    with pytest.raises(ConfigurationError, match="plain http"):
+        resolve_endpoint(environment=None, endpoint="http://x.example/y")
+
+
+def test_resolve_endpoint_without_choice_hints_at_both() -> None:
+    """With neither environment= nor endpoint=, the hint names both options."""
+    with pytest.raises(ConfigurationError, match="no endpoint") as info:
+        resolve_endpoint(environment=None, endpoint=None)
+    assert "environment=" in info.value.hint
+    assert "endpoint=" in info.value.hint

@@ -1,8 +1,8 @@
 """Seeded fuzzing of the answer parser and the JWT validator: nothing but SutSoapError escapes.
 
 Hypothesis (derandomized) chooses seeds and mutation styles; each example then runs a batch
-of cheap, seeded mutants, so a run covers tens of thousands of inputs in seconds. A failure
-reports the seed, which reproduces the exact mutant.
+of cheap, seeded variants, so a run covers tens of thousands of inputs in seconds. A failure
+reports the seed, which reproduces the exact input.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sut_soap.soap import parse_answer
 from sut_soap.tokens import StaticKeySource, TokenValidator
 
 BATCH = 100
-EXAMPLES = 200  # x BATCH = 20,000 mutants per test
+EXAMPLES = 200  # x BATCH = 20,000 inputs per test
 FUZZ = settings(
     max_examples=EXAMPLES, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
 )
@@ -132,8 +132,8 @@ def check_answer(data: bytes, status: int) -> None:
 
 @FUZZ
 @given(seed=st.integers(0, 2**32 - 1), base=st.sampled_from(BASES), status=st.sampled_from([200, 200, 400, 500, 503]))
-def test_byte_level_answer_mutants(seed: int, base: bytes, status: int) -> None:
-    """Byte-level mutants of WCF answers raise only SutSoapError (with short messages)."""
+def test_byte_mangled_answers_raise_only_sut_soap_errors(seed: int, base: bytes, status: int) -> None:
+    """WCF answers with bytes flipped, cut or inserted raise only SutSoapError (with short messages)."""
     rnd = random.Random(seed)
     for _ in range(BATCH):
         check_answer(mutate_bytes(rnd, base), status)
@@ -142,7 +142,7 @@ def test_byte_level_answer_mutants(seed: int, base: bytes, status: int) -> None:
 
 @FUZZ
 @given(seed=st.integers(0, 2**32 - 1), status=st.sampled_from([200, 200, 200, 500]), mutate=st.booleans())
-def test_structure_aware_answer_mutants(seed: int, status: int, mutate: bool) -> None:
+def test_oddly_assembled_answers_raise_only_sut_soap_errors(seed: int, status: int, mutate: bool) -> None:
     """Envelopes assembled from odd parts raise only SutSoapError."""
     rnd = random.Random(seed)
     for _ in range(BATCH):
@@ -213,7 +213,7 @@ def mutate_jwt(rnd: random.Random, token: str) -> str:
 
 @FUZZ
 @given(seed=st.integers(0, 2**32 - 1), index=st.integers(0, len(TOKENS) - 1))
-def test_jwt_mutants(seed: int, index: int) -> None:
+def test_tampered_jwts_raise_only_sut_soap_errors_and_never_validate(seed: int, index: int) -> None:
     """Tampered and hostile JWTs raise only SutSoapError and never validate."""
     rnd = random.Random(seed)
     for _ in range(BATCH):
@@ -229,12 +229,12 @@ def test_jwt_mutants(seed: int, index: int) -> None:
 
 
 def test_seed_token_is_valid() -> None:
-    """The unmutated base token validates, so the mutants above test something."""
+    """The untampered base token validates, so the tampered ones above test something."""
     assert VALIDATOR.validate(TOKENS[0], context_identifier="Cust12345")["iss"] == "SuperOffice AS"
 
 
 def test_fuzz_counts() -> None:
-    """Each fuzz test above ran at least 20,000 mutants (run after them, in file order)."""
+    """Each fuzz test above ran at least 20,000 generated inputs (run after them, in file order)."""
     if ANSWER_BYTES.count == 0:
         return  # run alone (-k): nothing to count
     assert ANSWER_BYTES.count >= 20_000

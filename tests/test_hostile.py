@@ -36,16 +36,15 @@ import socket
 import struct
 import threading
 import time
-import traceback
 import tracemalloc
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from xml.sax.saxutils import unescape
 
 import pytest
@@ -55,7 +54,24 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from jwt_factory import b64url, jwk_for, mint, mint_raw, public_pem, rsa_key, self_signed_cert
-from support import KAT_ASCII, KAT_UTF8, SIGNED_MINUTE, SIGNED_TOKEN, ClientFactory, Sleeper, TlsServer, make_cert
+from support import (
+    KAT_ASCII,
+    KAT_UTF8,
+    SIGNED_MINUTE,
+    SIGNED_TOKEN,
+    ClientFactory,
+    FakeResponse,
+    Reply,
+    ScriptedServer,
+    Sleeper,
+    TlsServer,
+    error_texts,
+    make_cert,
+    rejection,
+)
+from support import authentication_response as response
+from support import soap_envelope as envelope
+from support import soap_fault as fault
 
 import sut_soap.errors
 from sut_soap import (
@@ -89,8 +105,6 @@ SERIAL = "1234567"
 PATH = "/Login/Services/PartnerSystemUserService.svc"
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
-TNS = "http://www.superoffice.com/superid/partnersystemuser/0.1"
-XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
                "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
@@ -208,22 +222,6 @@ def canary() -> Iterator[Canary]:
     c.check()
 
 
-def error_texts(error: BaseException) -> list[str]:
-    """str and repr of the error and of every error in its __cause__/__context__ chain, plus the traceback."""
-    out: list[str] = []
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        out += [str(current), repr(current), *(str(a) for a in current.args)]
-        pending += [current.__cause__, current.__context__]
-    out.append("".join(traceback.format_exception(error)))
-    return out
-
-
 def check_error(error: BaseException) -> None:
     """No secret in the error or its chain; the message is at most 1 KiB."""
     canary_now().check(*error_texts(error))
@@ -336,79 +334,10 @@ def emu(emulator: Emulator, canary: Canary) -> Iterator[Emulator]:
     assert emulator.internal_errors == []
 
 
-class Reply(NamedTuple):
-    status: int
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-Step = Reply | Callable[[BaseHTTPRequestHandler], None]
-
-
-class LoopServer:
-    """A loopback HTTP server answering POSTs from a script (then ``default``); counts POSTs and GETs."""
-
-    def __init__(self) -> None:
-        self.script: list[Step] = []
-        self.default: Step = Reply(503)
-        self.bodies: list[bytes] = []
-        self.gets = 0
-        self.release = threading.Event()
-        outer = self
-
-        class _H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                outer.gets += 1
-                self.send_error(404)
-
-            def do_POST(self) -> None:
-                outer.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                step = outer.script.pop(0) if outer.script else outer.default
-                if callable(step):
-                    step(self)
-                    return
-                self.send_response(step.status)
-                for name, value in step.headers:
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(step.body)))
-                self.end_headers()
-                with suppress(OSError):
-                    self.wfile.write(step.body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        class _Quiet(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def server_bind(self) -> None:
-                import socketserver
-
-                socketserver.TCPServer.server_bind(self)
-                self.server_name, self.server_port = "127.0.0.1", int(self.server_address[1])
-
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass
-
-        self.httpd = _Quiet(("127.0.0.1", 0), _H)
-        self.port = int(self.httpd.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}{PATH}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    @property
-    def posts(self) -> int:
-        return len(self.bodies)
-
-
 @pytest.fixture
-def server(canary: Canary) -> Iterator[LoopServer]:
-    s = LoopServer()
-    yield s
-    s.release.set()
-    s.httpd.shutdown()
-    s.httpd.server_close()
+def server(canary: Canary) -> Iterator[ScriptedServer]:
+    with ScriptedServer() as s:
+        yield s
     for body in s.bodies:
         canary.harvest(body)
 
@@ -428,28 +357,8 @@ def authenticate(client: SystemUserClient, ctx: str = CTX, token: str = TOKEN) -
     return canary_now().keep(client.authenticate(context_identifier=ctx, system_user_token=token))
 
 
-def envelope(inner: str, namespace: str = SOAP11) -> bytes:
-    return f'<s:Envelope xmlns:s="{namespace}"><s:Body>{inner}</s:Body></s:Envelope>'.encode()
-
-
-def response(members: str) -> str:
-    return f'<AuthenticationResponse xmlns="{TNS}" xmlns:i="{XSI}">{members}</AuthenticationResponse>'
-
-
-def fault(code: str, text: str) -> bytes:
-    return envelope(f"<s:Fault><faultcode>{code}</faultcode><faultstring>{text}</faultstring></s:Fault>")
-
-
-class Raw(NamedTuple):
-    """What parse_answer reads of an HTTP response."""
-
-    status_code: int
-    content: bytes
-    headers: dict[str, str] = {}  # noqa: RUF012 -- never mutated
-
-
 def parse(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Answer:
-    return parse_answer(Raw(status, body, headers or {}), secrets=(CLIENT_SECRET, TOKEN))
+    return parse_answer(FakeResponse(body, status, headers or {}), secrets=(CLIENT_SECRET, TOKEN))
 
 
 @contextmanager
@@ -704,7 +613,7 @@ def test_case_16_known_answer_pkcs1v15_not_pss() -> None:
         PARTNER_KEY.public_key().verify(raw, message.encode(), pss, hashes.SHA256())
 
 
-def test_case_17_retry_resigns_with_the_new_minute(server: LoopServer,
+def test_case_17_retry_resigns_with_the_new_minute(server: ScriptedServer,
                                                    make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 17: attempt 1 at 12:59:59.9, retry at 13:00:00.2: the retry carries ...1300, signed afresh."""
     first = datetime(2026, 1, 1, 12, 59, 59, 900000, tzinfo=timezone.utc)
@@ -824,14 +733,14 @@ def test_case_21_connect_black_hole_times_out(make_client: Callable[..., SystemU
             s.close()
 
 
-def _silent(server: LoopServer) -> Callable[[BaseHTTPRequestHandler], None]:
+def _silent(server: ScriptedServer) -> Callable[[BaseHTTPRequestHandler], None]:
     def handle(h: BaseHTTPRequestHandler) -> None:
         server.release.wait(5)
 
     return handle
 
 
-def test_case_22_accept_then_silence(server: LoopServer, make_client: Callable[..., SystemUserClient]) -> None:
+def test_case_22_accept_then_silence(server: ScriptedServer, make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 22: a server that accepts and never answers gives a retryable TransportError within the read timeout."""
     server.default = _silent(server)
     client = make_client(server.url, timeout=(1.0, 0.3), retry=None)
@@ -841,7 +750,7 @@ def test_case_22_accept_then_silence(server: LoopServer, make_client: Callable[.
     assert server.posts == 1
 
 
-def test_case_23_slow_drip_stops_at_the_total_deadline(server: LoopServer,
+def test_case_23_slow_drip_stops_at_the_total_deadline(server: ScriptedServer,
                                                        make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 23: a server dripping 1 byte per 0.1 s is cut at the call's total deadline (1 s here) + < 1 s."""
 
@@ -865,7 +774,7 @@ def test_case_23_slow_drip_stops_at_the_total_deadline(server: LoopServer,
 
 
 @pytest.mark.parametrize("how", ["reset", "short-content-length"])
-def test_case_24_broken_answer(how: str, server: LoopServer, make_client: Callable[..., SystemUserClient]) -> None:
+def test_case_24_broken_answer(how: str, server: ScriptedServer, make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 24: a reset mid-answer or a body shorter than Content-Length is a retryable TransportError."""
 
     def broken(h: BaseHTTPRequestHandler) -> None:
@@ -886,7 +795,7 @@ def test_case_24_broken_answer(how: str, server: LoopServer, make_client: Callab
     assert server.posts == 1
 
 
-def test_case_25_redirect_to_plain_http_is_refused(server: LoopServer, make_client: Callable[..., SystemUserClient],
+def test_case_25_redirect_to_plain_http_is_refused(server: ScriptedServer, make_client: Callable[..., SystemUserClient],
                                                    net: Net) -> None:
     """HOSTILE 25: 307 -> http://evil.example is refused; exactly 1 request, the body is never re-sent."""
     server.default = Reply(307, b"", (("Location", "http://evil.example/steal"),))
@@ -901,7 +810,7 @@ def test_case_25_redirect_to_plain_http_is_refused(server: LoopServer, make_clie
 
 @pytest.mark.parametrize("status", [301, 302, 308])
 def test_case_26_redirect_to_another_https_host_is_refused(
-    status: int, server: LoopServer, make_client: Callable[..., SystemUserClient], net: Net
+    status: int, server: ScriptedServer, make_client: Callable[..., SystemUserClient], net: Net
 ) -> None:
     """HOSTILE 26: 301/302/308 -> another https host is refused; 1 request, nothing from the other origin."""
     server.default = Reply(status, b"", (("Location", "https://other.example" + PATH),))
@@ -913,7 +822,7 @@ def test_case_26_redirect_to_another_https_host_is_refused(
     assert all(_loopback(str(a[0])) for a in net.connects) and "other.example" not in net.lookups
 
 
-def test_case_27_oversized_answer_stops_at_the_cap(server: LoopServer,
+def test_case_27_oversized_answer_stops_at_the_cap(server: ScriptedServer,
                                                    make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 27: a 2 MiB 200 answer is a ProtocolError once 1 MiB has been read."""
     server.default = Reply(200, b"<s:Envelope>" + b"x" * (2 * 1024 * 1024), (("Content-Type", "text/xml"),))
@@ -934,7 +843,7 @@ def _gzip_bomb() -> bytes:
     return _BOMB[0]
 
 
-def test_case_28_gzip_bomb(server: LoopServer, make_client: Callable[..., SystemUserClient]) -> None:
+def test_case_28_gzip_bomb(server: ScriptedServer, make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 28: a 256 KiB gzip bomb inflating to 256 MiB is a ProtocolError; memory +<= 10 MiB; message <= 1 KiB."""
     bomb = _gzip_bomb()
     assert len(bomb) < 300 * 1024
@@ -952,7 +861,7 @@ def test_case_28_gzip_bomb(server: LoopServer, make_client: Callable[..., System
     assert server.posts == 1
 
 
-def test_case_29_content_encoding_chain(server: LoopServer, make_client: Callable[..., SystemUserClient]) -> None:
+def test_case_29_content_encoding_chain(server: ScriptedServer, make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 29: Content-Encoding: gzip x 6 is a typed ProtocolError (urllib3 allows 5 stages)."""
     body = envelope(response("<IsSuccessful>false</IsSuccessful>"))
     for _ in range(6):
@@ -970,7 +879,7 @@ def test_case_29_content_encoding_chain(server: LoopServer, make_client: Callabl
 # =================================================================================================
 
 
-def test_case_30_503_retry_after_is_honoured(server: LoopServer, make_client: Callable[..., SystemUserClient]) -> None:
+def test_case_30_503_retry_after_is_honoured(server: ScriptedServer, make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 30: 503 with Retry-After: 2 is retried after >= 2 s each time, then a retryable TransportError."""
     server.default = Reply(503, b"", (("Retry-After", "2"),))
     sleeper = Sleeper()
@@ -984,7 +893,7 @@ def test_case_30_503_retry_after_is_honoured(server: LoopServer, make_client: Ca
 
 @pytest.mark.parametrize("retry_after", ["100000", "date"])
 def test_case_31_retry_after_beyond_the_cap_fails_at_once(
-    retry_after: str, server: LoopServer, make_client: Callable[..., SystemUserClient]
+    retry_after: str, server: ScriptedServer, make_client: Callable[..., SystemUserClient]
 ) -> None:
     """HOSTILE 31: 429 with Retry-After 100000 s or an HTTP-date years ahead: no sleep, one request, TransportError."""
     value = format_datetime(datetime(2099, 1, 1, tzinfo=timezone.utc), usegmt=True) if retry_after == "date" else (
@@ -1006,7 +915,7 @@ NGINX = (
 
 
 @pytest.mark.parametrize("status", [502, 504])
-def test_case_32_gateway_html_is_retried(status: int, server: LoopServer,
+def test_case_32_gateway_html_is_retried(status: int, server: ScriptedServer,
                                          make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 32: 502/504 nginx HTML is retried, then a TransportError with a short, tag-free excerpt."""
     server.default = Reply(status, NGINX.format(status=status).encode(), (("Content-Type", "text/html"),))
@@ -1021,7 +930,7 @@ def test_case_32_gateway_html_is_retried(status: int, server: LoopServer,
 
 
 @pytest.mark.parametrize(("status", "body"), [(401, "<html><body>Unauthorized</body></html>"), (403, "Forbidden")])
-def test_case_33_unauthorised_is_not_retried(status: int, body: str, server: LoopServer,
+def test_case_33_unauthorised_is_not_retried(status: int, body: str, server: ScriptedServer,
                                              make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 33: 401/403 (HTML or text) without a SOAP answer is a non-retryable TransportError, 0 retries."""
     server.default = Reply(status, body.encode())
@@ -1034,7 +943,7 @@ def test_case_33_unauthorised_is_not_retried(status: int, body: str, server: Loo
 
 
 @pytest.mark.parametrize("status", [500, 200])
-def test_case_34_client_fault_is_final_and_sanitised(status: int, server: LoopServer,
+def test_case_34_client_fault_is_final_and_sanitised(status: int, server: ScriptedServer,
                                                      make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 34: an s:Client fault (HTTP 500 or 200) is a SoapFaultError, 0 retries, faultstring cut and sanitised."""
     text = f"Bad request {CLIENT_SECRET}\x85\x9f\t" + "y" * 5000
@@ -1050,7 +959,7 @@ def test_case_34_client_fault_is_final_and_sanitised(status: int, server: LoopSe
     assert server.posts == 1 and sleeper.waits == []
 
 
-def test_case_35_server_fault_is_retried_then_raised(server: LoopServer,
+def test_case_35_server_fault_is_retried_then_raised(server: ScriptedServer,
                                                      make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 35: an s:Server fault is retryable: retried up to 3 attempts, then a retryable SoapFaultError."""
     server.default = Reply(500, fault("s:Server", "busy"))
@@ -1070,7 +979,7 @@ def test_case_35_server_fault_is_retried_then_raised(server: LoopServer,
     ],
     ids=["envelope-not-fault", "other-xml"],
 )
-def test_case_36_500_with_xml_that_is_no_fault(body: bytes, server: LoopServer,
+def test_case_36_500_with_xml_that_is_no_fault(body: bytes, server: ScriptedServer,
                                                make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 36: HTTP 500 with well-formed non-Fault XML is a TransportError(500): excerpt only, scrubbed, not retried."""
     server.default = Reply(500, body)
@@ -1214,13 +1123,8 @@ def test_case_45_success_without_a_usable_token(token: str) -> None:
         parse(envelope(response(f"<IsSuccessful>true</IsSuccessful>{token}")))
 
 
-def _rejection(message: str, token: str | None = None) -> bytes:
-    token_xml = f"<Token>{token}</Token>" if token else '<Token i:nil="true"/>'
-    return envelope(response(f"<IsSuccessful>false</IsSuccessful>{token_xml}<ErrorMessage>{message}</ErrorMessage>"))
-
-
 def test_case_46_rejection_is_final_sanitised_and_remembered(
-    server: LoopServer, emu: Emulator, make_client: Callable[..., SystemUserClient]
+    server: ScriptedServer, emu: Emulator, make_client: Callable[..., SystemUserClient]
 ) -> None:
     """HOSTILE 46: IsSuccessful=false is AuthenticationRejectedError, 0 retries, ErrorMessage <= 256 sanitised, 60 s memory."""
     emu.inject(Fault.REJECT, message="Invalid signature")
@@ -1235,7 +1139,7 @@ def test_case_46_rejection_is_final_sanitised_and_remembered(
     assert "remembered" in again.value.message
     assert emu.exchange_count == before + 1 and sleeper.waits == []
 
-    server.default = Reply(200, _rejection("Invalid\x85 signature\x9f\t\r\n" + "z" * 10_000))
+    server.default = Reply(200, rejection("Invalid\x85 signature\x9f\t\r\n" + "z" * 10_000))
     other = make_client(server.url, retry=Sleeper().policy())
     with raises(46) as long:
         get(other)
@@ -1247,12 +1151,12 @@ def test_case_46_rejection_is_final_sanitised_and_remembered(
     assert server.posts == 1
 
 
-def test_case_47_rejection_with_a_token_never_uses_it(server: LoopServer,
+def test_case_47_rejection_with_a_token_never_uses_it(server: ScriptedServer,
                                                       make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 47: IsSuccessful=false with a Token is a rejection; the token is never validated, used or shown."""
     token = mint(rsa_key(0), now=time.time(), kid=None)
     canary_now().add_jwt(token)
-    server.default = Reply(200, _rejection(f"Denied {token}", token))
+    server.default = Reply(200, rejection(f"Denied {token}", token))
     sleeper = Sleeper()
     client = make_client(server.url, retry=sleeper.policy())
     with raises(47) as info:
@@ -1378,7 +1282,7 @@ def test_case_54_deep_nesting(socket_disabled: None) -> None:
     assert "well-formed" in info.value.message
 
 
-def test_case_55_huge_text_node_hits_the_size_cap(server: LoopServer,
+def test_case_55_huge_text_node_hits_the_size_cap(server: ScriptedServer,
                                                   make_client: Callable[..., SystemUserClient]) -> None:
     """HOSTILE 55: an 11 MiB text node is a ProtocolError from the 1 MiB cap, before libxml2's 10M-char limit."""
     head, tail = envelope(response("<IsSuccessful>true</IsSuccessful><Token>MARK</Token>")).split(b"MARK")
@@ -1867,9 +1771,9 @@ def test_case_83_reprs_and_error_chains_leak_nothing(emu: Emulator, make_client:
         lambda: load_private_key(private_key_to_rsa_xml(PARTNER_KEY)[:-30]),
         lambda: load_private_key((KEYS / "test-partner-encrypted.pem").read_bytes(), password="wrong"),
         lambda: load_private_key(str(tmp_path / private_key_to_rsa_xml(PARTNER_KEY)[60:120].replace("/", "_"))),
-        lambda: parse_answer(Raw(200, fault("s:Client", echo)), secrets=secrets),
-        lambda: parse_answer(Raw(200, f"<html>{echo}</html".encode()), secrets=secrets),
-        lambda: parse_answer(Raw(502, f"<html>{echo}</html>".encode()), secrets=secrets),
+        lambda: parse_answer(FakeResponse(fault("s:Client", echo), 200), secrets=secrets),
+        lambda: parse_answer(FakeResponse(f"<html>{echo}</html".encode(), 200), secrets=secrets),
+        lambda: parse_answer(FakeResponse(f"<html>{echo}</html>".encode(), 502), secrets=secrets),
         lambda: validator().validate(ticket.token, context_identifier=CTX),
         lambda: client._validator.validate(ticket.token, context_identifier="Cust99999"),
         lambda: SystemUserClient(client_secret=CLIENT_SECRET + "\x00", private_key=PARTNER_KEY, environment="sod"),
@@ -1878,7 +1782,7 @@ def test_case_83_reprs_and_error_chains_leak_nothing(emu: Emulator, make_client:
         with pytest.raises(SutSoapError) as info:
             fail()
         errors.append(info.value)
-    assert CLIENT_SECRET not in (parse_answer(Raw(200, _rejection(echo)), secrets=secrets).error_message or "x")
+    assert CLIENT_SECRET not in (parse_answer(FakeResponse(rejection(echo), 200), secrets=secrets).error_message or "x")
     emu.inject(Fault.REJECT, message=f"echo {TOKEN}", times=1)
     with pytest.raises(AuthenticationRejectedError) as rejected:
         authenticate(client)

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import b64_int
 
 from sut_soap import keys
 from sut_soap.errors import ConfigurationError
@@ -944,10 +945,6 @@ def refused_without_cause(source: object, *, password: str | None = None) -> Con
     return caught.value
 
 
-def b64(value: int) -> str:
-    return base64.b64encode(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")).decode()
-
-
 def test_zero_byte_key_file_is_refused_as_empty(tmp_path: Path) -> None:
     """A zero-byte key file is refused as empty, naming the path, with a hint to save it completely."""
     path = tmp_path / "partner.xml"
@@ -1048,6 +1045,6 @@ def test_consistent_numbers_that_are_no_rsa_key_are_refused() -> None:
     """Values that pass every named consistency check but are no RSA key (P=4) are refused as invalid."""
     # n = p*q, d*e = 1 mod lcm(p-1, q-1), DP, DQ and InverseQ all agree; p is not prime.
     values = {"Modulus": 20, "Exponent": 5, "P": 4, "Q": 5, "DP": 2, "DQ": 1, "InverseQ": 1, "D": 5}
-    document = "<RSAKeyValue>" + "".join(f"<{k}>{b64(v)}</{k}>" for k, v in values.items()) + "</RSAKeyValue>"
+    document = "<RSAKeyValue>" + "".join(f"<{k}>{b64_int(v)}</{k}>" for k, v in values.items()) + "</RSAKeyValue>"
     error = refused_without_cause(document)
     assert error.message == "the key text: inconsistent key: the numbers do not form a valid RSA key"

@@ -5,15 +5,15 @@ from __future__ import annotations
 import gzip
 import io
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 import requests
 import urllib3
+from support import QuietServer, serve_in_background
 
 from sut_soap.errors import ProtocolError, TransportError
 from sut_soap.transport import HeaderMap, HttpResponse, HttpTransport, Response, call_transport
@@ -40,15 +40,9 @@ class _Server:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        class _Quiet(ThreadingHTTPServer):
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass
-
-        self.httpd = _Quiet(("127.0.0.1", 0), _H)
-        self.httpd.daemon_threads = True
+        self.httpd = QuietServer(("127.0.0.1", 0), _H)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/Login/Services/PartnerSystemUserService.svc"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        self.thread = serve_in_background(self.httpd)
 
 
 @pytest.fixture(scope="module")

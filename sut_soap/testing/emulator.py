@@ -78,7 +78,7 @@ order); the two token faults are consumed only by an exchange that would have su
 Usage::
 
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from sut_soap.emulator import Emulator, Fault
+    from sut_soap.testing import Emulator, Fault
 
     partner_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with Emulator(client_secret="s3cret", partner_public_key=partner_key) as emu:
@@ -86,28 +86,17 @@ Usage::
         print(emu.endpoint, emu.jwks_url)
         emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, times=1)   # the next exchange gets a 503
 
-A pytest fixture for a test suite (one server for the session, faults cleared per test)::
-
-    @pytest.fixture(scope="session")
-    def _superoffice():
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        with Emulator(client_secret="s3cret", partner_public_key=key) as emu:
-            emu.add_tenant("Cust12345", system_user_token="Acme Sync-8k8Q7DmBgo")
-            yield emu, key
-
-    @pytest.fixture
-    def superoffice(_superoffice):
-        emu, _ = _superoffice
-        emu.clear_faults()
-        yield _superoffice
+In a pytest suite the plugin's ``superoffice_emulator`` fixture (see
+:mod:`sut_soap.testing.pytest_plugin`) is one server per session, :meth:`Emulator.reset` after
+every test.
 
 ``exchange_count``, ``jwks_count``, ``connection_count`` and ``requests`` (the last 100 SOAP
 POSTs as ``(headers, body)``) let a test assert what its client sent; ``internal_errors``
 should stay empty.
 
-From the shell, ``sut-soap emulator --port 8080`` (:func:`main`) generates a throwaway
-partner key (written to a mode-0600 file), a client secret and a tenant, prints them with
-the URLs, and serves until Ctrl-C.
+From the shell, ``sut-soap emulator --port 8080`` (:mod:`sut_soap.cli.emulator`) generates a
+throwaway partner key (written to a mode-0600 file), a client secret and a tenant, prints them
+with the URLs, and serves until Ctrl-C.
 """
 
 from __future__ import annotations

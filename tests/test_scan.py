@@ -1,4 +1,5 @@
-"""No secret in fixtures/: a scan that fails on real-looking JWTs, tickets, signed tokens and private keys."""
+"""The secret scan: no secret in fixtures/, and what scan_for_secrets finds (real-looking JWTs, tickets,
+signed tokens and private keys in PEM, XML or DER) and what it leaves alone."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib.util
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -23,6 +25,9 @@ def documented_test_keys() -> list[Path]:
     readme = (KEYS / "README.md").read_text(encoding="utf-8")
     names = re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE)
     return [KEYS / name for name in names]
+
+
+# --- fixtures/ --------------------------------------------------------------------------------
 
 
 def test_fixtures_hold_no_secrets() -> None:
@@ -49,6 +54,9 @@ def test_generator_values_never_reach_a_fixture() -> None:
         if path.is_file() and path != script:
             data = path.read_bytes()
             assert not [v for v in values if v.encode() in data], path
+
+
+# --- what the scan finds ----------------------------------------------------------------------
 
 
 def _plant(tmp_path: Path, name: str, content: bytes) -> Path:
@@ -120,3 +128,44 @@ def test_scanner_finds_a_jwt_after_a_dotted_word(tmp_path: Path) -> None:
     """A JWT glued to a preceding word and dot is still found."""
     _plant(tmp_path, "log.txt", b"token.was." + mint(rsa_key()).encode())
     assert _kinds(tmp_path) == ["JWT"]
+
+
+def test_scan_finds_a_jwt_right_after_a_jwt_like_word(tmp_path: Path) -> None:
+    """A JWT glued after a long e-word (a near miss read as its first segment) is still found, at the JWT."""
+    jwt = mint(rsa_key())
+    (tmp_path / "log.txt").write_text(f"line one\neventually_everything.{jwt}\n")
+    (finding,) = scan_for_secrets(tmp_path)
+    assert (finding.kind, finding.line, finding.excerpt) == ("JWT", 2, jwt[:8] + "...")
+
+
+@pytest.mark.parametrize(
+    "segment",
+    [
+        "eyJhbGciOiJSUzI1NiJ9A",  # 21 characters: not base64 at all
+        "eyJhbGciOiBicm9rZW4",  # {"alg": broken
+        "e________________w",  # "{" then bytes that are not UTF-8
+        "eW91cl9iYXNlNjRfaGVyZQ",  # your_base64_here: not an object
+    ],
+    ids=["bad-base64", "bad-json", "bad-utf8", "not-an-object"],
+)
+def test_scan_ignores_jwt_shapes_without_a_json_header(tmp_path: Path, segment: str) -> None:
+    """A dotted e-word whose first segment does not decode to a JSON header with alg is not reported."""
+    (tmp_path / "notes.md").write_text(f"see {segment}.payloadpart.signaturepart and {segment}.x.y\n")
+    assert scan_for_secrets(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("encryption", "kind"),
+    [
+        (serialization.NoEncryption(), "DER private key"),
+        (serialization.BestAvailableEncryption(b"pw"), "DER private key (encrypted)"),
+    ],
+    ids=["plain", "encrypted"],
+)
+def test_scan_finds_der_private_keys(tmp_path: Path, encryption: Any, kind: str) -> None:
+    """The secret scan flags a binary DER private key, encrypted or not, by kind and never by value."""
+    der = rsa_key(0).private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, encryption)
+    (tmp_path / "key.bin").write_bytes(der)
+    (tmp_path / "noise.bin").write_bytes(b"\x00\x01\x02 not a key")
+    findings = scan_for_secrets(tmp_path)
+    assert [(f.path.name, f.kind, f.excerpt) for f in findings] == [("key.bin", kind, "binary")]

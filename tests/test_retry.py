@@ -1,26 +1,37 @@
-"""Retries of the exchange and the negative cache: what is retried, how long it waits, what never is."""
+"""The retry policy (sut_soap.retry) and the rejection memory, through the client: what is retried, how long it
+waits, what never is."""
 
 from __future__ import annotations
 
-import io
 import logging
 import socket
 import threading
 import time
-import traceback
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
-from support import SIGNED_MINUTE, SIGNED_TOKEN, ClientFactory, FrozenClock, Sleeper, reset_emulator
+from support import (
+    SIGNED_MINUTE,
+    SIGNED_TOKEN,
+    ClientFactory,
+    FakeResponse,
+    FrozenClock,
+    LogCanary,
+    Reply,
+    ScriptedServer,
+    Sleeper,
+    error_texts,
+    rejection,
+    watch_logs,
+)
+from support import soap_fault as fault
 
 from sut_soap import (
     AuthenticationRejectedError,
@@ -47,170 +58,49 @@ CLIENT_SECRET = "canary-client-secret-r3try"
 CTX = "Cust12345"
 TOKEN = "Acme Sync-canaryR3try1"
 OTHER_TOKEN = "Acme Sync-canaryR3try2"
-SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
-TNS = "http://www.superoffice.com/superid/partnersystemuser/0.1"
 
 
 # --- helpers ----------------------------------------------------------------------------------
 
 
-class Reply:
-    """One scripted HTTP answer."""
-
-    def __init__(self, status: int, body: bytes | str = b"", headers: dict[str, str] | None = None) -> None:
-        self.status = status
-        self.body = body.encode("utf-8") if isinstance(body, str) else body
-        self.headers = headers or {}
-
-
-def fault(code: str, text: str = "busy") -> str:
-    return (
-        f'<s:Envelope xmlns:s="{SOAP11}"><s:Body><s:Fault><faultcode>{code}</faultcode>'
-        f"<faultstring>{text}</faultstring></s:Fault></s:Body></s:Envelope>"
-    )
-
-
-def rejection(message: str = "InvalidSignature", token: str | None = None) -> str:
-    token_xml = f"<Token>{token}</Token>" if token else '<Token i:nil="true"/>'
-    return (
-        f'<s:Envelope xmlns:s="{SOAP11}"><s:Body><AuthenticationResponse xmlns="{TNS}" '
-        f'xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><IsSuccessful>false</IsSuccessful>'
-        f"{token_xml}<ErrorMessage>{message}</ErrorMessage></AuthenticationResponse></s:Body></s:Envelope>"
-    )
-
-
 HTML = "<html><head><title>Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
-
-
-class ScriptedServer:
-    """A loopback HTTP server answering POSTs from a script (then with ``default``) and keeping the bodies."""
-
-    def __init__(self) -> None:
-        self.script: list[Reply | Callable[[BaseHTTPRequestHandler], None]] = []
-        self.default: Reply | Callable[[BaseHTTPRequestHandler], None] = Reply(503)
-        self.bodies: list[bytes] = []
-        self.release = threading.Event()
-        outer = self
-
-        class _H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                outer.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-                step = outer.script.pop(0) if outer.script else outer.default
-                if callable(step):
-                    step(self)
-                    return
-                self.send_response(step.status)
-                for name, value in step.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(step.body)))
-                self.end_headers()
-                self.wfile.write(step.body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        class _Quiet(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass
-
-        self.httpd = _Quiet(("127.0.0.1", 0), _H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/Login/Services/PartnerSystemUserService.svc"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    @property
-    def posts(self) -> int:
-        return len(self.bodies)
 
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[Emulator]:
+    """One emulator for the module, with the tenant CTX."""
     with Emulator(client_secret=CLIENT_SECRET, partner_public_key=PARTNER_KEY) as emu:
         emu.add_tenant(CTX, system_user_token=TOKEN, serial="1234567")
         yield emu
 
 
 @pytest.fixture
-def emu(emulator: Emulator) -> Iterator[Emulator]:
-    yield from reset_emulator(emulator)
-
-
-@pytest.fixture
 def server() -> Iterator[ScriptedServer]:
-    s = ScriptedServer()
-    yield s
-    s.release.set()
-    s.httpd.shutdown()
-    s.httpd.server_close()
-
+    """A scripted loopback server, closed at teardown."""
+    with ScriptedServer() as s:
+        yield s
 
 @pytest.fixture
 def sleeper() -> Sleeper:
+    """An injected sleep that only records its waits."""
     return Sleeper()
 
 
 @pytest.fixture
 def make_client() -> Iterator[Callable[..., SystemUserClient]]:
+    """Clients with this module's secret and key, closed at teardown."""
     factory = ClientFactory(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY)
     yield factory
     factory.close()
 
 
-class Canary:
-    """Every log record at DEBUG on every logger, and every warning, checked for secrets."""
-
-    def __init__(self) -> None:
-        self.stream = io.StringIO()
-        self.handler = logging.StreamHandler(self.stream)
-        self.handler.setLevel(logging.DEBUG)
-        self.handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        pem = PARTNER_KEY.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
-        self.secrets: set[str] = {CLIENT_SECRET, TOKEN, OTHER_TOKEN, pem.splitlines()[5]}
-        self.warnings: list[str] = []
-
-    def text(self) -> str:
-        return self.stream.getvalue()
-
-    def check(self, *texts: str) -> None:
-        haystack = "\n".join((self.text(), *self.warnings, *texts))
-        for secret in self.secrets:
-            assert secret not in haystack
-
-
 @pytest.fixture
-def canary() -> Iterator[Canary]:
-    c = Canary()
-    names = ["", "zeep", "zeep.transports", "urllib3", "requests", "sut_soap"]
-    saved = {n: logging.getLogger(n).level for n in names}
-    logging.getLogger().addHandler(c.handler)
-    for n in names:
-        logging.getLogger(n).setLevel(logging.DEBUG)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield c
-    logging.getLogger().removeHandler(c.handler)
-    for n, level in saved.items():
-        logging.getLogger(n).setLevel(level)
-    c.warnings = [str(w.message) for w in caught]
-    c.check()
-
-
-def error_texts(error: BaseException) -> list[str]:
-    """str, repr and the formatted chain of an error, causes and contexts included."""
-    out: list[str] = []
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        out += [str(current), repr(current)]
-        current = current.__cause__ or current.__context__
-    out.append("".join(traceback.format_exception(error)))
-    return out
+def canary() -> Iterator[LogCanary]:
+    """Every log record and warning of the test, checked at teardown for the secrets and a line of the partner key."""
+    pem = PARTNER_KEY.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    yield from watch_logs(CLIENT_SECRET, TOKEN, OTHER_TOKEN, pem.splitlines()[5])
 
 
 def signed_tokens(bodies: list[bytes]) -> set[str]:
@@ -319,24 +209,17 @@ def test_parse_retry_after() -> None:
         assert parse_retry_after(bad) is None
 
 
-class _Answer:
-    def __init__(self, status: int, headers: Any, content: bytes = b"") -> None:
-        self.status_code = status
-        self.headers = headers
-        self.content = content
-
-
 def test_status_error_carries_status_and_retry_after() -> None:
     """parse_answer puts the status and the parsed Retry-After on the TransportError, any header case."""
     headers = requests.structures.CaseInsensitiveDict({"retry-after": "7"})
     with pytest.raises(TransportError) as info:
-        parse_answer(_Answer(503, headers, HTML.encode()))
+        parse_answer(FakeResponse(HTML.encode(), 503, headers))
     assert (info.value.status, info.value.retry_after, info.value.retryable) == (503, 7.0, True)
     with pytest.raises(TransportError) as info:
-        parse_answer(_Answer(429, {"RETRY-AFTER": "3"}))
+        parse_answer(FakeResponse(b"", 429, {"RETRY-AFTER": "3"}))
     assert (info.value.status, info.value.retry_after) == (429, 3.0)
     with pytest.raises(TransportError) as info:
-        parse_answer(_Answer(502, {}))
+        parse_answer(FakeResponse(b"", 502))
     assert info.value.retry_after is None
 
 
@@ -787,7 +670,7 @@ def test_rejection_memory_is_per_token_and_not_for_authenticate(
 
 
 def test_retry_paths_leak_no_secret(
-    emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient], canary: Canary
+    emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient], canary: LogCanary
 ) -> None:
     """At DEBUG on every logger: one line per retry, and no secret in logs, errors, chains or warnings."""
     client = make_client(emu.endpoint, retry=sleeper.policy())
