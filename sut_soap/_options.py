@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ._clock import Clock
-from ._contract import JWKS_PATH
 from .cache import TicketCache
+from .contract import JWKS_PATH
 from .environments import jwks_url_for, validate_endpoint
 from .errors import ConfigurationError
 from .keysources import JwksKeySource, KeySource, key_source_from_public_key

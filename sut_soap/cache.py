@@ -67,7 +67,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._contract import CLAIM_SYSTEM_TOKEN
+from .contract import CLAIM_SYSTEM_TOKEN
 from .ticket import SystemUserTicket
 
 __all__ = ["CachedTicket", "InMemoryTicketCache", "LockingTicketCache", "TicketCache"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from ._contract import JWKS_PATH, SERVICE_PATH
+from .contract import JWKS_PATH, SERVICE_PATH
 from .errors import ConfigurationError
 
 __all__ = [

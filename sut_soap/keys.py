@@ -70,7 +70,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from lxml import etree
 
-from sut_soap._xml import hardened_parser, has_dtd, name_of
 from sut_soap.errors import ConfigurationError
 from sut_soap.keyexport import (
     _PORTAL_KEY_HINT,
@@ -80,6 +79,7 @@ from sut_soap.keyexport import (
     private_key_to_rsa_xml,
     public_key_fingerprint,
 )
+from sut_soap.safexml import hardened_parser, has_dtd, name_of
 
 __all__ = [
     "KeyFilePermissionWarning",

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._contract import ALGORITHM
+from .contract import ALGORITHM
 from .environments import validate_endpoint
 from .errors import ConfigurationError, SutSoapError, TokenValidationError, TransportError
 from .transport import DEFAULT_TIMEOUT, HttpTransport, Transport, call_transport

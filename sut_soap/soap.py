@@ -33,10 +33,10 @@ from lxml import etree
 from zeep.plugins import Plugin
 
 from ._clock import SYSTEM_CLOCK
-from ._contract import OPERATION, SOAP11_ENV, SOAP12_ENV, SOAP_ACTION, TNS, WSA_NAMESPACES, XSI
 from ._text import sanitise
-from ._xml import hardened_parser, has_dtd, name_of
+from .contract import OPERATION, SOAP11_ENV, SOAP12_ENV, SOAP_ACTION, TNS, WSA_NAMESPACES, XSI
 from .errors import ConfigurationError, ProtocolError, SoapFaultError, TransportError
+from .safexml import hardened_parser, has_dtd, name_of
 from .transport import Response
 
 __all__ = [

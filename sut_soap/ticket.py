@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
 
-from ._contract import (
+from .contract import (
     CLAIM_ASSOCIATE_ID,
     CLAIM_CTX,
     CLAIM_NETSERVER_URL,

@@ -64,7 +64,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._contract import (
+from .contract import (
     ALGORITHM,
     CLAIM_ASSOCIATE_ID,
     CLAIM_CTX,

@@ -16,7 +16,7 @@ HEAVY = ("zeep", "requests", "urllib3", "lxml", "jwt", "cryptography")
         "import sut_soap",
         "from sut_soap import TicketCache, CachedTicket, SystemUserTicket",
         "from sut_soap import InMemoryTicketCache, SutSoapError",
-        "import sut_soap._contract",
+        "import sut_soap.contract",
         "from sut_soap import Clock",
         "import sut_soap.testing",
         "import sut_soap.testing.pytest_plugin",
@@ -41,16 +41,16 @@ def test_heavy_probe_sees_a_heavy_import() -> None:
 
 
 def test_protocol_constants_have_one_home() -> None:
-    """The claim names and namespaces the tokens, SOAP layer and emulator use are the ones in _contract."""
-    from sut_soap import _contract, soap, tokens
+    """The claim names and namespaces the tokens, SOAP layer and emulator use are the ones in contract."""
+    from sut_soap import contract, soap, tokens
     from sut_soap.testing import emulator
 
-    assert tokens.CLAIM_TICKET is _contract.CLAIM_TICKET
-    assert tokens.ISSUER is _contract.ISSUER
-    assert soap.SOAP_ACTION is _contract.SOAP_ACTION
-    assert emulator.SOAP_ACTION is _contract.SOAP_ACTION
-    assert emulator.CLAIM_PREFIX is _contract.CLAIM_PREFIX
-    assert _contract.SOAP_ACTION == "http://www.superoffice.com/superid/partnersystemuser/0.1/IPartnerSystemUserService/Authenticate"
+    assert tokens.CLAIM_TICKET is contract.CLAIM_TICKET
+    assert tokens.ISSUER is contract.ISSUER
+    assert soap.SOAP_ACTION is contract.SOAP_ACTION
+    assert emulator.SOAP_ACTION is contract.SOAP_ACTION
+    assert emulator.CLAIM_PREFIX is contract.CLAIM_PREFIX
+    assert contract.SOAP_ACTION == "http://www.superoffice.com/superid/partnersystemuser/0.1/IPartnerSystemUserService/Authenticate"
 
 
 def test_testing_kit_names_load_on_first_use() -> None:
@@ -79,3 +79,25 @@ def test_library_never_imports_the_testing_kit_or_the_cli() -> None:
         and pattern.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_command_line_uses_only_public_names_of_the_library_and_testing_kit() -> None:
+    """sut_soap/cli/ imports no private module or private name of the library or the testing kit."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "sut_soap" / "cli"
+    private = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or node.module is None:
+                continue
+            outside = node.level >= 2 or (node.level == 0 and node.module.startswith("sut_soap.") and
+                                           not node.module.startswith("sut_soap.cli"))
+            if not outside:
+                continue
+            parts = node.module.split(".")
+            names = [alias.name for alias in node.names]
+            if any(part.startswith("_") for part in parts) or any(name.startswith("_") for name in names):
+                private.append(f"{path.name}: from {'.' * node.level}{node.module} import {', '.join(names)}")
+    assert private == []

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from .._contract import CLAIM_SYSTEM_TOKEN, CLAIM_TICKET
+from ..contract import CLAIM_SYSTEM_TOKEN, CLAIM_TICKET
 from ..errors import (
     ConfigurationError,
     SutSoapError,
@@ -108,7 +108,7 @@ def _mask_elements_parsed(text: str) -> str:
     """Second pass: parse (hardened) and blank any secret element the regex could not see."""
     from lxml import etree
 
-    from .._xml import hardened_parser, name_of
+    from ..safexml import hardened_parser, name_of
 
     try:
         root = etree.fromstring(text.encode("utf-8"), parser=hardened_parser())

@@ -81,7 +81,7 @@ def _load_partner_public_key(path: str) -> RSAPublicKey:
     from cryptography.hazmat.primitives.asymmetric import rsa
     from lxml import etree
 
-    from .._xml import hardened_parser, name_of
+    from ..safexml import hardened_parser, name_of
     from ..tokens import key_source_from_public_key
 
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .._contract import CLAIM_TICKET
+from ..contract import CLAIM_TICKET
 from ..errors import (
     ConfigurationError,
 )

@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from sut_soap import Clock
-from sut_soap._contract import CLAIM_PREFIX
 from sut_soap.cli.exitcodes import EXIT_OK, EXIT_USAGE, exit_code_for
 from sut_soap.client import SystemUserClient
+from sut_soap.contract import CLAIM_PREFIX
 from sut_soap.environments import endpoint_for
 from sut_soap.errors import (
     SutSoapError,

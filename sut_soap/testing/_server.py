@@ -11,7 +11,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from sut_soap._contract import SERVICE_PATH
+from sut_soap.contract import SERVICE_PATH
 from sut_soap.testing._wcf import _DISPATCHER, _WCF_INTERNAL, Headers, _bad_request, _not_found, _Reply, _soap_fault
 
 if TYPE_CHECKING:

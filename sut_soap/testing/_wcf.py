@@ -10,8 +10,8 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
-from sut_soap._contract import SOAP11_ENV, TNS, XSI
-from sut_soap._xml import hardened_parser, has_dtd, name_of
+from sut_soap.contract import SOAP11_ENV, TNS, XSI
+from sut_soap.safexml import hardened_parser, has_dtd, name_of
 
 __all__: list[str] = []
 

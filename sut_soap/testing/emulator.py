@@ -125,7 +125,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from sut_soap._clock import Clock, as_clock
-from sut_soap._contract import CLAIM_PREFIX, ISSUER, JWKS_PATH, SERVICE_PATH, SOAP11_ENV, SOAP_ACTION, TNS, XSI
+from sut_soap.contract import CLAIM_PREFIX, ISSUER, JWKS_PATH, SERVICE_PATH, SOAP11_ENV, SOAP_ACTION, TNS, XSI
 from sut_soap.errors import ConfigurationError
 from sut_soap.testing._server import _Server
 from sut_soap.testing._wcf import (

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from sut_soap._clock import SYSTEM_CLOCK
-from sut_soap._contract import CLAIM_PREFIX, CLAIM_TICKET, ISSUER
+from sut_soap.contract import CLAIM_PREFIX, CLAIM_TICKET, ISSUER
 from sut_soap.keys import PrivateKeyInput, load_private_key
 
 __all__ = ["mint_test_jwt", "new_ticket", "sign_jwt", "stand_in_key", "superoffice_claims"]

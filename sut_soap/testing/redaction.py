@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 from xml.sax.saxutils import escape as _xml_escape
 
-from sut_soap._contract import CLAIM_PREFIX, CLAIM_TICKET
+from sut_soap.contract import CLAIM_PREFIX, CLAIM_TICKET
 from sut_soap.testing._raw import (
     _JWT_FRAGMENT,
     _TICKET_SHAPE,

@@ -18,9 +18,8 @@ from lxml import etree
 
 from sut_soap import errors as _errors
 from sut_soap._clock import as_clock
-from sut_soap._contract import CLAIM_TICKET, SOAP11_ENV, TNS, XSI
-from sut_soap._xml import hardened_parser, has_dtd
 from sut_soap.client import SystemUserClient
+from sut_soap.contract import CLAIM_TICKET, SOAP11_ENV, TNS, XSI
 from sut_soap.environments import endpoint_for
 from sut_soap.errors import (
     ConfigurationError,
@@ -28,6 +27,7 @@ from sut_soap.errors import (
     TransportError,
 )
 from sut_soap.keys import PrivateKeyInput
+from sut_soap.safexml import hardened_parser, has_dtd
 from sut_soap.testing._raw import _decode_jwt, _element_value, _request_values
 from sut_soap.testing.exchanges import _PLACEHOLDER, Exchange, RecordedError, Recording, _substitutions
 from sut_soap.testing.minting import _shift_times, mint_test_jwt, new_ticket, sign_jwt, stand_in_key

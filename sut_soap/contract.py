@@ -3,6 +3,7 @@
 A leaf module (it imports nothing), so the ticket, the cache, the emulator and the command
 line can name a claim or a namespace without loading zeep, lxml, PyJWT or cryptography.
 Values are SuperOffice's, from the published WSDL and the documented JWT claims (CONTRACT.md).
+Public: code that reads a ticket's claims or builds its own checks can import them from here.
 """
 
 from __future__ import annotations
