@@ -51,6 +51,15 @@ def test_wheel_contains_wsdl_and_marker(wheel: Path) -> None:
     assert "sut_soap/py.typed" in names
 
 
+def test_wheel_ships_the_testing_kit_and_registers_its_pytest_plugin(wheel: Path) -> None:
+    """The wheel holds sut_soap/testing/ and sut_soap/cli/, and its entry points name the pytest plugin."""
+    archive = zipfile.ZipFile(wheel)
+    names = archive.namelist()
+    assert {"sut_soap/testing/__init__.py", "sut_soap/testing/pytest_plugin.py", "sut_soap/cli/__init__.py"} <= set(names)
+    entry_points = archive.read(f"sut_soap-{sut_soap.__version__}.dist-info/entry_points.txt").decode()
+    assert "[pytest11]\nsut_soap = sut_soap.testing.pytest_plugin" in entry_points
+
+
 def test_wheel_carries_the_mit_licence(wheel: Path) -> None:
     """The wheel's metadata says MIT as an SPDX expression and ships LICENSE in dist-info/licenses."""
     archive = zipfile.ZipFile(wheel)

@@ -130,6 +130,23 @@ def _parse_request(body: bytes) -> _Request | _Reply:
     if soap_body is None:
         return _bad_request()
 
+    headers = _read_headers(header)
+    if isinstance(headers, _Reply):
+        return headers
+    request = _read_body_element(soap_body)
+    if isinstance(request, _Reply):
+        return request
+    signed, token_type = request
+    return _Request(
+        application_token=headers["ApplicationToken"],
+        context_identifier=headers["ContextIdentifier"],
+        signed_token=signed,
+        token_type=token_type,
+    )
+
+
+def _read_headers(header: etree._Element | None) -> dict[str, str | None] | _Reply:
+    """The two SOAP headers the service reads, or WCF's fault for a duplicate or a mustUnderstand one."""
     headers: dict[str, str | None] = {"ApplicationToken": None, "ContextIdentifier": None}
     seen: set[str] = set()
     for element in header if header is not None else ():
@@ -153,7 +170,11 @@ def _parse_request(body: bytes) -> _Request | _Reply:
                 "that the receiver cannot process.  Please ensure that the configuration of the client's "
                 "binding is consistent with the service's binding. ",
             )
+    return headers
 
+
+def _read_body_element(soap_body: etree._Element) -> tuple[str | None, str] | _Reply:
+    """The AuthenticationRequest's signed token and token type, or WCF's DeserializationFailed."""
     wrapper = next((child for child in soap_body if isinstance(child.tag, str)), None)
     expected = (
         f"Expected to find node type 'Element' with name 'AuthenticationRequest' and namespace '{TNS}'."
@@ -177,12 +198,7 @@ def _parse_request(body: bytes) -> _Request | _Reply:
             return _deserialization_failed(
                 f"Instance validation error: '{token_type[:64]}' is not a valid value for TokenType."
             )
-    return _Request(
-        application_token=headers["ApplicationToken"],
-        context_identifier=headers["ContextIdentifier"],
-        signed_token=_nil_or_text(signed) if signed is not None else None,
-        token_type=token_type,
-    )
+    return (_nil_or_text(signed) if signed is not None else None), token_type
 
 
 def _media_type_ok(content_type: str | None) -> bool:
