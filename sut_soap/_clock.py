@@ -5,9 +5,10 @@ JWKS refetch cooldown, the timestamp in a signed token, a cache entry's TTL) rea
 :class:`Clock`, so a test injects one object instead of patching :mod:`time`.
 
 Wall time says *when* (what a JWT or a signed token carries, what another process can
-compare); monotonic time measures *how long* in this process and cannot be set back. The
-library uses the larger of the two ages where both exist, so a wall clock set back cannot
-keep a dead ticket alive.
+compare); monotonic time measures *how long* in this process and cannot be set back. A
+ticket this process obtained ages on the monotonic clock alone, so a wall clock set back or
+jumping ahead neither keeps a dead ticket alive nor discards a fresh one; a ticket read from a
+shared store, which another process obtained, can only age on the wall clock.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ These are the client's decisions about a tenant's ticket, kept apart from the ex
 - :class:`Flights` elects one leader per tenant and system user token; the others wait for
   its outcome (a ticket or an error) instead of exchanging too;
 - :class:`Rejections` remembers a rejected exchange for a cooldown, so a misconfigured tenant
-  is not sent again and again.
+  is not sent again and again. It holds at most :data:`REJECTION_MEMORY_SIZE` rejections.
 
 Time comes from the injected :class:`~sut_soap.Clock`; waiting is a ``threading.Event`` here,
 the only blocking primitive, so another shell (an asyncio client) can reuse the decisions.
@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import enum
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 from ._clock import Clock
 from .errors import AuthenticationRejectedError
 from .ticket import SystemUserTicket
 
-__all__ = ["Flight", "Flights", "Freshness", "Rejections", "freshness"]
+__all__ = ["REJECTION_MEMORY_SIZE", "Flight", "Flights", "Freshness", "Rejections", "freshness"]
 
-_REJECTION_MEMO = 1000
+#: How many rejections a client remembers at most (one per tenant and system user token).
+REJECTION_MEMORY_SIZE = 10_000
 
 
 class Freshness(enum.Enum):
@@ -43,7 +45,8 @@ def freshness(age: float, *, renew_after: float, lifetime: float) -> Freshness:
     """Classify a ticket ``age`` seconds old against the client's lifetime and renewal point.
 
     Args:
-        age: the ticket's age in seconds (the larger of its wall-clock and monotonic ages).
+        age: the ticket's age in seconds: monotonic for a ticket this process obtained, on
+            the wall clock for one read back from a shared store.
         renew_after: ``ticket_lifetime - refresh_ahead``: from here on the ticket is due.
         lifetime: ``ticket_lifetime``: from here on the ticket is dead.
     """
@@ -113,32 +116,42 @@ class _Rejection:
 class Rejections:
     """Rejected exchanges remembered for ``cooldown`` seconds (0 turns the memory off), bounded in size.
 
-    Age is the larger of the wall-clock and monotonic ages, as for tickets: setting the clock
-    back cannot stretch the cooldown, and an injected clock can end it in tests. At most 1000
-    rejections are kept: past that, expired ones are dropped, and if none has expired, all.
+    Age is the larger of the wall-clock and monotonic ages: setting the clock back cannot
+    stretch the cooldown, and an injected clock can end it in tests.
+
+    At most ``max_entries`` rejections are kept, oldest first. Remembering one drops the
+    rejections whose cooldown is over; when every one held is still live, the new rejection is
+    not remembered (its tenant is exchanged again next time) until the oldest cools down, at
+    most ``cooldown`` seconds later. So there is no cliff: with more rejected tenants than
+    ``max_entries``, ``max_entries`` of them are still answered from memory and only the excess
+    is exchanged again, whatever order they are asked in (dropping the oldest instead would
+    have every tenant of a round-robin miss).
 
     Args:
         cooldown: seconds a rejection is remembered; 0 or less remembers nothing.
         clock: the client's :class:`~sut_soap.Clock`.
+        max_entries: the most rejections held; default :data:`REJECTION_MEMORY_SIZE` (10,000).
     """
 
-    def __init__(self, cooldown: float, clock: Clock) -> None:
+    def __init__(self, cooldown: float, clock: Clock, *, max_entries: int | None = None) -> None:
         self.cooldown = cooldown
+        self.max_entries = REJECTION_MEMORY_SIZE if max_entries is None else max_entries
         self._clock = clock
-        self._entries: dict[str, _Rejection] = {}
+        self._entries: OrderedDict[str, _Rejection] = OrderedDict()  # in the order remembered
         self._lock = threading.Lock()
 
     def remember(self, key: str, error: AuthenticationRejectedError) -> None:
-        """Remember that the exchange under ``key`` was rejected with ``error``, now."""
+        """Remember that the exchange under ``key`` was rejected with ``error``, now (if there is room)."""
         if self.cooldown <= 0:
             return
         with self._lock:
-            if len(self._entries) >= _REJECTION_MEMO:
-                for stale in [k for k, r in self._entries.items() if self._age(r) >= self.cooldown]:
-                    del self._entries[stale]
-                if len(self._entries) >= _REJECTION_MEMO:
-                    self._entries.clear()
-            self._entries[key] = _Rejection(error, self._clock.wall(), self._clock.monotonic())
+            entries = self._entries
+            entries.pop(key, None)
+            # Oldest first, so the cooled-down ones are at the front: each is dropped once.
+            while entries and self._age(next(iter(entries.values()))) >= self.cooldown:
+                entries.popitem(last=False)
+            if len(entries) < self.max_entries:
+                entries[key] = _Rejection(error, self._clock.wall(), self._clock.monotonic())
 
     def recall(self, key: str) -> tuple[AuthenticationRejectedError, float] | None:
         """The remembered error under ``key`` and its age in seconds, if still within the cooldown."""
@@ -159,6 +172,10 @@ class Rejections:
         with self._lock:
             for key in [k for k in self._entries if matches(k)]:
                 del self._entries[key]
+
+    def __len__(self) -> int:
+        """The number of rejections held, cooled-down ones not yet dropped included."""
+        return len(self._entries)
 
     def _age(self, rejection: _Rejection) -> float:
         return max(self._clock.wall() - rejection.wall, self._clock.monotonic() - rejection.monotonic)

@@ -85,9 +85,10 @@ class TicketRenewal:
         return freshness(self._age(entry), renew_after=self._renew_after, lifetime=self.ticket_lifetime)
 
     def _age(self, entry: CachedTicket) -> float:
-        age = self._now() - entry.obtained_ts
+        # A ticket this process obtained is aged on the monotonic clock alone: a wall clock set
+        # back or jumping ahead changes nothing. Only another process's entry needs the wall.
         local = entry.local_age(self._clock.monotonic())
-        return local if local is not None and local > age else age
+        return self._now() - entry.obtained_ts if local is None else local
 
     def _read(self, key: str, context: str, fingerprint: str) -> CachedTicket | None:
         try:

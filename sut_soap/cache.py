@@ -61,6 +61,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -68,9 +69,15 @@ from typing import Protocol, runtime_checkable
 
 from ._clock import SYSTEM_CLOCK, Clock
 from .contract import CLAIM_SYSTEM_TOKEN
+from .errors import ConfigurationError
 from .ticket import SystemUserTicket
 
-__all__ = ["CachedTicket", "InMemoryTicketCache", "LockingTicketCache", "TicketCache"]
+__all__ = ["DEFAULT_MAX_ENTRIES", "CachedTicket", "InMemoryTicketCache", "LockingTicketCache", "TicketCache"]
+
+#: The most entries an :class:`InMemoryTicketCache` holds unless told otherwise.
+DEFAULT_MAX_ENTRIES = 100_000
+# set() sweeps out expired entries once per this many calls, or per half the entries if more.
+_SWEEP_EVERY = 64
 
 _FORMAT_VERSION = 1
 # Left out of the JSON form: the system user token travels in this claim of the JWT.
@@ -236,38 +243,73 @@ class LockingTicketCache(TicketCache, Protocol):
 
 
 class InMemoryTicketCache:
-    """The default store: a dict in this process, guarded by one short lock.
+    """The default store: an LRU dict in this process, guarded by one short lock.
 
-    Entries are dropped when their ``ttl`` has passed (checked on ``get``, on the monotonic
-    clock) or when overwritten; the store holds at most one entry per tenant and client
-    namespace. Tickets stay in process memory, as any in-process credential does.
+    Entries are dropped when their ``ttl`` has passed (on the monotonic clock): on ``get``, and
+    by a sweep that ``set`` runs once per 64 calls or per half the entries held, whichever is
+    more (so a tenant nobody asks for again does not stay forever, at an amortised cost of a
+    few checks per ``set``). Beyond ``max_entries``, ``set`` evicts the entry least recently
+    set or read. The store holds at most one entry per tenant and client namespace. Tickets
+    stay in process memory, as any in-process credential does.
 
     Args:
         clock: the :class:`~sut_soap.Clock` whose monotonic time measures the TTLs; default:
             the system clock. The client passes its own.
+        max_entries: the most entries held, a positive integer; default
+            :data:`DEFAULT_MAX_ENTRIES` (100,000, a few hundred MB of tickets at most). Set it
+            above the number of tenants a process serves within a ticket's lifetime: beyond it,
+            the least recently used tenant is exchanged again when next asked for.
+
+    Raises:
+        ConfigurationError: ``max_entries`` is not a positive integer.
+
+    Attributes:
+        max_entries: as given.
     """
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
-        self._entries: dict[str, tuple[CachedTicket, float]] = {}
+    def __init__(self, *, clock: Clock | None = None, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigurationError("max_entries must be a positive integer")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[CachedTicket, float]] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self._monotonic = (clock or SYSTEM_CLOCK).monotonic
+        self._sets = 0
 
     def get(self, key: str) -> CachedTicket | None:
-        """Return the entry under ``key`` while its TTL lasts; an expired one is dropped."""
-        item = self._entries.get(key)  # a single dict read needs no lock; removal does
+        """Return the entry under ``key`` while its TTL lasts, as the most recently used; drop an expired one."""
+        entries = self._entries
+        item = entries.get(key)  # a single read needs no lock; removal does
         if item is None:
             return None
         if self._monotonic() >= item[1]:
             with self._lock:
-                if self._entries.get(key) is item:
-                    del self._entries[key]
+                if entries.get(key) is item:
+                    del entries[key]
             return None
+        # No lock on a hit (it would double its cost): moving a key is one atomic step of the C
+        # OrderedDict, and a key another thread removed meanwhile needs no moving. (Not
+        # contextlib.suppress: a context manager per hit costs more than the move.)
+        try:  # noqa: SIM105
+            entries.move_to_end(key)
+        except KeyError:
+            pass
         return item[0]
 
     def set(self, key: str, entry: CachedTicket, ttl: float) -> None:
-        """Keep ``entry`` under ``key`` for ``ttl`` seconds on the monotonic clock."""
+        """Keep ``entry`` under ``key`` for ``ttl`` seconds on the monotonic clock, evicting beyond ``max_entries``."""
+        now = self._monotonic()
         with self._lock:
-            self._entries[key] = (entry, self._monotonic() + ttl)
+            entries = self._entries
+            entries[key] = (entry, now + ttl)
+            entries.move_to_end(key)
+            self._sets += 1
+            if self._sets >= max(_SWEEP_EVERY, len(entries) // 2):
+                self._sets = 0
+                for stale in [k for k, (_, expires) in entries.items() if now >= expires]:
+                    del entries[stale]
+            while len(entries) > self.max_entries:
+                entries.popitem(last=False)
 
     def delete(self, key: str) -> None:
         """Forget the entry under ``key``, if any."""

@@ -18,15 +18,18 @@ exchanged again only when it is due:
 
 When ``get_ticket`` has no usable ticket to fall back on, a transient failure of the exchange
 is retried per the client's :class:`~sut_soap.retry.RetryPolicy` (each attempt signs again
-with a fresh timestamp); a renewal while the cached ticket is still valid is not retried, the
+with a fresh timestamp). So is a JWKS that could not be fetched while validating the answer
+(say a key rotation while the JWKS is briefly down): that retry validates the same JWT again
+without a new exchange. A renewal while the cached ticket is still valid is not retried, the
 cached ticket is. A rejection (IsSuccessful=false) is remembered for ``rejection_cooldown``
 seconds: the same tenant and system user token get the same error again without an exchange
 until then or until :meth:`SystemUserClient.invalidate`. ``authenticate`` does neither: it is
 always exactly one exchange.
 
-Age is measured from the start of the exchange on the injectable wall clock, and for tickets
-this process obtained also on the monotonic clock (the larger wins), so a wall clock set back
-cannot keep a dead ticket alive. Single flight: for one tenant (and system user token) only one
+Age is measured from the start of the exchange: for tickets this process obtained on the
+monotonic clock alone, so a wall clock set back cannot keep a dead ticket alive and one jumping
+ahead cannot kill a fresh one; only a ticket read back from a shared store (another process's)
+is aged on the wall clock. Single flight: for one tenant (and system user token) only one
 exchange runs at a time in the process, whoever asks, and callers waiting for it share its
 ticket or its error. Different tenants never wait for each other: no lock is held during an
 exchange except that tenant's own.
@@ -40,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -107,6 +111,20 @@ _REJECTION_HINTS: tuple[tuple[str, str], ...] = (
     ("tenant", "the ContextIdentifier (tenant id, e.g. Cust12345) and the environment"),
     ("system", "the system user token: it is fixed per tenant and application"),
 )
+
+
+# A reason code that starts ErrorMessage decides first: the explanation after it may name
+# other things ("the system user token of the application ...").
+_REASON_HINTS: dict[str, str] = {
+    "invalidapplicationtoken": "the client secret (ApplicationToken) of the application and the environment",
+    "unknowntenant": "the ContextIdentifier (tenant id, e.g. Cust12345) and the environment",
+    "invalidtimestamp": _REJECTION_HINTS[0][1],
+    "invalidsystemtoken": "the system user token: it is fixed per tenant and application, "
+                          "and must be passed exactly as received",
+    "invalidsignature": _REJECTION_HINTS[1][1],
+    "unsupportedtokentype": "the ReturnTokenType: sut-soap asks for Jwt, the only type it accepts",
+    "needsreapproval": "the tenant's approval: an administrator must approve the application again",
+}
 
 
 class _TokenMemo(dict[str, str]):
@@ -322,15 +340,24 @@ class SystemUserClient(TicketRenewal):
         return self._authenticate(context, token, None)
 
     def _authenticate(self, context: str, token: str, retry: RetryPolicy | None) -> SystemUserTicket:
+        exchanged: list[tuple[Answer, datetime]] = []
+
+        def attempt(budget: float | None) -> SystemUserTicket:
+            # One exchange per call: when only the validation failed, and retryably (a JWKS that
+            # could not be fetched), the retry validates the same JWT again; exchanging again
+            # would only add a credential record at SuperOffice.
+            if not exchanged:
+                exchanged.append(self._attempt(context, token, budget))
+            return self._validated(context, *exchanged[0])
+
         if retry is None:
-            answer, now = self._attempt(context, token, None)
-        else:
-            answer, now = retry.call(
-                lambda budget: self._attempt(context, token, budget), what=f"exchange for {context}", clock=self._clock
-            )
+            return attempt(None)
+        return retry.call(attempt, what=f"exchange for {context}", clock=self._clock)
+
+    def _validated(self, context: str, answer: Answer, now: datetime) -> SystemUserTicket:
+        """The ticket from a successful answer's JWT, once it passed every check."""
         if answer.token is None:  # parse_answer guarantees a token on success
             raise ProtocolError("IsSuccessful is true but the answer carries no Token")
-        # Outside the retries: a JWKS or validation failure would not change by exchanging again.
         claims = self._validator.validate(answer.token, context_identifier=context)
         ticket = SystemUserTicket.from_claims(answer.token, claims, obtained_at=now)
         _log.debug("ticket for %s valid; JWT expires %s", context, ticket.expires_at.isoformat())
@@ -373,7 +400,9 @@ class SystemUserClient(TicketRenewal):
         ``ticket_lifetime``. When the tenant's API answers 401 with the ticket, call
         :meth:`invalidate` and then this once more.
 
-        Without a usable cached ticket, transient failures are retried per ``retry=``. A
+        Without a usable cached ticket, transient failures are retried per ``retry=``: of the
+        exchange, and of the JWKS fetch that validating its JWT needed (this validates the same
+        JWT again, without another exchange). A
         rejection is raised again without an exchange for ``rejection_cooldown`` seconds (or
         until :meth:`invalidate`), so a misconfigured tenant does not hammer the service.
         While a due ticket is still valid, a renewal that fails with a retryable error returns
@@ -576,7 +605,10 @@ def _cache_keys(client_secret: str, endpoint: str) -> tuple[bytes, str]:
 def _rejection(context: str, error_message: str | None) -> AuthenticationRejectedError:
     text = error_message or "(no ErrorMessage)"
     lowered = text.lower()
-    hint = next((h for key, h in _REJECTION_HINTS if key in lowered), None)
+    code = re.match(r"[a-z]+", lowered.strip())
+    hint = _REASON_HINTS.get(code.group(0)) if code else None
+    if hint is None:
+        hint = next((h for key, h in _REJECTION_HINTS if key in lowered), None)
     return AuthenticationRejectedError(
         f"SuperOffice rejected the exchange for tenant {context}: {text}",
         error_message=error_message or "",

@@ -7,8 +7,9 @@ looks at a token. Two sources cover what partners use:
 :class:`JwksKeySource`
     The environment's JSON Web Key Set (RFC 7517), ``https://{env}.superoffice.com/login/
     .well-known/jwks``, fetched through the client's :class:`~sut_soap.Transport` on first
-    use, cached, and fetched again (at most once per cooldown) when a token names a ``kid``
-    the cached set does not hold: that is how a key rotation reaches a running process.
+    use, cached, and fetched again when a token names a ``kid`` the cached set does not hold:
+    that is how a key rotation reaches a running process. Such refetches wait 1 s after the
+    last fetch, doubling per refetch that did not find the kid, up to the refetch cooldown.
 :class:`StaticKeySource`
     A fixed set of keys that never fetches, usually built by :func:`key_source_from_public_key`
     from a PEM public key, SuperOffice's ``SuperOfficeFederatedLogin.crt`` (PEM or DER), a JWK
@@ -52,6 +53,8 @@ _MIN_RSA_BITS = 2048
 _MAX_RSA_BITS = 16384
 _MAX_JWKS_BYTES = 1024 * 1024
 _MAX_KEY_FILE_BYTES = 1024 * 1024
+# The wait before the first refetch for an unknown kid; it doubles per refetch that misses.
+_FIRST_REFETCH_WAIT = 1.0
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -227,10 +230,16 @@ class JwksKeySource:
     """The environment's JWKS (``https://{env}.superoffice.com/login/.well-known/jwks``), cached.
 
     - The set is fetched on first use, not at construction, and cached for the object's life.
-    - A ``kid`` the cached set does not know triggers one refetch (key rotation), but at most
-      one fetch per ``refetch_cooldown`` seconds measured on ``clock`` (monotonic), so a stream
-      of random kids cannot turn into a stream of requests. Unknown kid afterwards:
-      ``TokenValidationError(check="key")``.
+    - A ``kid`` the cached set does not know triggers a refetch (key rotation) once a wait since
+      the last fetch is over, measured on ``clock`` (monotonic): 1 s, doubling with each
+      refetch that did not find the kid it was made for (fetch failures included), at most
+      ``refetch_cooldown`` seconds; a refetch that finds its kid starts the waits over. So a
+      rotation is picked up within a second, a stream of random kids costs a handful of
+      fetches and then one per ``refetch_cooldown``, and after a JWKS outage the rotated key
+      is found at the next refetch, within one wait. Within the wait, an unknown kid raises
+      ``TokenValidationError(check="key")`` if the last fetch succeeded, and a
+      :class:`~sut_soap.errors.TransportError` (``retryable`` as that fetch's failure was:
+      network errors, 429, 5xx) if it failed: the JWKS may hold the key once it is back.
     - A failed fetch (network, timeout, HTTP status other than 200, redirect, body over 1 MiB,
       not JSON, no usable RSA key) raises :class:`~sut_soap.errors.TransportError` and never
       replaces a cached set. ``retryable`` is true for network errors, 429 and 5xx.
@@ -247,7 +256,8 @@ class JwksKeySource:
             :meth:`close` closes.
         timeout: ``(connect, read)`` seconds for the transport it creates; default ``(5, 10)``.
             Checked, but not used, when ``transport`` is given.
-        refetch_cooldown: seconds between two fetches caused by unknown kids, >= 0; default 30.
+        refetch_cooldown: the longest wait between two refetches caused by unknown kids, in
+            seconds, >= 0; default 30. The waits start at 1 s (or this, if smaller).
         clock: a :class:`~sut_soap.Clock` (its monotonic time is read) or a callable returning
             monotonic seconds. Default: the system clock.
 
@@ -284,6 +294,7 @@ class JwksKeySource:
         self._lock = threading.Lock()
         self._entries: tuple[_Entry, ...] | None = None
         self._last_attempt: float | None = None
+        self._misses = 0  # refetches in a row that did not find the kid they were made for
         self._attempts = 0
         self._last_failure: TransportError | None = None
 
@@ -304,6 +315,8 @@ class JwksKeySource:
                 200 (``.status``; ``retryable`` for 429 and 5xx), a redirect, a body that is not
                 UTF-8 JSON or holds no usable RSA key. Callers that waited on a failed fetch
                 get a copy of its error.
+                Also for a ``kid`` the cached set lacks while the last fetch failed (``retryable``
+                as that failure was).
             TokenValidationError: ``check="key"`` when no cached or refetched key fits ``kid``.
         """
         attempts_seen = self._attempts
@@ -314,12 +327,7 @@ class JwksKeySource:
                 self._refresh_locked()
             assert self._entries is not None
             key = _select_key(self._entries, kid)
-            if key is None and self._cooldown_over():
-                self._refresh_locked()
-                key = _select_key(self._entries, kid)
-            if key is None:
-                raise _unknown_kid()
-            return key
+            return self._refetch_for(kid) if key is None else key
 
     def close(self) -> None:
         """Close the transport if this source created it (a transport passed in stays open)."""
@@ -330,10 +338,35 @@ class JwksKeySource:
         cached = "none" if self._entries is None else str(len(self._entries))
         return f"JwksKeySource(url={self._url!r}, cached_keys={cached})"
 
-    def _cooldown_over(self) -> bool:
-        return self._last_attempt is None or self._clock() - self._last_attempt >= self._cooldown
+    def _refetch_for(self, kid: str | None) -> RSAPublicKey:
+        """The key for an unknown ``kid`` from a refetch, if the wait is over; else the reason there is none."""
+        if self._refetch_wait_over():
+            try:
+                entries = self._refresh_locked()
+            except TransportError:
+                self._misses += 1
+                raise
+            key = _select_key(entries, kid)
+            if key is not None:
+                self._misses = 0
+                return key
+            self._misses += 1
+        failure = self._last_failure
+        if failure is not None:
+            raise TransportError(
+                f"no cached key has the JWT's kid and the last JWKS fetch failed: {failure.message}",
+                status=failure.status,
+                hint=failure.hint,
+                retryable=failure.retryable,
+            )
+        raise _unknown_kid()
 
-    def _refresh_locked(self) -> None:
+    def _refetch_wait_over(self) -> bool:
+        # 2**misses is capped so that years of random kids cannot overflow the float.
+        wait = min(self._cooldown, _FIRST_REFETCH_WAIT * 2.0 ** min(self._misses, 32))
+        return self._last_attempt is None or self._clock() - self._last_attempt >= wait
+
+    def _refresh_locked(self) -> tuple[_Entry, ...]:
         self._attempts += 1
         self._last_attempt = self._clock()
         try:
@@ -343,6 +376,7 @@ class JwksKeySource:
             raise
         self._entries = entries
         self._last_failure = None
+        return entries
 
     def _fetch(self) -> tuple[_Entry, ...]:
         body = self._download()

@@ -324,7 +324,9 @@ class TokenValidator:
                 ``format``, ``algorithm``, ``critical``, ``key``, ``signature``, ``issuer``,
                 ``serial``, ``audience``, ``expiry``, ``not_before``, ``issued_at``, ``lifetime``,
                 ``context``, ``ticket``); never retryable.
-            TransportError: the key source could not fetch the keys (a :class:`JwksKeySource`).
+            TransportError: the key source could not fetch the keys (a :class:`JwksKeySource`),
+                including for a ``kid`` its cached set lacks while the JWKS cannot be fetched
+                (a key rotation during an outage): ``retryable`` then, unlike ``check="key"``.
             ConfigurationError: an empty ``context_identifier``, or a key source that returned
                 something other than an RSA public key.
         """

@@ -540,3 +540,29 @@ def recorded_exchange(**kwargs: Any) -> Exchange:
     }
     options.update(kwargs)
     return Exchange(**options)
+
+
+class SteppingClock:
+    """Wall and monotonic time that move only when told: ``advance`` moves both, ``jump_wall`` the wall alone.
+
+    ``clock`` is the :class:`sut_soap.Clock` to inject; its ``sleep`` advances both instead of waiting.
+    """
+
+    def __init__(self) -> None:
+        from sut_soap import Clock
+
+        self.wall_now = datetime.now(timezone.utc)
+        self.monotonic_now = 1000.0
+        self.sleeps: list[float] = []
+        self.clock = Clock(now=lambda: self.wall_now, monotonic=lambda: self.monotonic_now, sleep=self._sleep)
+
+    def advance(self, seconds: float) -> None:
+        self.wall_now += timedelta(seconds=seconds)
+        self.monotonic_now += seconds
+
+    def jump_wall(self, seconds: float) -> None:
+        self.wall_now += timedelta(seconds=seconds)
+
+    def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)

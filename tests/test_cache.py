@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from support import ClientFactory, FrozenClock
+from support import ClientFactory, SteppingClock
 
 from sut_soap import (
     AuthenticationRejectedError,
@@ -27,7 +27,7 @@ from sut_soap import (
     SystemUserTicket,
     TransportError,
 )
-from sut_soap.cache import CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
+from sut_soap.cache import DEFAULT_MAX_ENTRIES, CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
 from sut_soap.client import default_refresh_ahead
 from sut_soap.keys import load_private_key
 from sut_soap.testing.emulator import Emulator, Fault
@@ -160,8 +160,8 @@ def test_other_system_user_token_is_not_served_the_cached_ticket(
 
 def test_stale_ticket_never_returned(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
     """At ticket_lifetime the cached ticket is dead: the next call exchanges for a new one."""
-    clock = FrozenClock()
-    client = make_client(clock=clock, ticket_lifetime=60, refresh_ahead=0)
+    clock = SteppingClock()
+    client = make_client(clock=clock.clock, ticket_lifetime=60, refresh_ahead=0)
     first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     clock.advance(59.9)
     assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is first
@@ -174,8 +174,8 @@ def test_stale_ticket_never_returned(make_client: Callable[..., SystemUserClient
 
 def test_expired_ticket_and_failed_exchange_raise(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
     """A dead ticket is not a fallback: when its renewal fails the caller gets the typed error."""
-    clock = FrozenClock()
-    client = make_client(clock=clock, ticket_lifetime=60, refresh_ahead=10, retry=None)
+    clock = SteppingClock()
+    client = make_client(clock=clock.clock, ticket_lifetime=60, refresh_ahead=10, retry=None)
     client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     clock.advance(61)
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML)
@@ -186,8 +186,8 @@ def test_expired_ticket_and_failed_exchange_raise(make_client: Callable[..., Sys
 
 def test_ticket_due_for_renewal_is_renewed(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
     """Inside the refresh-ahead window the ticket is renewed before it dies."""
-    clock = FrozenClock()
-    client = make_client(clock=clock, ticket_lifetime=600, refresh_ahead=300)
+    clock = SteppingClock()
+    client = make_client(clock=clock.clock, ticket_lifetime=600, refresh_ahead=300)
     first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     clock.advance(299)
     assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is first
@@ -201,8 +201,8 @@ def test_renewal_failure_keeps_valid_ticket_with_one_warning(
     make_client: Callable[..., SystemUserClient], emu: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A transient failure while renewing returns the still-valid ticket, warns once, and backs off."""
-    clock = FrozenClock()
-    client = make_client(clock=clock, ticket_lifetime=600, refresh_ahead=300)
+    clock = SteppingClock()
+    client = make_client(clock=clock.clock, ticket_lifetime=600, refresh_ahead=300)
     first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     clock.advance(400)
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML)
@@ -218,10 +218,25 @@ def test_renewal_failure_keeps_valid_ticket_with_one_warning(
     assert first.ticket not in caplog.text
 
 
+def test_due_tickets_are_served_while_a_rotated_key_cannot_be_fetched(
+    make_client: Callable[..., SystemUserClient], emu: Emulator
+) -> None:
+    """During a key rotation with the JWKS down, every tenant's due ticket is served: the unknown kid is retryable."""
+    clock = SteppingClock()
+    client = make_client(clock=clock.clock, ticket_lifetime=600, refresh_ahead=300)
+    first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    other = client.get_ticket(context_identifier=OTHER_CTX, system_user_token=OTHER_TOKEN)
+    clock.advance(400)
+    emu.rotate_key()
+    emu.inject(Fault.JWKS_UNAVAILABLE)
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is first  # the refetch fails
+    assert client.get_ticket(context_identifier=OTHER_CTX, system_user_token=OTHER_TOKEN) is other  # no refetch yet
+
+
 def test_renewal_rejected_raises(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
     """A renewal the service rejects (not retryable) raises instead of hiding the rejection."""
-    clock = FrozenClock()
-    client = make_client(clock=clock, ticket_lifetime=600, refresh_ahead=300)
+    clock = SteppingClock()
+    client = make_client(clock=clock.clock, ticket_lifetime=600, refresh_ahead=300)
     client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     clock.advance(400)
     emu.inject(Fault.REJECT, tenant=CTX, message="Revoked")
@@ -243,6 +258,36 @@ def test_wall_clock_set_back_does_not_extend_lifetime(
         client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     assert emu.exchange_count == before + 1
     assert first.context_identifier == CTX
+
+
+def test_wall_clock_jump_forward_keeps_a_ticket_this_process_obtained(
+    make_client: Callable[..., SystemUserClient], emu: Emulator
+) -> None:
+    """A wall clock jumping 7 hours ahead keeps the ticket obtained a second ago: its age is monotonic."""
+    clock = SteppingClock()
+    client = make_client(clock=clock.clock)
+    first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    clock.advance(1)
+    clock.jump_wall(7 * 3600)
+    before = emu.exchange_count
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is first
+    assert emu.exchange_count == before
+
+
+def test_ticket_from_a_shared_store_ages_on_the_wall_clock(
+    make_client: Callable[..., SystemUserClient], emu: Emulator
+) -> None:
+    """A ticket another process put in a shared store is aged by the wall clock: jumping past its lifetime renews it."""
+    store = FakeSharedStore()
+    clock = SteppingClock()
+    one = make_client(cache=store, clock=clock.clock, ticket_lifetime=120, refresh_ahead=0)
+    two = make_client(cache=store, clock=clock.clock, ticket_lifetime=120, refresh_ahead=0)
+    first = one.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert two.get_ticket(context_identifier=CTX, system_user_token=TOKEN).ticket == first.ticket
+    clock.jump_wall(121)
+    before = emu.exchange_count
+    assert two.get_ticket(context_identifier=CTX, system_user_token=TOKEN).ticket != first.ticket
+    assert emu.exchange_count == before + 1
 
 
 def test_invalidate_forces_exchange(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
@@ -536,6 +581,41 @@ def test_in_memory_store_drops_entries_after_ttl() -> None:
     assert store.get("k") is None and len(store) == 0
 
 
+def test_in_memory_store_sweeps_expired_entries_nobody_asks_for() -> None:
+    """Expired entries of tenants nobody asks for again are dropped by the sweep that set() runs now and then."""
+    clock = SteppingClock()
+    store = InMemoryTicketCache(clock=clock.clock)
+    entry = CachedTicket(ticket(), token_fingerprint="fp")
+    for index in range(100):
+        store.set(f"gone{index}", entry, 10)
+    clock.advance(11)
+    for index in range(100):
+        store.set(f"asked{index}", entry, 10)
+    assert len(store) == 100
+    assert all(store.get(f"asked{index}") is entry for index in range(100))
+
+
+def test_in_memory_store_evicts_the_least_recently_used_beyond_max_entries() -> None:
+    """Beyond max_entries, set() evicts the entry least recently set or read."""
+    store = InMemoryTicketCache(max_entries=2)
+    entry = CachedTicket(ticket(), token_fingerprint="fp")
+    store.set("a", entry, 60)
+    store.set("b", entry, 60)
+    assert store.get("a") is entry
+    store.set("c", entry, 60)
+    assert len(store) == 2
+    assert store.get("b") is None
+    assert store.get("a") is entry and store.get("c") is entry
+
+
+def test_in_memory_store_max_entries_default_and_checks() -> None:
+    """max_entries defaults to DEFAULT_MAX_ENTRIES (100,000) and must be a positive integer."""
+    assert InMemoryTicketCache().max_entries == DEFAULT_MAX_ENTRIES == 100_000
+    for bad in (0, -1, True, 1.5, "10"):
+        with pytest.raises(ConfigurationError, match="max_entries"):
+            InMemoryTicketCache(max_entries=bad)  # type: ignore[arg-type]
+
+
 # --- configuration --------------------------------------------------------------------------
 
 
@@ -621,7 +701,7 @@ def test_in_memory_cache_clear_len_and_repr() -> None:
     assert cache.get("a") is None
 
 
-class _SwappingDict(dict):  # type: ignore[type-arg]
+class _SwappingDict(OrderedDict):  # type: ignore[type-arg]
     """Returns the expired item on the first get() and a fresh one afterwards, as if another thread set it."""
 
     def __init__(self, expired: Any, fresh: Any) -> None:
@@ -646,6 +726,26 @@ def test_expiring_an_entry_never_removes_a_fresher_one() -> None:
     cache._entries = entries
     assert cache.get("k") is None  # the expired read is not returned
     assert cache.get("k") is new  # and its removal did not take the fresh entry with it
+
+
+class _VanishingDict(OrderedDict):  # type: ignore[type-arg]
+    """Hands out a live item for "k" that another thread deletes before the hit can mark it recently used."""
+
+    def __init__(self, item: Any) -> None:
+        super().__init__()
+        self.item = item
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self.item
+
+
+def test_hit_on_an_entry_deleted_meanwhile_is_still_served() -> None:
+    """A hit whose entry another thread deleted just after the read returns it, without failing or re-adding it."""
+    cache = InMemoryTicketCache()
+    entry = CachedTicket(ticket(), token_fingerprint="fp")
+    cache._entries = _VanishingDict((entry, time.monotonic() + 60))
+    assert cache.get("k") is entry
+    assert "k" not in cache._entries
 
 
 def test_non_numeric_associate_id_is_none() -> None:

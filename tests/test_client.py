@@ -17,7 +17,15 @@ import requests
 import requests.adapters
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from support import ClientFactory, FrozenClock, HookedLock, LogCanary, ScriptedTransport, error_texts, watch_logs
+from support import (
+    ClientFactory,
+    HookedLock,
+    LogCanary,
+    ScriptedTransport,
+    SteppingClock,
+    error_texts,
+    watch_logs,
+)
 
 import sut_soap.client as client_module
 from sut_soap import (
@@ -186,7 +194,7 @@ def test_offline_public_key(emu: Emulator) -> None:
 
 
 def test_jwks_cached_and_refetched_on_rotation(emu: Emulator) -> None:
-    """The JWKS is fetched once, then again only for a new kid and not within the cooldown."""
+    """The JWKS is fetched once, then again only for a new kid and not within the first 1 s refetch wait."""
     with SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=emu.endpoint) as c:
         now = [1000.0]
         c._validator._key_source._clock = lambda: now[0]  # type: ignore[attr-defined]
@@ -195,12 +203,12 @@ def test_jwks_cached_and_refetched_on_rotation(emu: Emulator) -> None:
         c.authenticate(context_identifier=CTX, system_user_token=SYSTEM_USER_TOKEN)
         assert emu.jwks_count == before + 1
         emu.rotate_key()
-        now[0] += 5
+        now[0] += 0.5
         with pytest.raises(TokenValidationError) as info:
             c.authenticate(context_identifier=CTX, system_user_token=SYSTEM_USER_TOKEN)
         assert info.value.check == "key"
         assert emu.jwks_count == before + 1
-        now[0] += 30
+        now[0] += 0.5
         c.authenticate(context_identifier=CTX, system_user_token=SYSTEM_USER_TOKEN)
         assert emu.jwks_count == before + 2
 
@@ -682,9 +690,9 @@ def test_invalidate_ends_the_renewal_backoff_even_if_the_delete_fails(
     make_client: Callable[..., SystemUserClient], emu: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """After a failed renewal, invalidate() ends the 30 s back-off: the next call renews even if the store kept the entry."""
-    clock = FrozenClock()
+    clock = SteppingClock()
     store = FlakyStore()
-    client = make_client(emu.endpoint, cache=store, clock=clock, ticket_lifetime=600, refresh_ahead=300)
+    client = make_client(emu.endpoint, cache=store, clock=clock.clock, ticket_lifetime=600, refresh_ahead=300)
     first = get(client)
     clock.advance(400)
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, times=1)
@@ -854,3 +862,22 @@ def test_concurrent_pool_growth_builds_one_pool(make_client: Callable[..., Syste
     client.get_tickets(bad_tenants(30), max_workers=30)
     assert sorted(mounted) == ["http://", "https://"]
     assert session.get_adapter(NOWHERE)._pool_maxsize == 30
+
+
+@pytest.mark.parametrize(
+    ("error_message", "expected"),
+    [
+        ("InvalidSystemToken: the system user token of the application is not this tenant's", "the system user token"),
+        ("InvalidApplicationToken: unknown application", "the client secret"),
+        ("UnknownTenant: no tenant Cust0 for this application", "the ContextIdentifier"),
+        ("InvalidTimestamp: the application's clock is off", "the clock"),
+        ("InvalidSignature: the application key did not verify", "the private key"),
+        ("UnsupportedTokenType: only Jwt for this application", "the ReturnTokenType"),
+        ("NeedsReapproval", "approve the application again"),
+        ("The tenant revoked the application", "revoked"),
+    ],
+)
+def test_each_rejection_reason_gets_its_own_hint(error_message: str, expected: str) -> None:
+    """The reason code that starts ErrorMessage picks the hint, before words in the explanation after it."""
+    error = client_module._rejection("Cust12345", error_message)
+    assert expected in error.hint

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from support import FORWARD, ClientFactory, FakeResponse, FrozenClock, HookedLock, ScriptedTransport, rejection
+from support import (
+    FORWARD,
+    ClientFactory,
+    FakeResponse,
+    FrozenClock,
+    HookedLock,
+    ScriptedTransport,
+    SteppingClock,
+    rejection,
+)
 
 import sut_soap._flight as flight_module
 from sut_soap import AuthenticationRejectedError, SystemUserClient, SystemUserTicket, TransportError
@@ -138,9 +147,9 @@ def test_callers_get_the_valid_ticket_while_one_renews_it(
     make_client: Callable[..., SystemUserClient], emu: Emulator
 ) -> None:
     """While one caller renews a still-valid ticket, others get that ticket at once instead of waiting."""
-    clock = FrozenClock()
+    clock = SteppingClock()
     transport = ScriptedTransport(HttpTransport())
-    client = make_client(emu.endpoint, transport=transport, clock=clock, ticket_lifetime=600, refresh_ahead=300)
+    client = make_client(emu.endpoint, transport=transport, clock=clock.clock, ticket_lifetime=600, refresh_ahead=300)
     first = get(client)
     clock.advance(400)
     release = threading.Event()
@@ -257,8 +266,8 @@ def test_rejection_remembered_while_queueing_is_raised_without_an_exchange(
 def test_full_rejection_memo_drops_stale_entries_first(
     make_client: Callable[..., SystemUserClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A full rejection memo evicts cooled-down entries and keeps live ones; full of live ones, it starts over."""
-    monkeypatch.setattr(flight_module, "_REJECTION_MEMO", 2)
+    """A full rejection memo makes room by dropping cooled-down entries, and keeps the live ones."""
+    monkeypatch.setattr(flight_module, "REJECTION_MEMORY_SIZE", 2)
     clock = FrozenClock()
     transport = ScriptedTransport()
     transport.by_tenant[CTX] = lambda: FakeResponse(rejection("InvalidSystemToken"))
@@ -277,10 +286,36 @@ def test_full_rejection_memo_drops_stale_entries_first(
     assert "remembered" in str(reject("token-b"))
     assert "remembered" in str(reject("token-c"))
     assert len(transport.posts) == 3
-    # Full of live entries (b, c): the next rejection starts the memo over with itself alone.
-    assert "remembered" not in str(reject("token-a"))
-    assert len(transport.posts) == 4
-    assert "remembered" in str(reject("token-a"))
-    assert "remembered" not in str(reject("token-b"))
-    assert len(transport.posts) == 5
-    assert len(client._rejections._entries) <= 2
+    assert len(client._rejections) == 2
+
+
+def test_a_thousand_and_one_rejected_tenants_are_all_remembered(make_client: Callable[..., SystemUserClient]) -> None:
+    """1,001 rejected tenants (a wrong client secret across a fleet) are all answered from memory the second time."""
+    tenants = [f"Cust{index:05d}" for index in range(1001)]
+    transport = ScriptedTransport()
+    for tenant in tenants:
+        transport.by_tenant[tenant] = lambda: FakeResponse(rejection("InvalidApplicationToken"))
+    client = make_client(transport=transport)
+    for _ in range(2):
+        for tenant in tenants:
+            with pytest.raises(AuthenticationRejectedError):
+                get(client, tenant)
+    assert len(transport.posts) == 1001
+
+
+def test_rejection_memo_past_its_size_has_no_cliff(
+    make_client: Callable[..., SystemUserClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its size the memo keeps the live rejections it holds: only the excess tenants are exchanged again."""
+    monkeypatch.setattr(flight_module, "REJECTION_MEMORY_SIZE", 3)
+    tenants = [f"Cust{index:05d}" for index in range(4)]
+    transport = ScriptedTransport()
+    for tenant in tenants:
+        transport.by_tenant[tenant] = lambda: FakeResponse(rejection("InvalidApplicationToken"))
+    client = make_client(transport=transport)
+    for _ in range(3):
+        for tenant in tenants:
+            with pytest.raises(AuthenticationRejectedError):
+                get(client, tenant)
+    assert len(transport.posts) == 4 + 1 + 1  # the fourth tenant each round, the other three once
+    assert len(client._rejections) == 3

@@ -27,6 +27,7 @@ from support import (
     Reply,
     ScriptedServer,
     Sleeper,
+    SteppingClock,
     error_texts,
     rejection,
     watch_logs,
@@ -400,15 +401,16 @@ def test_jwt_failures_are_not_retried(emu: Emulator, sleeper: Sleeper, make_clie
 def test_jwks_outage_does_not_exchange_again(
     emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient]
 ) -> None:
-    """A JWKS outage after a successful exchange surfaces at once: no second exchange (and credential record)."""
+    """A JWKS outage after a successful exchange is retried by validating the same JWT again: no second exchange."""
     client = make_client(emu.endpoint, retry=sleeper.policy())
     emu.inject(Fault.JWKS_UNAVAILABLE)
-    before = emu.exchange_count
+    before, fetches = emu.exchange_count, emu.jwks_count
     with pytest.raises(TransportError) as info:
         client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     assert info.value.retryable is True
     assert emu.exchange_count == before + 1
-    assert sleeper.waits == []
+    assert emu.jwks_count == fetches + 3
+    assert sleeper.waits == [0.5, 1.0]
 
 
 def test_configuration_errors_are_not_retried(
@@ -489,8 +491,8 @@ def test_renewal_with_a_valid_ticket_is_not_retried(
     emu: Emulator, sleeper: Sleeper, make_client: Callable[..., SystemUserClient], caplog: pytest.LogCaptureFixture
 ) -> None:
     """HOSTILE 77: a failed renewal returns the still-valid ticket at once, with no retry and no wait."""
-    clock = FrozenClock()
-    client = make_client(emu.endpoint, retry=sleeper.policy(), clock=clock, ticket_lifetime=600, refresh_ahead=300)
+    clock = SteppingClock()
+    client = make_client(emu.endpoint, retry=sleeper.policy(), clock=clock.clock, ticket_lifetime=600, refresh_ahead=300)
     first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
     clock.advance(400)
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML)
@@ -572,6 +574,25 @@ def test_waiters_share_the_outcome_of_the_retried_exchange(
         t.join(10)
     assert len(got) == 10 and len({id(t) for t in got}) == 1
     assert emu.exchange_count == before + 3
+
+
+def test_key_rotation_while_the_jwks_is_down_is_retried_without_another_exchange(
+    emu: Emulator, make_client: Callable[..., SystemUserClient]
+) -> None:
+    """A JWT with a rotated kid while the JWKS is briefly down is validated again after the retry wait: one exchange, a ticket."""
+    clock = SteppingClock()
+    client = make_client(emu.endpoint, clock=clock.clock, retry=RetryPolicy(backoff_base=2.0, random=lambda: 1.0))
+    client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)  # the JWKS is fetched and cached
+    client.invalidate(CTX)
+    emu.rotate_key()
+    emu.inject(Fault.JWKS_UNAVAILABLE, times=1)
+    clock.advance(5)
+    before, fetches = emu.exchange_count, emu.jwks_count
+    ticket = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert ticket.context_identifier == CTX
+    assert emu.exchange_count == before + 1
+    assert emu.jwks_count == fetches + 2  # the failed refetch, then the one after the 2 s wait
+    assert clock.sleeps == [2.0]
 
 
 # --- the negative cache -------------------------------------------------------------------------

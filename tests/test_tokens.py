@@ -943,13 +943,98 @@ def test_unknown_kid_refetches_once_after_cooldown(http_server: _Server, jwks: _
 
 @pytest.mark.network
 def test_unknown_kid_within_cooldown_does_not_fetch(http_server: _Server, jwks: _ServerState) -> None:
-    """Within the cooldown of the last fetch, an unknown kid fails the key check without fetching."""
+    """Within the first refetch wait (1 s) of the last fetch, an unknown kid fails the key check without fetching."""
     clock = FakeClock()
     validator = make_validator(_source(http_server, clock))
     accept(good(), validator)
-    clock.now = 29.9
+    clock.now = 0.9
     reject(good(kid="new"), "key", validator)
     assert jwks.hits["/jwks"] == 1
+
+
+@pytest.mark.network
+def test_unknown_kid_refetches_one_second_after_the_last_fetch(http_server: _Server, jwks: _ServerState) -> None:
+    """A rotated kid is found by a refetch 1 s after the last fetch, not only after the 30 s cooldown."""
+    clock = FakeClock()
+    validator = make_validator(_source(http_server, clock))
+    accept(good(), validator)
+    jwks.serve_json("/jwks", jwks_for((key(), KID), (other_key(), "rotated")))
+    clock.now = 1.0
+    accept(good(kid="rotated", signer=other_key()), validator)
+    assert jwks.hits["/jwks"] == 2
+
+
+@pytest.mark.network
+def test_refetch_waits_double_up_to_the_cooldown(http_server: _Server, jwks: _ServerState) -> None:
+    """Refetches that do not find the kid wait 1, 2, 4 ... seconds between them, never longer than refetch_cooldown."""
+    clock = FakeClock()
+    source = _source(http_server, clock, refetch_cooldown=5)
+    source.get_key(KID)
+    fetched_at = []
+    for tick in range(0, 300):
+        clock.now = tick / 10
+        hits = jwks.hits["/jwks"]
+        with pytest.raises(TokenValidationError):
+            source.get_key("unknown")
+        if jwks.hits["/jwks"] > hits:
+            fetched_at.append(clock.now)
+    assert fetched_at == [1.0, 3.0, 7.0, 12.0, 17.0, 22.0, 27.0]
+
+
+@pytest.mark.network
+def test_refetch_wait_starts_over_once_a_refetch_finds_the_kid(http_server: _Server, jwks: _ServerState) -> None:
+    """After a refetch finds the kid it was made for, the next unknown kid waits the first 1 s again."""
+    clock = FakeClock()
+    source = _source(http_server, clock)
+    source.get_key(KID)
+    for now in (1.0, 3.0, 7.0):  # three refetches that miss: the wait has grown to 8 s
+        clock.now = now
+        with pytest.raises(TokenValidationError):
+            source.get_key("later")
+    jwks.serve_json("/jwks", jwks_for((key(), KID), (other_key(), "later")))
+    clock.now = 15.0
+    source.get_key("later")
+    jwks.serve_json("/jwks", jwks_for((key(), KID), (other_key(), "later"), (rsa_key(2), "next")))
+    clock.now = 16.0
+    source.get_key("next")
+    assert jwks.hits["/jwks"] == 6
+
+
+@pytest.mark.network
+def test_unknown_kid_while_the_jwks_is_down_is_retryable(http_server: _Server, jwks: _ServerState) -> None:
+    """An unknown kid while the last JWKS fetch failed is a retryable TransportError, not a key check failure."""
+    clock = FakeClock()
+    validator = make_validator(_source(http_server, clock))
+    accept(good(), validator)
+    jwks.routes["/jwks"] = (503, b"", {})
+    clock.now = 5.0
+    with pytest.raises(TransportError):
+        validator.validate(good(kid="rotated", signer=other_key()), context_identifier=CTX)
+    clock.now = 5.5  # within the wait: no fetch, and still the outage's error
+    with pytest.raises(TransportError) as info:
+        validator.validate(good(kid="rotated", signer=other_key()), context_identifier=CTX)
+    assert info.value.retryable is True and info.value.status == 503
+    assert "kid" in info.value.message
+    assert jwks.hits["/jwks"] == 2
+    assert_no_secrets(info.value, TICKET)
+
+
+@pytest.mark.network
+def test_validation_succeeds_within_one_wait_once_the_jwks_is_back(http_server: _Server, jwks: _ServerState) -> None:
+    """After an outage during a key rotation, the rotated kid is accepted at the next refetch, seconds later, not 30 s."""
+    clock = FakeClock()
+    validator = make_validator(_source(http_server, clock))
+    accept(good(), validator)
+    jwks.routes["/jwks"] = (503, b"", {})
+    rotated = good(kid="rotated", signer=other_key())
+    for now in (5.0, 7.0):  # two failed refetches: the next one waits 4 s
+        clock.now = now
+        with pytest.raises(TransportError):
+            validator.validate(rotated, context_identifier=CTX)
+    jwks.serve_json("/jwks", jwks_for((key(), KID), (other_key(), "rotated")))
+    clock.now = 11.0
+    accept(rotated, validator)
+    assert jwks.hits["/jwks"] == 4
 
 
 @pytest.mark.network
