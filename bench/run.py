@@ -12,7 +12,9 @@ client's CPU can be measured on its own (sections 1-4):
 4. ``get_tickets()`` for 200 tenants with 50 ms of emulator latency against one by one;
 5. start-up: ``import sut_soap`` and ``sut-soap --help`` against a bare interpreter;
 6. memory of a client holding 10,000 cached tickets (in a subprocess);
-7. exchanges per second with the emulator in the client's process.
+7. exchanges per second with the emulator in the client's process;
+8. the emulator under 512 concurrent clients, each on its own new connection (other languages'
+   test suites hit it this way): how many were served, how many dropped.
 Targets are printed with the measured figures at the end. ``BENCH_EXCHANGES`` sets the number
 of exchanges in sections 1, 2 and 7 (default 300).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +40,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from handwritten import HEADERS as HANDWRITTEN_HEADERS
 from handwritten import HandwrittenClient
 
 from sut_soap import SystemUserClient, SystemUserTicket
@@ -48,6 +52,7 @@ SECRET = "bench-secret"
 CTX = "Cust12345"
 TOKEN = "Bench Sync-abc"
 EXCHANGES = int(os.environ.get("BENCH_EXCHANGES", "300"))
+CONCURRENT_CLIENTS = 512
 WARM_TENANTS = 200
 WARM_LATENCY = 0.05
 
@@ -82,6 +87,7 @@ class Results:
     warm_get_us: float = float("nan")
     warmup_speedup: float = float("nan")
     cold_exchanges: int = -1
+    concurrent_dropped: int = -1
     notes: list[str] = field(default_factory=list)
 
 
@@ -425,6 +431,59 @@ def emulator_throughput(key: rsa.RSAPrivateKey) -> None:
                       f"{rate:7.1f} exchanges/s ({n} exchanges)")
 
 
+def concurrent_clients(emu: EmulatorProcess, key: rsa.RSAPrivateKey, results: Results) -> None:
+    """512 threads released at once, each opening its own connection and POSTing one exchange.
+
+    The connect timeout is 1 s, Linux's first SYN retransmission: a connection the listen queue
+    dropped counts as dropped rather than arriving a second later.
+    """
+    hand = HandwrittenClient(endpoint=emu.endpoint, jwks_url=emu.jwks_url, client_secret=SECRET, private_key=key)
+    body = hand.envelope(CTX, hand.sign(TOKEN))
+    hand.close()
+    target = urlsplit(emu.endpoint)
+    headers = {**HANDWRITTEN_HEADERS, "Content-Length": str(len(body))}
+    barrier = threading.Barrier(CONCURRENT_CLIENTS)
+    connect_ms: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def one_client() -> None:
+        barrier.wait()
+        started = time.perf_counter()
+        try:
+            sock = socket.create_connection((target.hostname or "127.0.0.1", target.port or 80), timeout=1)
+            connected = time.perf_counter()
+            sock.settimeout(30)
+            conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port)
+            conn.sock = sock
+            conn.request("POST", target.path, body=body, headers=headers)
+            content = conn.getresponse().read()
+            conn.close()
+            ok = b"<IsSuccessful>true</IsSuccessful>" in content
+        except OSError as exc:
+            with lock:
+                failures.append(type(exc).__name__)
+            return
+        with lock:
+            connect_ms.append((connected - started) * 1000)
+            if not ok:
+                failures.append("not IsSuccessful=true")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one_client) for _ in range(CONCURRENT_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    results.concurrent_dropped = len(failures)
+    kinds = ", ".join(sorted(set(failures))) or "none"
+    slowest = max(connect_ms) if connect_ms else float("nan")
+    print(f"8. {CONCURRENT_CLIENTS} concurrent clients, one new connection and one exchange each: "
+          f"{CONCURRENT_CLIENTS - len(failures)} served, {len(failures)} dropped ({kinds}); "
+          f"slowest connect {slowest:.1f} ms, all done in {elapsed:.2f} s")
+
+
 def summary(results: Results) -> int:
     rows = [
         ("exchange wall time, sut-soap / hand-written", results.exchange_wall_ms / results.handwritten_wall_ms,
@@ -435,6 +494,8 @@ def summary(results: Results) -> int:
          ">= 10", results.warmup_speedup >= 10, "{:.1f}x"),
         ("exchanges for 50 threads on one cold tenant", results.cold_exchanges, "== 1",
          results.cold_exchanges == 1, "{}"),
+        (f"emulator: clients dropped of {CONCURRENT_CLIENTS} concurrent", results.concurrent_dropped, "== 0",
+         results.concurrent_dropped == 0, "{}"),
     ]
     print("targets:")
     for label, value, target, ok, fmt in rows:
@@ -459,6 +520,11 @@ def main() -> int:
     startup()
     memory()
     emulator_throughput(key)
+    emu = EmulatorProcess(key)  # a fresh one: no connections left from sections 1-4
+    try:
+        concurrent_clients(emu, key, results)
+    finally:
+        emu.stop()
     return summary(results)
 
 

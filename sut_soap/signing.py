@@ -29,18 +29,32 @@ def check_text_value(value: object, what: str) -> str:
         value: the value to check (a secret, a token, a tenant id).
         what: how to name it in the error, such as ``"client secret"``.
 
+    Whitespace inside a value is kept (system user tokens hold spaces), but none of
+    SuperOffice's values begins or ends with whitespace or holds a line break: those come from
+    a pasted line or a file read with its newline. They are refused, not stripped, so that
+    what is signed and sent is always exactly the value given.
+
     Raises:
-        ConfigurationError: not a ``str``, empty or only whitespace, or holding a control
-            character (tab, CR and LF excepted), a surrogate or a non-character. The message
-            names ``what`` and the code point, never the value.
+        ConfigurationError: not a ``str``, empty or only whitespace, with leading or trailing
+            whitespace, or holding a line break, another control character, a surrogate or a
+            non-character. The message names ``what`` and the code point, never the value.
     """
     if not isinstance(value, str):
         raise ConfigurationError(f"{what} must be a string, not {type(value).__name__}")
     if not value.strip():
         raise ConfigurationError(f"{what} is empty")
+    if value != value.strip():
+        raise ConfigurationError(
+            f"{what} has leading or trailing whitespace",
+            hint="remove the spaces or line break around the value (pasted, or read from a file with its newline?)",
+        )
     for ch in value:
         code = ord(ch)
-        if (code < 0x20 and ch not in "\t\n\r") or code == 0x7F or 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+        if ch in "\n\r":
+            raise ConfigurationError(
+                f"{what} contains a line break (U+{code:04X})", hint="the value must be one line, as it was issued"
+            )
+        if code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
             raise ConfigurationError(f"{what} contains a control character (U+{code:04X})")
         if code in (0xFFFE, 0xFFFF):
             raise ConfigurationError(f"{what} contains a non-character (U+{code:04X})")

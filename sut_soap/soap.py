@@ -487,14 +487,26 @@ def _fault(fault: Any, status: int, secrets: tuple[str, ...]) -> SoapFaultError:
     string_el = fault.find("faultstring")
     code = sanitise(_text(code_el), secrets=secrets, limit=100) if code_el is not None else ""
     text = sanitise(_text(string_el), secrets=secrets) if string_el is not None else ""
-    local = code.rpartition(":")[2]
     return SoapFaultError(
         f"the service answered with a SOAP Fault {code or '(no faultcode)'}: {text or '(no faultstring)'}",
         fault_code=code,
         fault_string=text,
         status=status,
-        retryable=local == "Server",
+        retryable=code_el is not None and _is_server_code(code_el),
     )
+
+
+def _is_server_code(code_el: Any) -> bool:
+    """Whether a faultcode's QName is SOAP 1.1's ``Server`` or a dotted refinement (``Server.Busy``).
+
+    The prefix is resolved against the namespaces in scope of the faultcode element: only the
+    SOAP envelope namespace counts. An unprefixed code is accepted too, because faultcode is
+    unqualified and so no default namespace can be in scope for it.
+    """
+    prefix, colon, local = _text(code_el).strip().rpartition(":")
+    if colon and code_el.nsmap.get(prefix) != SOAP11_ENV:
+        return False
+    return local == "Server" or local.startswith("Server.")
 
 
 def _authentication_response(payload: Any, status: int, secrets: tuple[str, ...]) -> Answer:

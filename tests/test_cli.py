@@ -11,6 +11,7 @@ import json
 import re
 import runpy
 import shutil
+import socket
 import ssl
 import stat
 import subprocess
@@ -31,8 +32,7 @@ from support import QuietServer, b64_int, make_cert, rejection, serve_in_backgro
 from support import run_cli as run
 
 import sut_soap.cli
-from sut_soap.cli import main
-from sut_soap.cli._common import MASK, _Masker
+from sut_soap.cli._common import MASK, _Masker, _print_error
 from sut_soap.cli.doctor import _load_partner_public_key
 from sut_soap.client import SystemUserClient
 from sut_soap.errors import ConfigurationError
@@ -650,25 +650,6 @@ def test_help_survives_a_garbage_columns_variable(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("COLUMNS", "wide")
     code, out, _err = run("sign", "--help")
     assert code == 0 and "--system-user-token" in out
-
-
-def test_debug_shows_traceback(emu: Emulator) -> None:
-    """--debug lets the typed error propagate for a traceback."""
-    emu.inject(Fault.REJECT, times=1)
-    from sut_soap.errors import AuthenticationRejectedError
-
-    with pytest.raises(AuthenticationRejectedError):
-        main(["--debug", *ticket_args(emu)], stdout=io.StringIO(), stderr=io.StringIO())
-
-
-def test_debug_lets_the_traceback_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--debug re-raises unexpected exceptions so the user sees the traceback."""
-    def buggy(*args: Any) -> int:
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(sut_soap.cli, "_cmd_sign", buggy)
-    with pytest.raises(RuntimeError, match="boom"):
-        run("--debug", "sign", "--system-user-token", TOKEN, "--private-key", str(XML_KEY))
 
 
 def test_unexpected_exception_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1356,3 +1337,322 @@ def test_python_dash_m_exits_with_the_command_line_status(
         runpy.run_path(str(Path(sut_soap.__file__).with_name("__main__.py")), run_name="__main__")
     assert caught.value.code == 0
     assert "sut-soap" in capsys.readouterr().out
+
+
+# --- a new user's first hour: hints, --debug, values with whitespace, files written ------------
+
+
+REJECTION_HINTS = [
+    ("InvalidApplicationToken", "--client-secret"),
+    ("UnknownTenant", "--context-identifier"),
+    ("InvalidTimestamp", "clock"),
+    ("InvalidSystemToken", "--system-user-token"),
+    ("InvalidSignature", "--private-key"),
+    ("UnsupportedTokenType", "Jwt"),
+    ("Revoked", "revoked"),
+    ("Denied", "denied"),
+    ("NeedsReapproval", "approve the application again"),
+    ("Expired", "expired"),
+]
+
+
+@pytest.mark.parametrize(("reason", "expected"), REJECTION_HINTS)
+def test_each_rejection_reason_gets_its_own_hint(emu: Emulator, reason: str, expected: str) -> None:
+    """Every documented rejection reason is answered with the hint for that reason."""
+    emu.inject(Fault.REJECT, message=f"{reason}: explained", times=1)
+    code, _out, err = run(*ticket_args(emu))
+    assert code == 1
+    hint = err.split("  check: ", 1)[1]
+    assert expected in hint
+    others = {e for r, e in REJECTION_HINTS if r != reason and e.startswith("--")}
+    assert not any(flag in hint for flag in others if flag != expected)
+
+
+def test_wrong_system_user_token_gets_the_system_user_token_hint(emu: Emulator) -> None:
+    """A system user token the tenant does not have (InvalidSystemToken) points at --system-user-token, not the secret."""
+    args = ticket_args(emu)
+    args[args.index(TOKEN)] = "Cli Sync-wrong-token"
+    code, _out, err = run(*args)
+    assert code == 1
+    assert "InvalidSystemToken" in err
+    hint = err.split("  check: ", 1)[1]
+    assert "--system-user-token" in hint and "client secret" not in hint
+
+
+def test_debug_keeps_the_documented_exit_code(emu: Emulator) -> None:
+    """--debug shows the traceback and still exits with the documented code (1 for a rejection)."""
+    emu.inject(Fault.REJECT, times=1)
+    code, _out, err = run("--debug", *ticket_args(emu))
+    assert code == 1
+    assert "Traceback" in err and "AuthenticationRejectedError" in err
+    assert_no_secrets(err)
+
+
+def test_debug_after_the_command_name(emu: Emulator) -> None:
+    """--debug may follow the command name, as in `sut-soap ticket ... --debug`."""
+    emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, times=1)
+    code, _out, err = run(*ticket_args(emu), "--debug")
+    assert code == 3
+    assert "Traceback" in err
+
+
+def test_debug_masks_known_secrets_in_an_unexpected_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception under --debug prints its traceback with known secrets masked, and exits 3."""
+    def broken(args: Any, *_rest: object) -> int:
+        args.masker.add(SECRET)
+        raise RuntimeError(f"boom {SECRET}")
+
+    monkeypatch.setattr(sut_soap.cli, "_cmd_sign", broken)
+    code, _out, err = run("sign", "--debug", "--system-user-token", TOKEN, "--private-key", str(XML_KEY))
+    assert code == 3
+    assert "RuntimeError: boom ***" in err
+    assert SECRET not in err
+
+
+def test_password_env_never_echoes_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password typed into --password-env by mistake (no such variable) is never echoed."""
+    monkeypatch.delenv("Hunter2Password", raising=False)
+    code, out, err = run(
+        "sign", "--system-user-token", TOKEN, "--private-key", str(KEYS / "test-partner-encrypted.pem"),
+        "--password-env", "Hunter2Password",
+    )
+    assert code == 2
+    assert "--password-env" in err
+    assert "Hunter2Password" not in out + err
+
+
+@pytest.mark.parametrize("value", [SECRET + "\n", " " + SECRET, SECRET + "\r\n"], ids=["newline", "space", "crlf"])
+def test_secret_with_surrounding_whitespace_is_refused_naming_the_variable(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """A client secret with surrounding whitespace (a pasted line) is refused before sending, naming its variable."""
+    monkeypatch.setenv("SUT_SOAP_CLIENT_SECRET", value)
+    args = ticket_args(emu)
+    del args[args.index("--client-secret") : args.index("--client-secret") + 2]
+    before = emu.exchange_count
+    code, _out, err = run(*args)
+    assert code == 2
+    assert "SUT_SOAP_CLIENT_SECRET" in err and "whitespace" in err
+    assert emu.exchange_count == before
+    assert_no_secrets(err)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--context-identifier", CTX + " "), ("--system-user-token", TOKEN + "\n"), ("--system-user-token", "\t" + TOKEN)],
+)
+def test_tenant_and_token_with_surrounding_whitespace_are_refused(emu: Emulator, flag: str, value: str) -> None:
+    """A tenant or system user token with leading or trailing whitespace is refused (exit 2), naming the flag."""
+    args = ticket_args(emu)
+    args[args.index(flag) + 1] = value
+    code, _out, err = run(*args)
+    assert code == 2
+    assert flag in err and "whitespace" in err
+    assert_no_secrets(err)
+
+
+def test_ticket_transport_error_names_the_url_and_why() -> None:
+    """A ticket that cannot connect says which URL failed and why."""
+    code, _, err = run(
+        "ticket", "--endpoint", "http://127.0.0.1:9/x", "--context-identifier", CTX, "--system-user-token", TOKEN,
+        "--private-key", str(XML_KEY), "--client-secret", SECRET, "--timeout", "2",
+    )
+    assert code == 3
+    assert "POST http://127.0.0.1:9/x" in err and "connection refused" in err
+
+
+def test_ticket_jwks_failure_names_the_jwks_url(emu: Emulator) -> None:
+    """A JWKS that cannot be fetched is named by its URL in ticket's error."""
+    emu.inject(Fault.JWKS_UNAVAILABLE)
+    code, _, err = run(*ticket_args(emu))
+    assert code == 3
+    assert f"GET {emu.jwks_url}" in err
+
+
+def _existing_recording(emu: Emulator, tmp_path: Path) -> list[str]:
+    directory = tmp_path / "rec"
+    assert run(*ticket_args(emu, "--record", str(directory)))[0] == 0
+    return ticket_args(emu, "--record", str(directory))
+
+
+@pytest.mark.parametrize(
+    ("case", "flag", "python_name"),
+    [
+        ("record", "--record", "overwrite="),
+        ("environment", "--endpoint", "endpoint="),
+        ("serial", "--expected-serial", "expected_serial"),
+        ("remote", "--allow-remote", "allow_remote="),
+    ],
+)
+def test_cli_hints_name_flags_not_python_parameters(
+    emu: Emulator, tmp_path: Path, public_key_file: Path, case: str, flag: str, python_name: str
+) -> None:
+    """Hints printed by the command line name its flags, never the library's Python parameters."""
+    argv = {
+        "record": lambda: _existing_recording(emu, tmp_path),
+        "environment": lambda: [*ticket_args(emu)[:1], "--environment", "nowhere", *ticket_args(emu)[3:]],
+        "serial": lambda: ["verify", minted(), "--public-key", str(public_key_file), "--context-identifier", CTX,
+                           "--expected-serial", "7654321"],
+        "remote": lambda: ["emulator", "--host", "192.0.2.1", "--port", "0"],
+    }[case]()
+    code, out, err = run(*argv)
+    assert code != 0
+    assert flag in out + err
+    assert python_name not in out + err
+
+
+def test_ticket_jwt_out_writes_the_jwt_mode_0600(emu: Emulator, tmp_path: Path) -> None:
+    """ticket --jwt-out FILE writes the JWT alone, mode 0600, ready for `verify`/`inspect`."""
+    target = tmp_path / "jwt.txt"
+    code, out, err = run(*ticket_args(emu, "--jwt-out", str(target)))
+    assert code == 0, err
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    jwt_text = target.read_text()
+    assert jwt_text.count(".") == 2 and jwt_text.startswith("eyJ")
+    assert str(target) in err and jwt_text.strip() not in out + err
+    code, _out, _err = run("verify", "-", "--jwks-url", emu.jwks_url, "--context-identifier", CTX, stdin=jwt_text)
+    assert code == 0
+
+
+def test_ticket_jwt_out_keeps_a_jwt_that_failed_validation(emu: Emulator, tmp_path: Path) -> None:
+    """A JWT that fails validation is still written by --jwt-out, so `verify`/`inspect` can show why."""
+    emu.inject(Fault.EXPIRED_TOKEN, times=1)
+    target = tmp_path / "jwt.txt"
+    code, _out, _err = run(*ticket_args(emu, "--jwt-out", str(target)))
+    assert code == 4
+    code, _out, err = run("verify", "-", "--jwks-url", emu.jwks_url, "--context-identifier", CTX,
+                          stdin=target.read_text())
+    assert code == 4 and "'expiry'" in err
+
+
+def test_ticket_jwt_out_is_never_half_written(emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails midway leaves the previous file whole and no temporary file behind."""
+    target = tmp_path / "jwt.txt"
+    target.write_text("previous\n")
+
+    def failing_fsync(_fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sut_soap.cli.tickets.os, "fsync", failing_fsync)
+    code, _out, err = run(*ticket_args(emu, "--jwt-out", str(target)))
+    assert code == 2
+    assert "No space left on device" in err and str(target) in err
+    assert target.read_text() == "previous\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["jwt.txt"]
+
+
+def test_version() -> None:
+    """sut-soap --version prints the package version and exits 0."""
+    code, out, _err = run("--version")
+    assert code == 0
+    assert out.strip() == f"sut-soap {sut_soap.__version__}"
+
+
+def test_empty_environment_variable_is_reported_as_empty(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty SUT_SOAP_* variable is reported as set but empty, not as missing."""
+    monkeypatch.setenv("SUT_SOAP_CLIENT_SECRET", "")
+    args = ticket_args(emu)
+    del args[args.index("--client-secret") : args.index("--client-secret") + 2]
+    code, _out, err = run(*args)
+    assert code == 2
+    assert "SUT_SOAP_CLIENT_SECRET is set but empty" in err
+
+
+def test_empty_environment_variable_for_the_target_is_reported_as_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty SUT_SOAP_ENVIRONMENT is named as empty when no endpoint is given."""
+    monkeypatch.setenv("SUT_SOAP_ENVIRONMENT", "")
+    monkeypatch.delenv("SUT_SOAP_ENDPOINT", raising=False)
+    code, _out, err = run(
+        "ticket", "--context-identifier", CTX, "--system-user-token", TOKEN, "--private-key", str(XML_KEY),
+        "--client-secret", SECRET,
+    )
+    assert code == 2
+    assert "SUT_SOAP_ENVIRONMENT is set but empty" in err
+
+
+@pytest.mark.parametrize("command", ["sign", "convert-key"])
+@pytest.mark.parametrize("name", ["test-partner-public.pem", "certificate.pem"])
+def test_no_permission_warning_for_a_public_key_or_certificate(tmp_path: Path, name: str, command: str) -> None:
+    """A world-readable public key or certificate given as a private key is refused without a chmod 600 warning."""
+    path = tmp_path / name
+    if name == "certificate.pem":
+        cert, _key = make_cert(tmp_path, "partner", san=x509.DNSName("partner.example"))
+        path.write_bytes(Path(cert).read_bytes())
+    else:
+        path.write_bytes(PUBLIC_PEM.read_bytes())
+    path.chmod(0o644)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", KeyFilePermissionWarning)
+        argv = ["sign", "--system-user-token", TOKEN, "--private-key", str(path)] if command == "sign" else [
+            "convert-key", str(path), "--out", str(tmp_path / "out.pem")]
+        code, _out, err = run(*argv)
+    assert code == 2
+    assert "chmod" not in err and "warning:" not in err
+
+
+def test_ticket_record_says_where_it_wrote(emu: Emulator, tmp_path: Path) -> None:
+    """ticket --record names the directory and the files it wrote, and how to replay them."""
+    directory = tmp_path / "recording"
+    code, _out, err = run(*ticket_args(emu, "--record", str(directory)))
+    assert code == 0, err
+    assert f"recorded 3 file(s) in {directory}" in err
+    assert f"sut-soap replay {directory}" in err
+
+
+@pytest.mark.parametrize(
+    "signed",
+    ["not-signed", "Acme Sync.2026112813.c2lnbmF0dXJl", "Acme Sync.202613281330.c2lnbmF0dXJl",
+     "Acme Sync.202611281330.not base64!", ".202611281330.c2lnbmF0dXJl", "Acme Sync.202611281330."],
+    ids=["no-dots", "short-stamp", "bad-month", "bad-signature", "no-token", "empty-signature"],
+)
+def test_envelope_refuses_a_malformed_signed_token(signed: str) -> None:
+    """envelope --signed-token refuses a value that is not <token>.<yyyyMMddHHmm>.<base64>, without echoing it."""
+    code, out, err = run(
+        "envelope", "--environment", "sod", "--client-secret", SECRET, "--context-identifier", CTX,
+        "--signed-token", signed,
+    )
+    assert code == 2
+    assert "--signed-token" in err and out == ""
+    assert signed not in err
+
+
+def test_rejection_with_an_undocumented_reason_keeps_the_library_hint(emu: Emulator) -> None:
+    """A rejection whose ErrorMessage starts with no documented reason keeps the library's general hint."""
+    emu.inject(Fault.REJECT, message="Something unforeseen happened", times=1)
+    code, _out, err = run(*ticket_args(emu))
+    assert code == 1
+    assert "  check: the client secret, the tenant (ContextIdentifier)" in err
+
+
+def test_error_without_a_hint_is_one_line() -> None:
+    """An error whose hint is empty is printed as its message alone, without a check line."""
+    err = io.StringIO()
+    _print_error(ConfigurationError("nothing to check", hint=""), err, _Masker())
+    assert err.getvalue() == "sut-soap: nothing to check\n"
+
+
+def test_ticket_jwt_out_into_a_missing_directory_exits_2(emu: Emulator, tmp_path: Path) -> None:
+    """--jwt-out naming a file in a directory that does not exist is a usage error naming the file."""
+    target = tmp_path / "missing" / "jwt.txt"
+    code, out, err = run(*ticket_args(emu, "--jwt-out", str(target)))
+    assert code == 2
+    assert f"cannot write --jwt-out {str(target)!r}" in err
+    assert out == ""
+
+
+def test_ticket_jwt_out_that_cannot_be_written_after_a_failure_is_a_warning(emu: Emulator, tmp_path: Path) -> None:
+    """When the exchange failed too, an unwritable --jwt-out is a warning and the exchange's exit code stands."""
+    emu.inject(Fault.EXPIRED_TOKEN, times=1)
+    code, _out, err = run(*ticket_args(emu, "--jwt-out", str(tmp_path / "missing" / "jwt.txt")))
+    assert code == 4
+    assert "sut-soap: warning: cannot write --jwt-out" in err and "'expiry'" in err
+
+
+def test_emulator_port_in_use_exits_2_with_the_os_reason() -> None:
+    """sut-soap emulator on a port that is taken exits 2 with the operating system's reason."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        code, _out, err = run("emulator", "--port", str(taken.getsockname()[1]))
+    assert code == 2
+    assert "sut-soap emulator: [Errno" in err and "in use" in err

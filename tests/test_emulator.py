@@ -381,9 +381,17 @@ def test_text_xml_with_or_without_charset_is_accepted(emu: Emulator, http: reque
     assert parse_answer(response).is_successful
 
 
-@pytest.mark.parametrize("action", [SOAP_ACTION, '"http://tempuri.org/IService/Authenticate"', ""])
+def test_unquoted_soap_action_is_accepted(emu: Emulator, http: requests.Session) -> None:
+    """The SOAPAction without quotes (as SuperOffice's Node.js sample sends it) is accepted, as WCF does."""
+    response = post(http, emu, headers={**HEADERS, "SOAPAction": SOAP_ACTION})
+    assert parse_answer(response).is_successful
+
+
+@pytest.mark.parametrize(
+    "action", ['"http://tempuri.org/IService/Authenticate"', "", '""', f'"{SOAP_ACTION}', f"{SOAP_ACTION}/"]
+)
 def test_wrong_soap_action_is_action_not_supported_fault(emu: Emulator, http: requests.Session, action: str) -> None:
-    """An unquoted, foreign or empty SOAPAction gets WCF's HTTP 500 a:ActionNotSupported fault."""
+    """A foreign, empty or half-quoted SOAPAction gets WCF's HTTP 500 a:ActionNotSupported fault."""
     response = post(http, emu, headers={**HEADERS, "SOAPAction": action})
     assert response.status_code == 500
     root = etree.fromstring(response.content)
@@ -823,6 +831,23 @@ def test_get_on_endpoint_is_a_help_page(emu: Emulator, http: requests.Session) -
 
 
 # -- connection handling and bookkeeping ---------------------------------------------------------------
+
+
+def test_listen_backlog_queues_512_connections_before_accept(emu: Emulator) -> None:
+    """The listening socket completes 512 handshakes nobody has accepted yet (Python's default backlog is 5)."""
+    server = emulator_server._Server(("127.0.0.1", 0), emu, socket.AF_INET)  # bound and listening, never serving
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(512):
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            clients.append(client)
+            client.settimeout(2)
+            client.connect(server.server_address)  # a SYN dropped by a full queue times out here
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()
+    assert len(clients) == 512
 
 
 def test_keep_alive_reuses_one_connection(emu: Emulator) -> None:

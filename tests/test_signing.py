@@ -87,9 +87,9 @@ def test_now_is_utc_whatever_the_process_zone() -> None:
 
 
 def test_token_with_dots_and_spaces_kept_verbatim() -> None:
-    """The token is signed exactly as received, dots and spaces included."""
-    signed = sign_system_user_token(" a.b c ", XML_KEY, at=AT)
-    assert signed.startswith(" a.b c .202611281330.")
+    """The token is signed exactly as received, dots and inner spaces included."""
+    signed = sign_system_user_token("a.b  c", XML_KEY, at=AT)
+    assert signed.startswith("a.b  c.202611281330.")
 
 
 @pytest.mark.parametrize("token", ["", "   ", "a\x00b", "a\x1fb", "a\x7fb", 42])
@@ -121,3 +121,21 @@ def test_timestamp_defaults_to_the_current_utc_minute() -> None:
     after = datetime.now(timezone.utc).strftime("%Y%m%d%H%M")
     assert before <= stamp <= after
     assert len(stamp) == 12
+
+
+@pytest.mark.parametrize("value", [" Acme Sync", "Acme Sync ", "Acme Sync\n", "\tAcme Sync", "Acme Sync\u00a0"])
+def test_surrounding_whitespace_is_refused_by_name(value: str) -> None:
+    """A value with leading or trailing whitespace is refused (never stripped), naming the value, not its content."""
+    with pytest.raises(ConfigurationError) as caught:
+        check_text_value(value, "system user token")
+    assert caught.value.message == "system user token has leading or trailing whitespace"
+    assert "Acme" not in str(caught.value)
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\t"])
+def test_line_break_or_tab_inside_a_value_is_refused(char: str) -> None:
+    """A line break or tab inside a value is refused, naming the code point."""
+    with pytest.raises(ConfigurationError) as caught:
+        check_text_value(f"Acme{char}Sync", "client secret")
+    assert caught.value.message.startswith("client secret contains a ")
+    assert f"(U+{ord(char):04X})" in caught.value.message

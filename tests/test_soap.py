@@ -737,6 +737,28 @@ def test_server_fault_retryable_with_or_without_prefix(code: str) -> None:
     assert info.value.retryable is True
 
 
+@pytest.mark.parametrize("code", ["s:Server.Busy", "s:Server.Database.Down"])
+def test_server_fault_dotted_refinement_retryable(code: str) -> None:
+    """A dotted refinement of the SOAP envelope's Server code (s:Server.Busy) is a retryable server fault."""
+    with pytest.raises(SoapFaultError) as info:
+        parse(fault_answer(f"<faultcode>{code}</faultcode><faultstring>busy</faultstring>"), 500)
+    assert info.value.retryable is True
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        '<faultcode xmlns:x="urn:vendor">x:Server</faultcode>',
+        "<faultcode>undeclared:Server</faultcode>",
+    ],
+)
+def test_server_fault_in_foreign_namespace_not_retryable(code: str) -> None:
+    """A Server code whose prefix resolves to another namespace (or to none declared) is not a server fault."""
+    with pytest.raises(SoapFaultError) as info:
+        parse(fault_answer(f"{code}<faultstring>busy</faultstring>"), 500)
+    assert info.value.retryable is False
+
+
 # --- sanitise and excerpts --------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import __version__
 from ..errors import SutSoapError
 from ._common import (
     _DOCTOR_PROBE,
@@ -36,6 +37,7 @@ from ._common import (
     _Masker,
     _Parser,
     _print_error,
+    _print_traceback,
     _warning_printer,
 )
 from .doctor import _args_doctor, _cmd_doctor
@@ -53,6 +55,8 @@ if TYPE_CHECKING:
     _Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
 
 __all__ = ["main"]
+
+_DEBUG_HELP = "also show the Python traceback (known secret values masked); the exit code stays the same"
 
 
 def _commands() -> list[tuple[str, str, str, Callable[[argparse.ArgumentParser], None] | None, _Handler]]:
@@ -133,7 +137,8 @@ def _build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         prog="sut-soap", description=TOP_DESCRIPTION, epilog=EPILOG,
         formatter_class=_Formatter,
     )
-    parser.add_argument("--debug", action="store_true", help="show Python tracebacks (never secrets)")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    parser.add_argument("--version", action="version", version=f"sut-soap {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     table = _commands()
     selected = _selected_command(argv, [row[0] for row in table])
@@ -149,6 +154,7 @@ def _build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
             )
             if selected is not None:
                 build(sub)
+                sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
         sub.set_defaults(handler=handler)
     return parser
 
@@ -226,7 +232,7 @@ def main(
             return handler(args, out, err)
         except SutSoapError as error:
             if args.debug:
-                raise
+                _print_traceback(error, err, args.masker)
             _print_error(error, err, args.masker)
             return exit_code_for(error)
         except KeyboardInterrupt:
@@ -235,8 +241,9 @@ def main(
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         except Exception as exc:
             if args.debug:
-                raise
-            print(f"sut-soap: unexpected {type(exc).__name__}; run with --debug for the traceback", file=err)
+                _print_traceback(exc, err, args.masker)
+            else:
+                print(f"sut-soap: unexpected {type(exc).__name__}; run with --debug for the traceback", file=err)
             return EXIT_TRANSPORT
 
 

@@ -9,6 +9,7 @@ import sys
 
 from ..contract import CLAIM_SYSTEM_TOKEN, CLAIM_TICKET
 from ..errors import (
+    AuthenticationRejectedError,
     ConfigurationError,
     SutSoapError,
     TokenValidationError,
@@ -130,13 +131,67 @@ def _mask_elements_parsed(text: str) -> str:
     return declaration + etree.tostring(root, encoding="unicode")
 
 
-def _print_error(error: SutSoapError, err: TextIO, masker: _Masker) -> None:
+# What to check per rejection reason (the first word of ErrorMessage), in the command line's terms.
+_REJECTION_HINTS = {
+    "invalidapplicationtoken": "--client-secret (SUT_SOAP_CLIENT_SECRET): the client secret of the application, "
+                               "registered in this --environment",
+    "unknowntenant": "--context-identifier (SUT_SOAP_CONTEXT_IDENTIFIER): the tenant id, e.g. Cust12345, "
+                     "of a tenant in this --environment",
+    "invalidtimestamp": "the local clock: the token is signed with the UTC minute and must be within minutes "
+                        "of the server's (sync it with NTP; `sut-soap doctor` compares them)",
+    "invalidsystemtoken": "--system-user-token (SUT_SOAP_SYSTEM_USER_TOKEN): the token of this tenant and "
+                          "application, exactly as received when the tenant approved it",
+    "invalidsignature": "--private-key: the key registered for the application; the system user token is "
+                        "signed exactly as given",
+    "unsupportedtokentype": "the ReturnTokenType: sut-soap asks for Jwt, the only type it accepts",
+    "revoked": "the tenant's approval: an administrator revoked the application; they must approve it again",
+    "denied": "the tenant's approval: an administrator denied the application access",
+    "needsreapproval": "the tenant's approval: an administrator must approve the application again",
+    "expired": "the tenant's approval of the application, or its subscription, has expired",
+}
+
+# The library's hints name Python parameters; the command line's flags stand in for them.
+_FLAG_FOR_PARAMETER = (
+    ("choose an empty directory or pass overwrite=True to replace it",
+     "choose another --record directory, or remove the recording in it"),
+    ("pass allow_remote=True if you really mean it", "pass --allow-remote if you really mean it"),
+    ("or pass endpoint=", "or pass --endpoint URL"),
+    ("pass environment='sod' | 'qaonline' | 'online' or endpoint='https://...'",
+     "pass --environment sod|qaonline|online or --endpoint https://..."),
+    ("the expected_serial setting", "--expected-serial"),
+    ("the password= argument", "--password-env"),
+)
+
+
+def _cli_hint(error: SutSoapError) -> str:
+    """The hint to print: per rejection reason, and with CLI flags for the library's parameter names."""
+    import re
+
+    if isinstance(error, AuthenticationRejectedError):
+        reason = re.match(r"[A-Za-z]+", error.error_message.strip())
+        if reason and reason.group(0).lower() in _REJECTION_HINTS:
+            return _REJECTION_HINTS[reason.group(0).lower()]
+    hint = error.hint
+    for parameter, flag in _FLAG_FOR_PARAMETER:
+        hint = hint.replace(parameter, flag)
+    return hint
+
+
+def _print_error(error: SutSoapError, err: TextIO, masker: _Masker, prog: str = "sut-soap") -> None:
     message = error.message
     if isinstance(error, TokenValidationError):
         message = f"the JWT failed the {error.check!r} check: {message}"
-    print(f"sut-soap: {masker.text(message)}", file=err)
-    if error.hint:
-        print(f"  check: {masker.text(error.hint)}", file=err)
+    print(f"{prog}: {masker.text(message)}", file=err)
+    hint = _cli_hint(error)
+    if hint:
+        print(f"  check: {masker.text(hint)}", file=err)
+
+
+def _print_traceback(error: BaseException, err: TextIO, masker: _Masker) -> None:
+    """--debug: the traceback on stderr, with every secret value known to this run masked."""
+    import traceback
+
+    err.write(masker.text("".join(traceback.format_exception(type(error), error, error.__traceback__))))
 
 
 def _warning_printer(err: TextIO, masker: _Masker) -> Callable[..., None]:
@@ -197,9 +252,30 @@ def _env_default(name: str) -> str | None:
     return value if value else None
 
 
-def _require(value: str | None, flag: str, env: str | None = None) -> str:
+def _missing(flag: str, *envs: str) -> ConfigurationError:
+    """The error for a value not given: a variable that is set but empty is named as such."""
+    empty = [env for env in envs if env in os.environ and not os.environ[env]]
+    if empty:
+        return ConfigurationError(
+            f"{flag} is not given and {empty[0]} is set but empty",
+            hint=f"give {flag}, or put the value in {empty[0]} (or unset it)",
+        )
+    return ConfigurationError(f"{flag} is required" + (f" (or set {envs[0]})" if envs else ""))
+
+
+def _require(value: str | None, flag: str, env: str | None = None, *, text: bool = False) -> str:
+    """``value``, or the error naming ``flag`` and ``env``; ``text`` values are also checked as sent.
+
+    A text value (secret, tenant, token) with surrounding whitespace or a line break is refused
+    rather than stripped: SuperOffice's values never have them, so they come from a pasted
+    line or a file read with its newline, and a stripped value would no longer be the one given.
+    """
     if not value:
-        raise ConfigurationError(f"{flag} is required" + (f" (or set {env})" if env else ""))
+        raise _missing(flag, *([env] if env else []))
+    if text:
+        from ..signing import check_text_value
+
+        check_text_value(value, f"{flag} ({env})" if env else flag)
     return value
 
 
@@ -209,7 +285,12 @@ def _password(args: argparse.Namespace) -> str | None:
         return None
     value = os.environ.get(var)
     if value is None:
-        raise ConfigurationError(f"--password-env names {var}, which is not set")
+        # Not named: users type the password itself here by mistake.
+        raise ConfigurationError(
+            "the variable named by --password-env is not set (its name is not shown, in case it is the password)",
+            hint="--password-env takes the NAME of a variable holding the password, e.g. "
+                 "--password-env KEY_PASSWORD after export KEY_PASSWORD=...",
+        )
     return value
 
 
@@ -230,6 +311,14 @@ def _target(args: argparse.Namespace) -> tuple[str | None, str | None]:
     return environment, endpoint
 
 
+def _required_target(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """:func:`_target`, refusing neither being given."""
+    environment, endpoint = _target(args)
+    if environment is None and endpoint is None:
+        raise _missing("--environment or --endpoint", "SUT_SOAP_ENVIRONMENT", "SUT_SOAP_ENDPOINT")
+    return environment, endpoint
+
+
 def _read_token(value: str, stdin: TextIO, what: str = "TOKEN") -> str:
     """A token given as an argument, or read from stdin when it is ``-``."""
     if value == "-":
@@ -246,8 +335,8 @@ def _system_user_token(args: argparse.Namespace, what: str = "--system-user-toke
     """--system-user-token or its variable; ``-`` reads it from stdin (no real token is a lone dash)."""
     value = _require(args.system_user_token, what, "SUT_SOAP_SYSTEM_USER_TOKEN")
     if value == "-":
-        value = _read_token(value, args.stdin, "--system-user-token")
-    return value
+        return _read_token(value, args.stdin, "--system-user-token")
+    return _require(value, what, "SUT_SOAP_SYSTEM_USER_TOKEN", text=True)
 
 
 def _add_key(parser: argparse.ArgumentParser, *, required_note: str = "") -> None:
@@ -316,10 +405,26 @@ def _throwaway_key() -> RSAPrivateKey:
 
 
 def _load_key(args: argparse.Namespace) -> RSAPrivateKey:
-    from ..keys import load_private_key
-
     path = _require(args.private_key, "--private-key", "SUT_SOAP_PRIVATE_KEY")
-    return load_private_key(path, password=_password(args))
+    return _load_private_key(path, _password(args))
+
+
+def _load_private_key(source: str | os.PathLike[str], password: str | None) -> RSAPrivateKey:
+    """load_private_key, whose permission warnings count only for a file that is a private key.
+
+    The chmod 600 advice is read before the content: for a public key or certificate given by
+    mistake (or any file that is refused) it is noise next to the real error.
+    """
+    import warnings
+
+    from ..keys import KeyFilePermissionWarning, load_private_key
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", KeyFilePermissionWarning)
+        key = load_private_key(source, password=password)
+    for warning in caught:
+        warnings.warn(warning.message, stacklevel=2)
+    return key
 
 
 def _masked_claims(claims: dict[str, Any], *, show_ticket: bool) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from ._common import (
     _clock_skew,
     _load_key,
     _Masker,
+    _missing,
     _target,
     _timeout,
 )
@@ -163,7 +164,7 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         parts = urlsplit(endpoint)
         jwks_url = args.jwks_url or f"{parts.scheme}://{parts.netloc}/login/.well-known/jwks"
     else:
-        raise ConfigurationError("--environment or --endpoint is required (or set SUT_SOAP_ENVIRONMENT)")
+        raise _missing("--environment or --endpoint", "SUT_SOAP_ENVIRONMENT", "SUT_SOAP_ENDPOINT")
     jwks_url = validate_endpoint(jwks_url, what="--jwks-url")
     timeout = _timeout(args)
     from ..transport import HttpTransport

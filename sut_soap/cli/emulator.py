@@ -20,6 +20,7 @@ from typing import TextIO
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from sut_soap.cli._common import _cli_hint
 from sut_soap.cli.exitcodes import EXIT_OK, EXIT_USAGE
 from sut_soap.errors import ConfigurationError
 from sut_soap.testing.emulator import Emulator, Tenant
@@ -31,6 +32,14 @@ def _write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     with os.fdopen(descriptor, "wb") as handle:
         os.chmod(path, 0o600)  # the file may have existed with wider permissions
         handle.write(pem)
+
+
+def _shown(error: Exception) -> str:
+    """An error in one line, its hint naming this command's flags."""
+    if isinstance(error, ConfigurationError):
+        hint = _cli_hint(error)
+        return f"{error.message} (check: {hint})" if hint else error.message
+    return str(error)
 
 
 @contextlib.contextmanager
@@ -102,7 +111,7 @@ def main(
             _write_private_key(key_path, partner_key)
             emulator.start()
         except (ConfigurationError, OSError) as exc:
-            print(f"sut-soap emulator: {exc}", file=sys.stderr)
+            print(f"sut-soap emulator: {_shown(exc)}", file=sys.stderr)
             return EXIT_USAGE
         try:
             tenants = _register_tenants(emulator, args.tenant or ["Cust12345"])
@@ -110,7 +119,7 @@ def main(
             print("\n".join(lines), file=out, flush=True)
             _serve_until_stopped(stop or threading.Event())
         except ConfigurationError as exc:
-            print(f"sut-soap emulator: {exc}", file=sys.stderr)
+            print(f"sut-soap emulator: {_shown(exc)}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt:
             pass

@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 
 from ..contract import CLAIM_TICKET
-from ..errors import (
-    ConfigurationError,
-)
 from ._common import (
     _add_context,
     _env_default,
     _masked_claims,
+    _missing,
     _read_token,
     _require,
 )
@@ -80,7 +78,7 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     token = _read_token(args.token, args.stdin)
     args.masker.add(token)
-    context = _require(args.context_identifier, "--context-identifier", "SUT_SOAP_CONTEXT_IDENTIFIER")
+    context = _require(args.context_identifier, "--context-identifier", "SUT_SOAP_CONTEXT_IDENTIFIER", text=True)
     environment = args.environment
     if not (args.public_key or args.jwks_url or args.jwks_file or environment):
         environment = _env_default("SUT_SOAP_ENVIRONMENT")
@@ -92,9 +90,7 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         origin = args.jwks_url or jwks_url_for(environment)
         source = JwksKeySource(origin)
     else:
-        raise ConfigurationError(
-            "a key is required: --public-key, --jwks-url, --jwks-file or --environment (or SUT_SOAP_ENVIRONMENT)"
-        )
+        raise _missing("a key (--public-key, --jwks-url, --jwks-file or --environment)", "SUT_SOAP_ENVIRONMENT")
     try:
         validator = TokenValidator(source, leeway=args.leeway, expected_serial=args.expected_serial)
         claims = validator.validate(token, context_identifier=context)

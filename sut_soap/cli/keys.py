@@ -9,6 +9,7 @@ from ..errors import (
     ConfigurationError,
 )
 from ._common import (
+    _load_private_key,
     _password,
 )
 from .exitcodes import EXIT_OK
@@ -64,10 +65,10 @@ def _write_private_file(target: str, data: bytes, *, force: bool) -> None:
 def _cmd_convert_key(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from pathlib import Path
 
-    from ..keys import load_private_key, private_key_to_pem, private_key_to_rsa_xml, public_key_fingerprint
+    from ..keys import private_key_to_pem, private_key_to_rsa_xml, public_key_fingerprint
 
     source = Path(args.file)
-    key = load_private_key(source, password=_password(args))
+    key = _load_private_key(source, _password(args))
     if args.to == "xml":
         data, form, suffix = private_key_to_rsa_xml(key).encode("utf-8"), ".NET <RSAKeyValue> XML", ".xml"
     else:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from sut_soap import Clock
+from sut_soap.cli._common import _cli_hint
 from sut_soap.cli.exitcodes import EXIT_OK, EXIT_USAGE, exit_code_for
 from sut_soap.client import SystemUserClient
 from sut_soap.contract import CLAIM_PREFIX
@@ -98,8 +99,9 @@ def _replay_exchange(exchange: Exchange, number: int, total: int, args: argparse
             return EXIT_OK
         _print_jwt_mode(mode, at, out)
         print(f"  result: {type(error).__name__}: {error.message}", file=out)
-        if error.hint:
-            print(f"    check: {error.hint}", file=out)
+        hint = _cli_hint(error)
+        if hint:
+            print(f"    check: {hint}", file=out)
         return exit_code_for(error)
     _print_answer(transport, out)
     _print_jwt_mode(mode, at, out)
@@ -193,8 +195,9 @@ def replay_main(
             code = _replay_exchange(exchange, number, total, args, out)
     except SutSoapError as error:
         print(f"sut-soap replay: {error.message}", file=err)
-        if error.hint:
-            print(f"  check: {error.hint}", file=err)
+        hint = _cli_hint(error)
+        if hint:
+            print(f"  check: {hint}", file=err)
         return exit_code_for(error)
     return code
 

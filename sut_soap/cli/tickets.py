@@ -4,6 +4,7 @@ and perform the exchange for a validated ticket."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import time
 
@@ -22,9 +23,9 @@ from ._common import (
     _masked_claims,
     _Masker,
     _parse_timestamp,
-    _password,
     _read_token,
     _require,
+    _required_target,
     _system_user_token,
     _target,
     _throwaway_key,
@@ -40,8 +41,11 @@ if TYPE_CHECKING:
 
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+    from ..client import SystemUserClient
+    from ..errors import SutSoapError
+    from ..testing.recording import RecordingTransport
     from ..ticket import SystemUserTicket
-    from ..transport import Response, Transport
+    from ..transport import HttpTransport, Response, Transport
 
 
 def _args_sign(sign: argparse.ArgumentParser) -> None:
@@ -82,6 +86,11 @@ def _args_ticket(ticket: argparse.ArgumentParser) -> None:
     )
     ticket.add_argument("-v", "--verbose", action="store_true", help="show each step on stderr (secrets masked)")
     ticket.add_argument(
+        "--jwt-out", metavar="FILE",
+        help="also write the JWT of the answer to FILE (mode 0600, replaced whole), for `sut-soap verify` "
+        "or `inspect`; written also when the JWT fails validation",
+    )
+    ticket.add_argument(
         "--record", metavar="DIR",
         help="also save the exchange, secrets replaced by placeholders, for `sut-soap replay DIR` "
         "(an existing recording is not overwritten)",
@@ -92,10 +101,10 @@ def _cmd_sign(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ..signing import sign_system_user_token
 
     token = _system_user_token(args)
-    key = _require(args.private_key, "--private-key", "SUT_SOAP_PRIVATE_KEY")
     args.masker.add(token)
     at = _parse_timestamp(args.timestamp)
-    print(sign_system_user_token(token, key, at=at, password=_password(args)), file=out)
+    key = _load_key(args)
+    print(sign_system_user_token(token, key, at=at), file=out)
     return EXIT_OK
 
 
@@ -106,19 +115,55 @@ def _signed_minute(signed: str) -> str | None:
     return None
 
 
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def _signed_token_problem(signed: str) -> str | None:
+    """What makes ``signed`` not ``<token>.<yyyyMMddHHmm>.<base64 signature>``, or None."""
+    from datetime import datetime
+
+    parts = signed.rsplit(".", 2)
+    if len(parts) != 3:
+        return "it does not have a timestamp and a signature after the token"
+    token, stamp, signature = parts
+    if not token:
+        return "the system user token before the timestamp is empty"
+    if not re.fullmatch(r"[0-9]{12}", stamp):
+        return "the timestamp is not 12 digits (yyyyMMddHHmm, UTC)"
+    try:
+        datetime.strptime(stamp, "%Y%m%d%H%M")
+    except ValueError:
+        return "the timestamp is not a valid minute (yyyyMMddHHmm, UTC)"
+    if not signature or not _BASE64.fullmatch(signature):
+        return "the signature is not standard Base64"
+    return None
+
+
+def _read_signed_token(args: argparse.Namespace) -> str:
+    """--signed-token (``-`` for stdin), refused unless it has the shape the service expects."""
+    signed = _read_token(args.signed_token, args.stdin, "--signed-token")
+    args.masker.add(signed)
+    problem = _signed_token_problem(signed)
+    if problem is not None:
+        raise ConfigurationError(
+            f"--signed-token is not <system user token>.<yyyyMMddHHmm>.<base64 signature>: {problem}",
+            hint="pass the output of `sut-soap sign`, or sign here with --system-user-token and --private-key",
+        )
+    return signed
+
+
 def _cmd_envelope(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ..client import SystemUserClient
     from ..signing import sign_system_user_token
 
-    secret = _require(args.client_secret, "--client-secret", "SUT_SOAP_CLIENT_SECRET")
-    context = _require(args.context_identifier, "--context-identifier", "SUT_SOAP_CONTEXT_IDENTIFIER")
+    secret = _require(args.client_secret, "--client-secret", "SUT_SOAP_CLIENT_SECRET", text=True)
     args.masker.add(secret)
+    context = _require(args.context_identifier, "--context-identifier", "SUT_SOAP_CONTEXT_IDENTIFIER", text=True)
     environment, endpoint = _target(args)
     if args.signed_token is not None:
         if args.timestamp is not None:
             raise ConfigurationError("--timestamp applies only when signing here; --signed-token is already signed")
-        signed = _read_token(args.signed_token, args.stdin, "--signed-token")
-        args.masker.add(signed)
+        signed = _read_signed_token(args)
         key: RSAPrivateKey = _throwaway_key()  # the client needs a key; building an envelope never uses it
     else:
         token = _system_user_token(args, "--system-user-token (or --signed-token)")
@@ -136,10 +181,7 @@ def _cmd_envelope(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for name, value in headers.items():
         print(f"{name}: {value}", file=err)
     print(f"Content-Length: {len(body)}", file=err)
-    minute = _signed_minute(signed)
-    notes = ["nothing was sent"]
-    if minute:
-        notes.append(f"the token is signed for UTC minute {minute}")
+    notes = ["nothing was sent", f"the token is signed for UTC minute {signed.rsplit('.', 2)[1]}"]
     if not args.show_secrets:
         notes.append("secrets masked (--show-secrets prints the exact envelope)")
     print("# " + "; ".join(notes), file=err)
@@ -177,15 +219,6 @@ def _clock_note(date_header: str | None, received_at: float) -> str:
 def _print_prefixed(err: TextIO, prefix: str, text: str) -> None:
     for line in text.splitlines() or [""]:
         print(prefix + line, file=err)
-
-
-def _verbose_transport(
-    timeout: tuple[float, float], masker: _Masker, step: Callable[[str], None], err: TextIO
-) -> Transport:
-    """The client's own transport, printing each request and answer (masked) as it goes by."""
-    from ..transport import HttpTransport
-
-    return _ShowingTransport(HttpTransport(timeout=timeout), masker, step, err)
 
 
 _TOKEN_TEXT = re.compile(r"<(?:[\w.-]+:)?(?:SignedSystemToken|Token)(?:\s[^>]*)?>([^<]+)<")
@@ -256,9 +289,69 @@ class _ShowingTransport:
         self.inner.close()
 
 
+class _TicketTransport:
+    """ticket's innermost transport: remembers the request in flight and the JWT of the answer.
+
+    The request names the URL in ticket's errors (as doctor does); the JWT is what --jwt-out
+    writes, also when the JWT then fails validation, so that ``verify`` can show why.
+    """
+
+    def __init__(self, inner: HttpTransport) -> None:
+        self.inner = inner
+        self.last: tuple[str, str] | None = None
+        self.jwt: str | None = None
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> Response:
+        """Send through the inner transport; keep the Token of a SOAP answer."""
+        from ..errors import SutSoapError
+        from ..soap import parse_answer
+
+        self.last = (method, url)
+        response = self.inner.request(method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes)
+        if method == "POST":
+            try:
+                self.jwt = parse_answer(response).token
+            except SutSoapError:
+                self.jwt = None
+        return response
+
+    def prepare(self, urls: Any, *, allow_insecure_tls: bool = False) -> None:
+        """Let the inner transport check its TLS policy for ``urls``."""
+        self.inner.prepare(urls, allow_insecure_tls=allow_insecure_tls)
+
+    def close(self) -> None:
+        """Close the inner transport."""
+        self.inner.close()
+
+    def named(self, error: SutSoapError) -> SutSoapError:
+        """``error`` with the request that failed in front of its message (transport and protocol errors)."""
+        from urllib.parse import urlsplit
+
+        from ..errors import ProtocolError, TransportError
+
+        if self.last is None or not isinstance(error, (TransportError, ProtocolError)):
+            return error
+        method, url = self.last
+        parts = urlsplit(url)
+        shown = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+        return type(error)(
+            f"{method} {shown}: {error.message}", status=error.status, excerpt=error.excerpt, hint=error.hint,
+            retryable=error.retryable, retry_after=error.retry_after,
+        )
+
+
 def _recording_transport(
     directory: str, inner: Transport | None, timeout: tuple[float, float], *, secret: str, token: str, context: str
-) -> Transport:
+) -> RecordingTransport:
     try:
         from ..testing.recording import RecordingTransport
     except ImportError:
@@ -269,19 +362,75 @@ def _recording_transport(
     )
 
 
+def _write_private_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600, whole or not at all (a temporary file, then a rename)."""
+    import contextlib
+    import tempfile
+
+    target = os.path.abspath(path)
+    temp: str | None = None
+    try:
+        descriptor, temp = tempfile.mkstemp(prefix=".sut-soap-", suffix=".tmp", dir=os.path.dirname(target))
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:  # mkstemp creates it 0600
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except OSError as exc:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+        raise ConfigurationError(
+            f"cannot write --jwt-out {path!r}: {exc.strerror or type(exc).__name__}",
+            hint="the directory of the file and its permissions",
+        ) from None
+
+
+def _after_exchange(
+    args: argparse.Namespace, shown: _TicketTransport, recorder: RecordingTransport | None, err: TextIO, *, failed: bool
+) -> None:
+    """Say where --record and --jwt-out wrote. After a failure, a file that cannot be written is a warning."""
+    import warnings
+
+    if recorder is not None and recorder.saved:
+        print(f"sut-soap: recorded {len(recorder.saved)} file(s) in {args.record}; "
+              f"replay them with: sut-soap replay {args.record}", file=err)
+    if args.jwt_out and shown.jwt:
+        args.masker.add(shown.jwt)
+        try:
+            _write_private_text(args.jwt_out, shown.jwt + "\n")
+        except ConfigurationError as error:
+            if not failed:
+                raise
+            warnings.warn(f"{error.message}", stacklevel=2)
+            return
+        print(f"sut-soap: the JWT was written to {args.jwt_out} (mode 0600)", file=err)
+
+
+def _ticket_client(
+    args: argparse.Namespace, secret: str, key: RSAPrivateKey, transport: Transport
+) -> SystemUserClient:
+    from ..client import SystemUserClient
+
+    environment, endpoint = _required_target(args)
+    return SystemUserClient(
+        client_secret=secret, private_key=key, environment=environment, endpoint=endpoint,
+        jwks_url=args.jwks_url, public_key=args.public_key, timeout=_timeout(args), transport=transport,
+    )
+
+
 def _cmd_ticket(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import json
 
-    from ..client import SystemUserClient
+    from ..errors import SutSoapError
     from ..keys import public_key_fingerprint
+    from ..transport import HttpTransport
 
-    context = _require(args.context_identifier, "--context-identifier", "SUT_SOAP_CONTEXT_IDENTIFIER")
+    context = _require(args.context_identifier, "--context-identifier", "SUT_SOAP_CONTEXT_IDENTIFIER", text=True)
     token = _system_user_token(args)
-    secret = _require(args.client_secret, "--client-secret", "SUT_SOAP_CLIENT_SECRET")
+    secret = _require(args.client_secret, "--client-secret", "SUT_SOAP_CLIENT_SECRET", text=True)
     args.masker.add(token, secret)
-    environment, endpoint = _target(args)
-    if environment is None and endpoint is None:
-        raise ConfigurationError("--environment or --endpoint is required (or set SUT_SOAP_ENVIRONMENT)")
+    _required_target(args)
     timeout = _timeout(args)
 
     def step(text: str) -> None:
@@ -290,27 +439,24 @@ def _cmd_ticket(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     key = _load_key(args)
     step(f"private key: RSA {key.key_size} bits, public key {public_key_fingerprint(key)}")
-    transport = _verbose_transport(timeout, args.masker, step, err) if args.verbose else None
+    shown = _TicketTransport(HttpTransport(timeout=timeout))
+    transport: Transport = _ShowingTransport(shown, args.masker, step, err) if args.verbose else shown
+    recorder = None
     if args.record:
-        transport = _recording_transport(
-            args.record, transport, timeout, secret=secret, token=token, context=context
-        )
+        recorder = _recording_transport(args.record, transport, timeout, secret=secret, token=token, context=context)
+        transport = recorder
         step(f"recording to {args.record}")
-    with SystemUserClient(
-        client_secret=secret,
-        private_key=key,
-        environment=environment,
-        endpoint=endpoint,
-        jwks_url=args.jwks_url,
-        public_key=args.public_key,
-        timeout=timeout,
-        transport=transport,
-    ) as client:
-        step(f"endpoint {client.endpoint}")
-        step(f"JWT keys from {client.jwks_url or args.public_key}")
-        step(f"exchanging for tenant {context}")
-        ticket = client.authenticate(context_identifier=context, system_user_token=token)
+    try:
+        with _ticket_client(args, secret, key, transport) as client:
+            step(f"endpoint {client.endpoint}")
+            step(f"JWT keys from {client.jwks_url or args.public_key}")
+            step(f"exchanging for tenant {context}")
+            ticket = client.authenticate(context_identifier=context, system_user_token=token)
+    except SutSoapError as error:
+        _after_exchange(args, shown, recorder, err, failed=True)
+        raise shown.named(error) from error
     args.masker.add(ticket.token)
+    _after_exchange(args, shown, recorder, err, failed=False)
     step("JWT validated: RS256, issuer, audience, expiry, tenant and ticket checked")
     if args.json:
         print(json.dumps(_ticket_json(ticket), indent=2, sort_keys=True), file=out)
@@ -322,5 +468,3 @@ def _cmd_ticket(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         file=err,
     )
     return EXIT_OK
-
-

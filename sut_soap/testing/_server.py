@@ -20,9 +20,13 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 _MAX_BODY = 65536  # WCF's default maxReceivedMessageSize; larger requests get HTTP 413
+_BACKLOG = 1024  # socketserver's default of 5 drops connections once a few hundred clients arrive at once
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = _BACKLOG
 
     def __init__(self, address: tuple[str, int], emulator: Emulator, family: socket.AddressFamily) -> None:
         self.address_family = family

@@ -214,6 +214,13 @@ def _media_type_ok(content_type: str | None) -> bool:
     return True
 
 
+def _unquoted(action: str | None) -> str | None:
+    """A SOAPAction header as WCF reads it: one pair of surrounding quotes removed, if present."""
+    if action is not None and len(action) >= 2 and action[0] == action[-1] == '"':
+        return action[1:-1]
+    return action
+
+
 def _unavailable(retry_after: int | None) -> _Reply:
     extra = (("Retry-After", str(retry_after)),) if retry_after is not None else ()
     return _Reply(503, _IIS_503, "text/html; charset=us-ascii", extra)

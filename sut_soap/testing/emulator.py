@@ -1,8 +1,9 @@
 """A local emulator of SuperOffice's PartnerSystemUserService, for demos and tests.
 
 :class:`Emulator` is a real HTTP server on loopback (stdlib ``http.server``, one thread per
-connection, HTTP/1.1 keep-alive) that answers the way the contract in CONTRACT.md says the
-real WCF service does:
+connection, HTTP/1.1 keep-alive, a listen backlog of 1024 so that at least 512 clients may
+connect at once without one being dropped) that answers the way the contract in CONTRACT.md
+says the real WCF service does:
 
 ``POST /Login/Services/PartnerSystemUserService.svc`` (path case-insensitive, as IIS is)
     SOAP 1.1 only. ``Content-Type`` must be ``text/xml`` (a UTF-8 ``charset`` is allowed),
@@ -10,8 +11,10 @@ real WCF service does:
     expansion, no network); a DOCTYPE or entity is refused with HTTP 400 and never expanded,
     as is XML that is not a well-formed SOAP envelope. A SOAP 1.2 envelope gets an HTTP 500
     ``s:VersionMismatch`` fault. ``SOAPAction`` must be exactly
-    ``"http://www.superoffice.com/superid/partnersystemuser/0.1/IPartnerSystemUserService/Authenticate"``
-    (quoted), otherwise HTTP 500 with WCF's ``a:ActionNotSupported`` fault. A header carrying
+    ``http://www.superoffice.com/superid/partnersystemuser/0.1/IPartnerSystemUserService/Authenticate``,
+    quoted (as SOAP 1.1 says) or unquoted (as SuperOffice's Node.js sample sends it; WCF takes
+    both, removing one pair of surrounding quotes), otherwise HTTP 500 with WCF's
+    ``a:ActionNotSupported`` fault. A header carrying
     ``mustUnderstand="1"`` other than the two below gets WCF's ``s:MustUnderstand`` fault; a
     body other than ``AuthenticationRequest`` (or a ``ReturnTokenType`` outside ``Jwt|Saml``)
     gets ``a:DeserializationFailed``.
@@ -146,6 +149,7 @@ from sut_soap.testing._wcf import (
     _Request,
     _soap_fault,
     _unavailable,
+    _unquoted,
     _xml_text,
 )
 from sut_soap.testing.minting import sign_jwt, superoffice_claims
@@ -727,7 +731,7 @@ class Emulator:
         if isinstance(parsed, _Reply) and parsed.status == 400:
             return parsed
         action = headers.get("SOAPAction")
-        if action != f'"{SOAP_ACTION}"':
+        if _unquoted(action) != SOAP_ACTION:
             shown = (action or "").strip('"')[:500]
             return _soap_fault(
                 "a:ActionNotSupported",
