@@ -20,6 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
+from . import _fork
 from ._clock import Clock
 from .errors import AuthenticationRejectedError
 from .ticket import SystemUserTicket
@@ -81,6 +82,12 @@ class Flights:
     def __init__(self) -> None:
         self._flights: dict[str, Flight] = {}
         self._lock = threading.Lock()
+        _fork.register(self)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: no flight (their leaders were the parent's threads) and a new lock."""
+        self._flights = {}
+        self._lock = threading.Lock()
 
     def join(self, key: str) -> tuple[Flight, bool]:
         """Return the key's flight and whether this caller leads it (and so must :meth:`land` it)."""
@@ -138,6 +145,11 @@ class Rejections:
         self.max_entries = REJECTION_MEMORY_SIZE if max_entries is None else max_entries
         self._clock = clock
         self._entries: OrderedDict[str, _Rejection] = OrderedDict()  # in the order remembered
+        self._lock = threading.Lock()
+        _fork.register(self)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: a new lock; the rejections stay remembered."""
         self._lock = threading.Lock()
 
     def remember(self, key: str, error: AuthenticationRejectedError) -> None:

@@ -67,6 +67,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from . import _fork
 from ._clock import SYSTEM_CLOCK, Clock
 from .contract import CLAIM_SYSTEM_TOKEN
 from .errors import ConfigurationError
@@ -275,6 +276,11 @@ class InMemoryTicketCache:
         self._lock = threading.Lock()
         self._monotonic = (clock or SYSTEM_CLOCK).monotonic
         self._sets = 0
+        _fork.register(self)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: a new lock; the entries stay, so the child serves the tickets it inherited."""
+        self._lock = threading.Lock()
 
     def get(self, key: str) -> CachedTicket | None:
         """Return the entry under ``key`` while its TTL lasts, as the most recently used; drop an expired one."""

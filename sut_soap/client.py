@@ -3,7 +3,7 @@
 One client serves many tenants. The client secret, partner key, endpoint, HTTP session,
 parsed WSDL, JWKS cache and ticket cache belong to the client; the tenant (its
 ContextIdentifier and system user token) arrives with each call. One instance is meant to be
-shared between threads.
+shared between threads, and can be used in a child after ``os.fork()`` (:mod:`sut_soap._fork`).
 
 ``authenticate`` always exchanges. ``get_ticket`` is what a service calls before each use of a
 tenant's API: SuperOffice creates a credential record for every exchange and keeps a ticket
@@ -48,9 +48,10 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, SupportsIndex
 
 from ._clock import Clock, as_clock
+from ._fork import not_picklable
 from ._options import (
     DEFAULT_MAX_WORKERS,
     DEFAULT_REJECTION_COOLDOWN,
@@ -585,6 +586,10 @@ class SystemUserClient(TicketRenewal):
     def __exit__(self, *exc_info: object) -> None:
         """Call :meth:`close`; exceptions from the block propagate."""
         self.close()
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        """Refuse pickling and copying: a client holds its process's connections, locks and secrets."""
+        raise not_picklable("a SystemUserClient")
 
     def __repr__(self) -> str:
         """The endpoint and JWKS URL; the client secret shows as ``***``."""

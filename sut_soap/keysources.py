@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
+from . import _fork
 from ._clock import SYSTEM_CLOCK, Clock
 from .contract import ALGORITHM
 from .environments import validate_endpoint
@@ -297,6 +298,7 @@ class JwksKeySource:
         self._misses = 0  # refetches in a row that did not find the kid they were made for
         self._attempts = 0
         self._last_failure: TransportError | None = None
+        _fork.register(self)
 
     @property
     def url(self) -> str:
@@ -328,6 +330,10 @@ class JwksKeySource:
             assert self._entries is not None
             key = _select_key(self._entries, kid)
             return self._refetch_for(kid) if key is None else key
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: a new lock (a parent's thread may have held it mid-fetch); the keys stay cached."""
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close the transport if this source created it (a transport passed in stays open)."""

@@ -17,6 +17,7 @@ the typed errors in :mod:`sut_soap.errors`.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -97,6 +98,16 @@ def _zeep_settings() -> zeep.Settings:
 
 _documents: dict[str, Any] = {}
 _documents_lock = threading.Lock()
+
+
+def _renew_documents_lock() -> None:
+    """In a forked child: a new lock, since the parent's may have been held by a thread now gone."""
+    global _documents_lock  # noqa: PLW0603 -- the module's one lock is replaced, not shared
+    _documents_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only where there is no fork (Windows)
+    os.register_at_fork(after_in_child=_renew_documents_lock)
 
 
 def _load_document(path: str) -> Any:

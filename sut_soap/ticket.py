@@ -106,6 +106,15 @@ class SystemUserTicket:
         """
         return {"Authorization": f"SOTicket {self.ticket}", "SO-AppToken": client_secret}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields for pickle and copy, the read-only claims as a plain dict."""
+        return {**self.__dict__, "claims": dict(self.claims)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the fields from :meth:`__getstate__`; the claims become read-only again."""
+        for name, value in state.items():
+            object.__setattr__(self, name, MappingProxyType(dict(value)) if name == "claims" else value)
+
     def __repr__(self) -> str:
         return (
             f"SystemUserTicket(ticket='***', context_identifier={self.context_identifier!r}, "

@@ -44,10 +44,11 @@ from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
+import requests.cookies
 import requests.utils
 import urllib3
 
-from . import __version__
+from . import __version__, _fork
 from ._clock import SYSTEM_CLOCK, Clock
 from ._text import sanitise
 from .environments import is_loopback_host
@@ -241,6 +242,8 @@ class HttpTransport:
     Args:
         session: a ``requests.Session`` to send with (your proxies, CA bundle, adapters); it is
             used as it is and left open by :meth:`close`. Default: a session of its own.
+            In a child forked after the transport was built, either gets new connection
+            pools, so no socket is shared with the parent (README: "Under gunicorn, ...").
         timeout: seconds for connecting and for each read, a number or a ``(connect, read)``
             pair (default ``(5, 10)``).
         deadline: seconds one request may take in all, answer included (default 30; None
@@ -269,6 +272,7 @@ class HttpTransport:
         self._retired: list[requests.adapters.BaseAdapter] = []
         if self._owns_session:
             self.ensure_pool(DEFAULT_POOL_SIZE)
+        _fork.register(self)
 
     @property
     def owns_session(self) -> bool:
@@ -405,6 +409,25 @@ class HttpTransport:
             # Threads may be inside a request on the old pool: close it with the transport, not now.
             self._retired.extend(old.values())
             self._pool_size = size
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: new connection pools and lock, so no socket of the parent is ever reused.
+
+        The parent's pools are dropped, not closed (closing would take their locks, which a
+        thread of the parent may have held). A session you passed stays yours and open: each
+        requests ``HTTPAdapter`` mounted on it gets new pools, as unpickling it would; an
+        adapter of another kind is left as it is. The transport's own session also gets an
+        empty cookie jar, whose lock may have been held too.
+        """
+        self._pool_lock = threading.Lock()
+        self._retired = []
+        adapters = {id(adapter): adapter for adapter in self.session.adapters.values()}
+        for adapter in adapters.values():
+            if isinstance(adapter, requests.adapters.HTTPAdapter):
+                renewed: Any = adapter  # requests' own pickling methods, missing from its type stubs
+                renewed.__setstate__(renewed.__getstate__())
+        if self._owns_session:
+            self.session.cookies = requests.cookies.RequestsCookieJar()
 
     def close(self) -> None:
         """Close the transport's own session and retired pools (a session you passed stays open)."""
