@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -70,7 +69,7 @@ from ._options import (
 from ._renewal import TicketRenewal
 from .cache import CachedTicket, InMemoryTicketCache, TicketCache
 from .environments import normalise_environment, resolve_endpoint
-from .errors import AuthenticationRejectedError, ConfigurationError, ProtocolError, SutSoapError
+from .errors import AuthenticationRejectedError, ConfigurationError, ProtocolError, SutSoapError, _reason_code
 from .keys import PrivateKeyInput, load_private_key
 from .retry import RetryPolicy
 from .signing import check_text_value, sign_system_user_token
@@ -610,8 +609,7 @@ def _cache_keys(client_secret: str, endpoint: str) -> tuple[bytes, str]:
 def _rejection(context: str, error_message: str | None) -> AuthenticationRejectedError:
     text = error_message or "(no ErrorMessage)"
     lowered = text.lower()
-    code = re.match(r"[a-z]+", lowered.strip())
-    hint = _REASON_HINTS.get(code.group(0)) if code else None
+    hint = _REASON_HINTS.get(_reason_code(error_message or "").lower())
     if hint is None:
         hint = next((h for key, h in _REJECTION_HINTS if key in lowered), None)
     return AuthenticationRejectedError(

@@ -31,6 +31,8 @@ Catch by what you would do differently::
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "AuthenticationRejectedError",
     "ConfigurationError",
@@ -184,6 +186,15 @@ class SoapFaultError(SutSoapError):
         super().__init__(message, hint=hint, retryable=retryable)
 
 
+_REASON_CODE = re.compile(r"[A-Za-z]+")
+
+
+def _reason_code(error_message: str) -> str:
+    """The word that starts a rejection's ErrorMessage (its reason code), or ``""``."""
+    match = _REASON_CODE.match(error_message.strip())
+    return match.group(0) if match else ""
+
+
 class AuthenticationRejectedError(SutSoapError):
     """The service said IsSuccessful=false; ``error_message`` is its (sanitised) reason.
 
@@ -196,6 +207,8 @@ class AuthenticationRejectedError(SutSoapError):
     Attributes:
         error_message: SuperOffice's ``ErrorMessage``, one line, control characters and
             secrets removed; empty when the answer had none.
+        reason: the word that starts ``error_message`` (its reason code, such as
+            ``InvalidSystemToken``), or ``""`` when it starts with none.
     """
 
     default_hint = (
@@ -206,6 +219,11 @@ class AuthenticationRejectedError(SutSoapError):
     def __init__(self, message: str, *, error_message: str, hint: str | None = None) -> None:
         self.error_message = error_message
         super().__init__(message, hint=hint, retryable=False)
+
+    @property
+    def reason(self) -> str:
+        """The reason code that starts ``error_message`` (letters only), or ``""``."""
+        return _reason_code(self.error_message)
 
 
 class TokenValidationError(SutSoapError):

@@ -20,3 +20,14 @@ def test_message_is_capped_at_one_kibibyte() -> None:
     assert error.args == ("x" * 1024,)
 
 
+
+
+def test_rejection_names_its_reason_code() -> None:
+    """AuthenticationRejectedError.reason is the word that starts ErrorMessage, or empty without one."""
+    from sut_soap.errors import AuthenticationRejectedError
+
+    assert AuthenticationRejectedError("x", error_message=" InvalidSystemToken: not this tenant's").reason == (
+        "InvalidSystemToken"
+    )
+    assert AuthenticationRejectedError("x", error_message="").reason == ""
+    assert AuthenticationRejectedError("x", error_message=": odd").reason == ""

@@ -165,12 +165,8 @@ _FLAG_FOR_PARAMETER = (
 
 def _cli_hint(error: SutSoapError) -> str:
     """The hint to print: per rejection reason, and with CLI flags for the library's parameter names."""
-    import re
-
-    if isinstance(error, AuthenticationRejectedError):
-        reason = re.match(r"[A-Za-z]+", error.error_message.strip())
-        if reason and reason.group(0).lower() in _REJECTION_HINTS:
-            return _REJECTION_HINTS[reason.group(0).lower()]
+    if isinstance(error, AuthenticationRejectedError) and error.reason.lower() in _REJECTION_HINTS:
+        return _REJECTION_HINTS[error.reason.lower()]
     hint = error.hint
     for parameter, flag in _FLAG_FOR_PARAMETER:
         hint = hint.replace(parameter, flag)
