@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_TICKET_LIFETIME",
     "check_cache",
     "check_cooldown",
+    "check_deadline",
     "check_lifetime",
     "check_max_workers",
     "check_timeout",
@@ -52,8 +53,9 @@ DEFAULT_REJECTION_COOLDOWN = 60.0
 _MAX_WORKERS_LIMIT = 256
 _MAX_TICKET_LIFETIME = 24 * 3600.0
 _MAX_REJECTION_COOLDOWN = 24 * 3600.0
-# The whole answer must arrive within this many seconds (HttpTransport's default deadline).
-_ANSWER_DEADLINE = 30.0
+_MAX_DEADLINE = 3600.0
+# What a fleet lock outlives its holder's deadline by: the work after the answer arrived.
+_LEASE_MARGIN = 5.0
 
 
 def default_refresh_ahead(ticket_lifetime: float) -> float:
@@ -172,6 +174,7 @@ def make_transport(
     session: requests.Session | None,
     *,
     timeout: tuple[float, float],
+    deadline: float,
     clock: Clock,
 ) -> Transport:
     """Return the client's transport: ``transport=`` as given, else an HttpTransport over ``session=``.
@@ -183,7 +186,7 @@ def make_transport(
     if transport is not None and session is not None:
         raise ConfigurationError("give either session= or transport=, not both")
     if transport is None:
-        return HttpTransport(session, timeout=timeout, clock=clock)
+        return HttpTransport(session, timeout=timeout, deadline=deadline, clock=clock)
     if not callable(getattr(transport, "request", None)):
         raise ConfigurationError(
             "transport must be a sut_soap.Transport: an object with request(method, url, ...) and close()",
@@ -225,12 +228,28 @@ def make_key_source(
     return JwksKeySource(url, transport=transport, clock=clock), url
 
 
-def exchange_bound(timeout: tuple[float, float], retry: RetryPolicy | None) -> float:
-    """Seconds one exchange may take at most, retries included, plus a JWKS fetch.
+def exchange_bound(deadline: float) -> float:
+    """Seconds a renewal may hold its tenant's fleet lock: the call's ``deadline`` and a margin.
 
-    Connect + the 30 s answer deadline (or the retry deadline, which cuts every attempt to what
-    is left), for the exchange and for the JWKS. Followers in a single flight wait twice this.
+    Every request and wait of the call ends within ``deadline``; the margin covers what runs
+    after the answer (validation, storing the ticket), so the lock cannot run out under a
+    holder that is still working.
     """
-    connect, read = timeout
-    total = _ANSWER_DEADLINE if retry is None else max(_ANSWER_DEADLINE, retry.deadline)
-    return 2 * (connect + read) + total
+    return deadline + _LEASE_MARGIN
+
+
+def check_deadline(deadline: object) -> float:
+    """Return ``deadline=`` (seconds one call may take in all) as a float.
+
+    Raises:
+        ConfigurationError: not a positive number of seconds of at most 3600.
+    """
+    if (
+        isinstance(deadline, bool)
+        or not isinstance(deadline, (int, float))
+        or not 0 < deadline <= _MAX_DEADLINE
+    ):
+        raise ConfigurationError(
+            "deadline must be a positive number of seconds, at most 3600; unbounded calls are refused"
+        )
+    return float(deadline)

@@ -8,8 +8,8 @@ the client's :class:`TicketRenewal` base:
    is returned; due is kept as the fallback; dead is never returned;
 2. a rejection remembered for this tenant and token is raised again, without an exchange;
 3. join the tenant's single flight (:class:`~sut_soap._flight.Flights`). A follower returns the
-   due ticket if there is one, else waits (at most twice the exchange bound) for the leader's
-   ticket or error;
+   due ticket if there is one, else waits for the leader's ticket or error, until its own
+   call's deadline at most;
 4. the leader takes the store's fleet lock when it has one, reads the store once more (another
    process may have renewed meanwhile), and exchanges: with the client's retry policy when no
    valid ticket is at hand, without it otherwise;
@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
+from . import _deadline
 from ._clock import Clock
 from ._flight import Flights, Freshness, Rejections, freshness
 from .cache import CachedTicket, TicketCache
@@ -70,9 +71,8 @@ class TicketRenewal:
     def _init_renewal(self, bound: float) -> None:
         """Set up the renewal state, once ``_cache``, ``_clock`` and ``rejection_cooldown`` are set.
 
-        ``bound`` is the longest one exchange may take, retries included (see
-        :func:`~sut_soap._options.exchange_bound`): the fleet lock's timeout, and half of
-        what a follower waits for its leader.
+        ``bound`` is the longest a renewal may hold the fleet lock (see
+        :func:`~sut_soap._options.exchange_bound`): the lock's timeout.
         """
         self._store_lock = getattr(self._cache, "lock", None) if callable(getattr(self._cache, "lock", None)) else None
         self._exchange_bound = bound
@@ -127,9 +127,11 @@ class TicketRenewal:
             if not leader:
                 if usable is not None:  # someone is renewing it; this one is still valid
                     return usable.ticket
-                if not flight.done.wait(2 * self._exchange_bound):
+                left = _deadline.remaining()
+                if not flight.done.wait(self._exchange_bound if left is None else max(0.0, left)):
                     raise TransportError(
-                        f"the exchange for tenant {context} in another thread did not finish in time",
+                        f"the exchange for tenant {context} in another thread did not finish within "
+                        "this call's deadline",
                         retryable=True,
                     )
                 if flight.ticket is not None:
@@ -208,8 +210,12 @@ class TicketRenewal:
         """The store's cross-process lock for ``key`` if it has one; a failing store is skipped."""
         held: AbstractContextManager[object] | None = None
         if self._store_lock is not None:
+            # Waiting for the lock is part of this call, so it ends within the call's deadline;
+            # the holder's own call ends within its deadline too, so the lock outlives it.
+            left = _deadline.remaining()
+            timeout = self._exchange_bound if left is None else min(self._exchange_bound, max(0.001, left))
             try:
-                candidate = self._store_lock(key, self._exchange_bound)
+                candidate = self._store_lock(key, timeout)
                 candidate.__enter__()
                 held = candidate
             except Exception as exc:

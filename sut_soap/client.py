@@ -49,6 +49,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, SupportsIndex
 
+from . import _deadline
 from ._clock import Clock, as_clock
 from ._fork import not_picklable
 from ._options import (
@@ -57,6 +58,7 @@ from ._options import (
     DEFAULT_TICKET_LIFETIME,
     check_cache,
     check_cooldown,
+    check_deadline,
     check_lifetime,
     check_max_workers,
     check_timeout,
@@ -76,7 +78,7 @@ from .signing import check_text_value, sign_system_user_token
 from .soap import Answer, SoapService, parse_answer
 from .ticket import SystemUserTicket
 from .tokens import DEFAULT_LEEWAY, TokenValidator
-from .transport import DEFAULT_TIMEOUT, Transport, call_transport
+from .transport import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, Transport, call_transport
 
 if TYPE_CHECKING:
     import requests
@@ -187,8 +189,15 @@ class SystemUserClient(TicketRenewal):
             public key, a PEM or DER certificate (``SuperOfficeFederatedLogin.crt``), a JWK or
             JWKS, as a path, bytes or text, or an ``RSAPublicKey``. Default None.
         timeout: seconds for connecting and for each read, a number or ``(connect, read)``,
-            each below 3600. Default ``(5, 10)``. Each answer must also arrive within 30 s in
-            all and be at most 1 MiB. Applies to the transport the client creates.
+            each below 3600. Default ``(5, 10)``. Each answer must also be at most 1 MiB.
+            Applies to the transport the client creates.
+        deadline: seconds one :meth:`authenticate` or :meth:`get_ticket` call may take in all,
+            above 0 and at most 3600: connecting, sending, the answer's headers and body, a
+            JWKS fetch inside it, and for ``get_ticket`` every retry and wait (another
+            thread's exchange for the tenant included). Default 30. A server that drips its
+            answer is cut at the deadline, and the call raises a retryable
+            :class:`~sut_soap.errors.TransportError` within a few milliseconds of it (README:
+            "Every call ends on time"). ``RetryPolicy(deadline=)`` can only shorten it.
         session: your own ``requests.Session`` (proxies, CA bundle, adapters), used as it is
             and left open by :meth:`close`. Default: a session of the client's own (pool of 16,
             proxies and CA bundle read from the environment once). Not with ``transport``.
@@ -225,6 +234,7 @@ class SystemUserClient(TicketRenewal):
         endpoint: the service URL every exchange is POSTed to.
         environment: the canonical environment name, or None with an explicit ``endpoint``.
         jwks_url: the JWKS URL keys are fetched from; None with ``public_key``.
+        deadline: as given, in seconds.
         ticket_lifetime: as given, in seconds.
         refresh_ahead: as given or defaulted, in seconds.
         retry: the policy :meth:`get_ticket` actually uses, or None when retrying is off.
@@ -248,6 +258,7 @@ class SystemUserClient(TicketRenewal):
         jwks_url: str | None = None,
         public_key: str | bytes | os.PathLike[str] | RSAPublicKey | None = None,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        deadline: float = DEFAULT_DEADLINE,
         session: requests.Session | None = None,
         transport: Transport | None = None,
         wsdl: str | os.PathLike[str] | None = None,
@@ -279,7 +290,10 @@ class SystemUserClient(TicketRenewal):
         self.environment = normalise_environment(environment) if environment is not None else None
         self.endpoint = resolve_endpoint(environment=self.environment, endpoint=endpoint)
         timeout = check_timeout(timeout)
-        self._transport: Transport = make_transport(transport, session, timeout=timeout, clock=self._clock)
+        self.deadline = check_deadline(deadline)
+        self._transport: Transport = make_transport(
+            transport, session, timeout=timeout, deadline=self.deadline, clock=self._clock
+        )
         self._key_source, self.jwks_url = make_key_source(
             public_key=public_key,
             jwks_url=jwks_url,
@@ -296,7 +310,7 @@ class SystemUserClient(TicketRenewal):
         if callable(prepare):
             prepare((self.endpoint, self.jwks_url), allow_insecure_tls=allow_insecure_tls)
         self._hash_key, self._key_prefix = _cache_keys(self._client_secret.reveal(), self.endpoint)
-        self._init_renewal(exchange_bound(timeout, self.retry))
+        self._init_renewal(exchange_bound(self.deadline))
         self._fingerprints = _TokenMemo()
 
     @property
@@ -337,7 +351,11 @@ class SystemUserClient(TicketRenewal):
         """
         context = check_text_value(context_identifier, "context identifier")
         token = check_text_value(system_user_token, "system user token")
-        return self._authenticate(context, token, None)
+        budget = _deadline.open_budget(self.deadline, self._clock.monotonic)
+        try:
+            return self._authenticate(context, token, None)
+        finally:
+            _deadline.leave(budget)
 
     def _authenticate(self, context: str, token: str, retry: RetryPolicy | None) -> SystemUserTicket:
         exchanged: list[tuple[Answer, datetime]] = []
@@ -346,13 +364,18 @@ class SystemUserClient(TicketRenewal):
             # One exchange per call: when only the validation failed, and retryably (a JWKS that
             # could not be fetched), the retry validates the same JWT again; exchanging again
             # would only add a credential record at SuperOffice.
-            if not exchanged:
-                exchanged.append(self._attempt(context, token, budget))
-            return self._validated(context, *exchanged[0])
+            within = None if budget is None else _deadline.open_budget(budget, self._clock.monotonic)
+            try:
+                if not exchanged:
+                    exchanged.append(self._attempt(context, token))
+                return self._validated(context, *exchanged[0])
+            finally:
+                if within is not None:
+                    _deadline.leave(within)
 
         if retry is None:
             return attempt(None)
-        return retry.call(attempt, what=f"exchange for {context}", clock=self._clock)
+        return retry.call(attempt, what=f"exchange for {context}", clock=self._clock, budget=_deadline.remaining())
 
     def _validated(self, context: str, answer: Answer, now: datetime) -> SystemUserTicket:
         """The ticket from a successful answer's JWT, once it passed every check."""
@@ -363,7 +386,7 @@ class SystemUserClient(TicketRenewal):
         _log.debug("ticket for %s valid; JWT expires %s", context, ticket.expires_at.isoformat())
         return ticket
 
-    def _attempt(self, context: str, token: str, budget: float | None) -> tuple[Answer, datetime]:
+    def _attempt(self, context: str, token: str) -> tuple[Answer, datetime]:
         """Sign now, send, and read the answer: one attempt at the exchange."""
         secret = self._client_secret.reveal()
         now = self._clock.now()
@@ -371,7 +394,7 @@ class SystemUserClient(TicketRenewal):
         body, headers = self._soap.build(signed_token=signed, client_secret=secret, context_identifier=context)
 
         started = self._clock.monotonic()
-        response = call_transport(self._transport, "POST", self.endpoint, body=body, headers=headers, deadline=budget)
+        response = call_transport(self._transport, "POST", self.endpoint, body=body, headers=headers)
         _log.debug(
             "exchange for %s: HTTP %s in %.1f ms",
             context, response.status_code, (self._clock.monotonic() - started) * 1000,
@@ -438,7 +461,11 @@ class SystemUserClient(TicketRenewal):
                 return entry.ticket
         context = check_text_value(context_identifier, "context identifier")
         token = check_text_value(system_user_token, "system user token")
-        return self._renew(self._key_prefix + context, context, token, self._fingerprint(token))
+        budget = _deadline.open_budget(self.deadline, self._clock.monotonic)
+        try:
+            return self._renew(self._key_prefix + context, context, token, self._fingerprint(token))
+        finally:
+            _deadline.leave(budget)
 
     def invalidate(self, context_identifier: str, *, ticket: SystemUserTicket | str | None = None) -> None:
         """Forget the tenant's cached ticket, so the next :meth:`get_ticket` exchanges.

@@ -136,9 +136,32 @@ class TransportError(_HttpAnswerError):
         retryable: True for connection failures, timeouts, the deadline, a connection broken
             mid-answer and HTTP 429, 502, 503 and 504 (any 5xx of a JWKS fetch); False for
             TLS failures, redirects, other statuses and a failure of your own transport.
+        host: the host the failed request went to, when the failure was the network's
+            (also named in the message); None for an HTTP status.
+        phase: where the request was when it failed: ``"connect"``, ``"TLS"``, ``"send"``,
+            ``"wait for headers"`` or ``"body"``; None for an HTTP status. From ``"send"`` on,
+            the request may have reached the server (the message says so).
     """
 
     default_hint = "network reachability, the endpoint URL and the service status"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        excerpt: str | None = None,
+        hint: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        host: str | None = None,
+        phase: str | None = None,
+    ) -> None:
+        self.host = host
+        self.phase = phase
+        super().__init__(
+            message, status=status, excerpt=excerpt, hint=hint, retryable=retryable, retry_after=retry_after
+        )
 
 
 class ProtocolError(_HttpAnswerError):

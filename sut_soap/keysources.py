@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -40,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
-from . import _fork
+from . import _deadline, _fork
 from ._clock import SYSTEM_CLOCK, Clock
 from .contract import ALGORITHM
 from .environments import validate_endpoint
@@ -322,7 +323,14 @@ class JwksKeySource:
             TokenValidationError: ``check="key"`` when no cached or refetched key fits ``kid``.
         """
         attempts_seen = self._attempts
-        with self._lock:
+        if not self._lock.acquire(timeout=_lock_wait()):
+            host = urlsplit(self._url).hostname
+            raise TransportError(
+                f"another thread's fetch of the JWKS from {host} did not end within this call's deadline",
+                hint="the JWKS endpoint's health; a larger deadline= if it is merely slow",
+                retryable=True, host=host,
+            )
+        try:
             if self._entries is None:
                 if self._attempts != attempts_seen and self._last_failure is not None:
                     raise _copy_transport_error(self._last_failure)
@@ -330,6 +338,8 @@ class JwksKeySource:
             assert self._entries is not None
             key = _select_key(self._entries, kid)
             return self._refetch_for(kid) if key is None else key
+        finally:
+            self._lock.release()
 
     def _reset_after_fork(self) -> None:
         """In a forked child: a new lock (a parent's thread may have held it mid-fetch); the keys stay cached."""
@@ -364,6 +374,8 @@ class JwksKeySource:
                 status=failure.status,
                 hint=failure.hint,
                 retryable=failure.retryable,
+                host=failure.host,
+                phase=failure.phase,
             )
         raise _unknown_kid()
 
@@ -410,6 +422,8 @@ class JwksKeySource:
                 f"fetching the JWKS failed: {error.message}",
                 status=getattr(error, "status", None),
                 retryable=error.retryable and not isinstance(error, ConfigurationError),
+                host=getattr(error, "host", None),
+                phase=getattr(error, "phase", None),
             ) from None
         status = response.status_code
         if status != 200:
@@ -428,6 +442,12 @@ class JwksKeySource:
         return bytes(response.content)
 
 
+def _lock_wait() -> float:
+    """Seconds to wait for the JWKS lock: what is left of the call's deadline, else for ever (-1)."""
+    left = _deadline.remaining()
+    return -1 if left is None else max(0.0, left)
+
+
 def _monotonic_of(clock: Clock | Callable[[], float] | None) -> Callable[[], float]:
     """The monotonic reading of a Clock, or a bare callable given as the monotonic clock."""
     if clock is None:
@@ -440,7 +460,10 @@ def _monotonic_of(clock: Clock | Callable[[], float] | None) -> Callable[[], flo
 
 
 def _copy_transport_error(error: TransportError) -> TransportError:
-    return TransportError(error.message, status=error.status, hint=error.hint, retryable=error.retryable)
+    return TransportError(
+        error.message, status=error.status, hint=error.hint, retryable=error.retryable,
+        host=error.host, phase=error.phase,
+    )
 
 
 def _is_positive_number(value: object, *, allow_zero: bool) -> bool:

@@ -126,7 +126,9 @@ class RetryPolicy:
         ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempt - 1))
         return self.random() * ceiling
 
-    def call(self, attempt: Callable[[float], T], *, what: str, clock: Clock | None = None) -> T:
+    def call(
+        self, attempt: Callable[[float], T], *, what: str, clock: Clock | None = None, budget: float | None = None
+    ) -> T:
         """Run ``attempt(seconds_left)`` until it returns or the policy gives up; raise the last error.
 
         ``clock`` (the client's) measures the deadline and waits, unless this policy was given
@@ -137,6 +139,9 @@ class RetryPolicy:
             attempt: called with the seconds left until the deadline; returns the result.
             what: names the call in log lines, such as ``"exchange for Cust12345"``.
             clock: the :class:`~sut_soap.Clock` to measure and wait with.
+            budget: the seconds the caller allows in all (the client's ``deadline=``, or what
+                is left of it), when shorter than this policy's ``deadline``; None: the
+                policy's alone.
 
         Returns:
             What ``attempt`` returned.
@@ -148,7 +153,8 @@ class RetryPolicy:
         """
         monotonic = clock.monotonic if clock is not None and self.monotonic is time.monotonic else self.monotonic
         sleep = clock.sleep if clock is not None and self.sleep is time.sleep else self.sleep
-        deadline_at = monotonic() + self.deadline
+        allowed = self.deadline if budget is None else min(self.deadline, budget)
+        deadline_at = monotonic() + allowed
         number = 1
         while True:
             try:
@@ -164,7 +170,7 @@ class RetryPolicy:
                 if monotonic() + wait >= deadline_at:
                     _log.debug(
                         "%s: attempt %d failed (%s); a wait of %.2f s would pass the %g s deadline",
-                        what, number, failure, wait, self.deadline,
+                        what, number, failure, wait, allowed,
                     )
                     raise
                 _log.debug(

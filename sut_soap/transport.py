@@ -9,8 +9,14 @@ see or script everything that goes over the wire.
 (requests). Its policy, in one place:
 
 - **Time**: a ``(connect, read)`` timeout on every socket operation, and a total ``deadline``
-  per request, checked while the answer streams in, so a server that drips bytes cannot hold
-  a call for longer; a caller's ``deadline=`` (what is left of a retry budget) cuts both.
+  per request. A socket timeout bounds one read, not an answer, so a watchdog thread (one per
+  process) shuts down the socket of a request still running at its deadline, whether it is
+  connecting, in the TLS handshake, sending, waiting for headers a server drips one byte at a
+  time, or reading the body; the caller gets a retryable ``TransportError`` within a few
+  milliseconds of the deadline. A caller's ``deadline=`` (what is left of the call's budget,
+  which :func:`call_transport` passes on) cuts both. Not bounded: a DNS lookup the system
+  resolver takes long over (it cannot be interrupted; ``/etc/resolv.conf`` ``timeout``
+  and ``attempts`` bound it).
 - **Size**: at most ``max_response_bytes`` (1 MiB) of answer are read, counted after
   decompression, so a compression bomb stops at the cap.
 - **No redirects**: a 3xx is returned as it is, never followed, so the client secret and the
@@ -21,7 +27,9 @@ see or script everything that goes over the wire.
 - **Environment**: for its own session, proxies and the CA bundle are read from the
   environment once, for the URLs the client will call, not on every request.
 - **Errors**: one mapping from the HTTP library's exceptions to
-  :class:`~sut_soap.errors.TransportError` (network, timeout, TLS) and
+  :class:`~sut_soap.errors.TransportError` (network, timeout, TLS, the deadline; each names
+  the host and the phase, and from ``send`` on says the request may have reached the
+  server) and
   :class:`~sut_soap.errors.ProtocolError` (an answer too large or not decodable). Nothing
   is logged but the method, host, status and time; never a body or a header value.
 
@@ -47,10 +55,13 @@ import requests.adapters
 import requests.cookies
 import requests.utils
 import urllib3
+import urllib3.connection
+import urllib3.poolmanager
 
-from . import __version__, _fork
+from . import __version__, _deadline, _fork
 from ._clock import SYSTEM_CLOCK, Clock
 from ._text import sanitise
+from ._watchdog import WATCHDOG, Watch
 from .environments import is_loopback_host
 from .errors import ConfigurationError, ProtocolError, SutSoapError, TransportError
 
@@ -58,6 +69,7 @@ __all__ = [
     "DEFAULT_DEADLINE",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_TIMEOUT",
+    "PHASES",
     "HeaderMap",
     "HttpResponse",
     "HttpTransport",
@@ -75,6 +87,17 @@ DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 #: Connections per host in the pool of a session the transport creates.
 DEFAULT_POOL_SIZE = 16
 _USER_AGENT = f"sut-soap/{__version__}"
+#: Where a request can be when it fails, in order (:attr:`TransportError.phase <sut_soap.errors.TransportError>`).
+PHASES = ("connect", "TLS", "send", "wait for headers", "body")
+_DURING = {
+    "connect": "connecting to {host}",
+    "TLS": "doing the TLS handshake with {host}",
+    "send": "sending the request to {host}",
+    "wait for headers": "waiting for the response headers from {host}",
+    "body": "reading the response body from {host}",
+}
+# From here on the request (with the signed token) may have reached the server.
+_SENT = frozenset({"send", "wait for headers", "body"})
 
 _log = logging.getLogger("sut_soap.transport")
 
@@ -217,8 +240,11 @@ def call_transport(
 ) -> Response:
     """Call ``transport.request``; an exception that is not a SutSoapError becomes a TransportError.
 
-    A caller's own transport may raise anything; its message may carry what it was sending,
-    so only the exception's type is kept.
+    Inside a call of the client (``authenticate``, ``get_ticket``), ``deadline`` is cut to what
+    is left of the call's ``deadline=`` budget, so every request made for it, a JWKS fetch
+    included, ends within the budget; with nothing left, nothing is sent. A caller's own
+    transport may raise anything; its message may carry what it was sending, so only the
+    exception's type is kept.
 
     Returns:
         The transport's response, as it returned it.
@@ -226,14 +252,127 @@ def call_transport(
     Raises:
         SutSoapError: whatever the transport raised of sut-soap's own errors, unchanged
             (``TransportError``, ``ProtocolError``, ...).
-        TransportError: any other exception of the transport, non-retryable, naming only its type.
+        TransportError: the call's budget is spent (retryable), or any other exception of the
+            transport (non-retryable, naming only its type).
     """
+    left = _deadline.remaining()
+    if left is not None:
+        if left <= 0:
+            raise _not_sent(url)
+        deadline = left if deadline is None else min(deadline, left)
     try:
         return transport.request(method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes)
     except SutSoapError:
         raise
     except Exception as exc:
-        raise TransportError(f"the transport failed: {type(exc).__name__}", retryable=False) from None
+        host = _host(url)
+        raise TransportError(
+            f"the transport failed for {host}: {type(exc).__name__}", retryable=False, host=host
+        ) from None
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or "the endpoint"
+    except ValueError:
+        return "the endpoint"
+
+
+def _not_sent(url: str) -> TransportError:
+    host = _host(url)
+    return TransportError(
+        f"the call's deadline passed before the request to {host} was sent",
+        retryable=True, host=host, phase="connect",
+    )
+
+
+class _Local(threading.local):
+    watch: Watch | None = None
+
+
+# The watch of the request this thread is making, for the connection classes below to find.
+_local = _Local()
+
+
+class _WatchedConnection(urllib3.connection.HTTPConnection):
+    """An HTTP connection that tells the watchdog its socket and phase while a watched request runs."""
+
+    watch: Watch | None = None
+    _tls = False
+
+    def _new_conn(self) -> socket.socket:
+        watch = _local.watch
+        if watch is None:
+            return super()._new_conn()
+        watch.phase = "connect"
+        WATCHDOG.attach(watch, self, None)
+        sock = super()._new_conn()
+        WATCHDOG.attach(watch, self, sock, duplicate=self._tls)  # cut at once if the deadline passed meanwhile
+        watch.phase = "TLS" if self._tls else "send"
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        """Send the request; the watchdog sees this connection's socket (a pooled one, or the TLS one)."""
+        watch = _local.watch
+        if watch is not None:
+            watch.phase = "send"
+            WATCHDOG.attach(watch, self, self.sock)
+        super().request(*args, **kwargs)
+        if watch is not None:
+            watch.phase = "wait for headers"
+
+    def getresponse(self) -> urllib3.HTTPResponse:  # type: ignore[override]
+        """Read the status line and headers; from here on the watched request reads its body."""
+        response = super().getresponse()
+        watch = _local.watch
+        if watch is not None and not watch.cut:  # cut: http.client took the shut socket's EOF for the headers' end
+            watch.phase = "body"
+        return response
+
+
+class _WatchedTlsConnection(_WatchedConnection, urllib3.connection.HTTPSConnection):
+    _tls = True
+
+
+class _WatchedPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchedTlsPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedTlsConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedPool, "https": _WatchedTlsPool}
+
+
+def _watch_pools(manager: Any) -> None:
+    """Have a urllib3 pool manager build watched pools, unless it was given pool classes of its own."""
+    if getattr(manager, "pool_classes_by_scheme", None) == urllib3.poolmanager.pool_classes_by_scheme:
+        manager.pool_classes_by_scheme = _WATCHED_POOLS
+
+
+def _watch_adapters(session: requests.Session) -> None:
+    """Make the requests ``HTTPAdapter`` pools of ``session`` watched ones (other adapters are left alone)."""
+    for adapter in session.adapters.values():
+        if isinstance(adapter, requests.adapters.HTTPAdapter):
+            _watch_pools(adapter.poolmanager)
+            for manager in adapter.proxy_manager.values():
+                _watch_pools(manager)
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, over connections the watchdog can cut (also through a proxy)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """Build the pool manager as requests does, with watched pools."""
+        super().init_poolmanager(*args, **kwargs)
+        _watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """The proxy's pool manager as requests builds it, with watched pools."""
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        _watch_pools(manager)
+        return manager
 
 
 class HttpTransport:
@@ -244,6 +383,10 @@ class HttpTransport:
             used as it is and left open by :meth:`close`. Default: a session of its own.
             In a child forked after the transport was built, either gets new connection
             pools, so no socket is shared with the parent (README: "Under gunicorn, ...").
+            The pools of your session's requests ``HTTPAdapter`` mounts make connections the
+            deadline's watchdog can cut from then on; connections it pooled before, other
+            adapters and proxy pools it creates later are bounded by the timeouts and by the
+            deadline checked between reads only.
         timeout: seconds for connecting and for each read, a number or a ``(connect, read)``
             pair (default ``(5, 10)``).
         deadline: seconds one request may take in all, answer included (default 30; None
@@ -272,6 +415,8 @@ class HttpTransport:
         self._retired: list[requests.adapters.BaseAdapter] = []
         if self._owns_session:
             self.ensure_pool(DEFAULT_POOL_SIZE)
+        else:
+            _watch_adapters(self.session)
         _fork.register(self)
 
     @property
@@ -301,8 +446,10 @@ class HttpTransport:
             TransportError: ``deadline`` already passed (retryable); the TLS handshake failed
                 (not retryable; the reason, such as an expired certificate, in the message);
                 connecting or reading timed out, the host does not resolve, the connection was
-                refused or broke mid-answer, or the answer did not complete within the
-                deadline (all retryable).
+                refused or closed before or during the answer, or the answer did not complete
+                within the deadline, in whatever phase the watchdog found the request (all
+                retryable). ``.host`` and ``.phase`` say where; from ``"send"`` on, the
+                message says the request may have reached the server.
             ProtocolError: the answer is (or declares itself) larger than the cap, or its
                 ``Content-Encoding`` does not decode.
         """
@@ -311,68 +458,85 @@ class HttpTransport:
         limit = self.deadline
         if deadline is not None:
             if deadline <= 0:
-                raise TransportError("the call's total deadline passed before the request was sent", retryable=True)
-            timeout = _cut_timeout(timeout, deadline)
+                raise _not_sent(url)
             limit = deadline if limit is None else min(limit, deadline)
+        if limit is not None:
+            # A connect in progress has no socket the watchdog can reach: its timeout must end in time.
+            timeout = _cut_timeout(timeout, limit)
+        host = _host(url)
+        watch = None if limit is None else WATCHDOG.watch(limit)
+        _local.watch = watch
         try:
-            response = self.session.request(
-                method,
-                url,
-                data=body,
-                headers={"User-Agent": _USER_AGENT, **(headers or {})},
-                timeout=timeout,
-                allow_redirects=False,
-                stream=True,
-            )
-        except requests.exceptions.RequestException as exc:
-            raise _request_error(exc) from None
-        try:
-            tls_version = _tls_version(response)
-            content = self._read_capped(response, started, limit, max_bytes or self.max_response_bytes)
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers={"User-Agent": _USER_AGENT, **(headers or {})},
+                    timeout=timeout,
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except requests.exceptions.RequestException as exc:
+                raise _request_error(exc, host, watch, limit) from None
+            finally:
+                _local.watch = None
+            try:
+                tls_version = _tls_version(response)
+                content = self._read_capped(response, host, watch, limit, max_bytes or self.max_response_bytes)
+            finally:
+                response.close()
         finally:
-            response.close()
+            if watch is not None:
+                WATCHDOG.release(watch)
         _log.debug(
             "%s %s: HTTP %s in %.1f ms",
-            method, urlsplit(url).hostname, response.status_code, (self._clock.monotonic() - started) * 1000,
+            method, host, response.status_code, (self._clock.monotonic() - started) * 1000,
         )
         return HttpResponse(
             response.status_code, HeaderMap(response.headers.items()), content, response.reason or "", tls_version
         )
 
-    def _read_capped(self, response: requests.Response, started: float, deadline: float | None, cap: int) -> bytes:
-        # read1 returns as soon as some bytes arrive, so the deadline is checked while a
-        # server drips; decoding is bounded per call, so a compression bomb stops at the cap.
+    def _read_capped(
+        self, response: requests.Response, host: str, watch: Watch | None, limit: float | None, cap: int
+    ) -> bytes:
+        # Decoding is bounded per read1 call, so a compression bomb stops at the cap.
         status = response.status_code
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > cap:
-            raise ProtocolError(f"the answer is larger than {cap} bytes; reading stopped", status=status)
+            raise ProtocolError(f"the answer from {host} is larger than {cap} bytes; reading stopped", status=status)
         chunks: list[bytes] = []
         size = 0
         try:
             while True:
                 chunk = response.raw.read1(64 * 1024, decode_content=True)
                 if not chunk:
-                    return b"".join(chunks)
+                    break
                 size += len(chunk)
                 if size > cap:
-                    raise ProtocolError(f"the answer is larger than {cap} bytes; reading stopped", status=status)
-                if deadline is not None and self._clock.monotonic() - started > deadline:
-                    raise TransportError(
-                        f"the answer did not complete within the {deadline:g} s deadline",
-                        status=status,
-                        retryable=True,
+                    raise ProtocolError(
+                        f"the answer from {host} is larger than {cap} bytes; reading stopped", status=status
                     )
                 chunks.append(chunk)
-        except urllib3.exceptions.ReadTimeoutError:
-            raise TransportError(
-                "the endpoint stopped sending within the read timeout", status=status, retryable=True
-            ) from None
         except urllib3.exceptions.DecodeError:
-            raise ProtocolError("the answer's Content-Encoding could not be decoded", status=status) from None
-        except (urllib3.exceptions.HTTPError, OSError):
-            raise TransportError(
-                "the connection broke while reading the answer", status=status, retryable=True
+            raise ProtocolError(
+                f"the answer's Content-Encoding from {host} could not be decoded", status=status
             ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if watch is not None and watch.cut:
+                raise _late(host, watch.phase, limit, status) from None
+            if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+                raise TransportError(
+                    f"{host} stopped sending the response body within the read timeout",
+                    status=status, retryable=True, host=host, phase="body",
+                ) from None
+            raise TransportError(
+                f"the connection broke while reading the response body from {host}",
+                status=status, retryable=True, host=host, phase="body",
+            ) from None
+        if watch is not None and watch.cut:  # the end of the body may be the socket being shut
+            raise _late(host, watch.phase, limit, status)
+        return b"".join(chunks)
 
     def prepare(self, urls: Iterable[str | None], *, allow_insecure_tls: bool = False) -> None:
         """Apply the TLS and proxy policy for the URLs a client will call, once, before any request.
@@ -402,7 +566,7 @@ class HttpTransport:
             if size <= self._pool_size:
                 return
             session = self.session
-            adapter = requests.adapters.HTTPAdapter(pool_maxsize=size)
+            adapter = _WatchedAdapter(pool_maxsize=size)
             old = {id(a): a for a in (session.adapters.get("https://"), session.adapters.get("http://")) if a}
             session.mount("https://", adapter)
             session.mount("http://", adapter)
@@ -426,6 +590,7 @@ class HttpTransport:
             if isinstance(adapter, requests.adapters.HTTPAdapter):
                 renewed: Any = adapter  # requests' own pickling methods, missing from its type stubs
                 renewed.__setstate__(renewed.__getstate__())
+        _watch_adapters(self.session)
         if self._owns_session:
             self.session.cookies = requests.cookies.RequestsCookieJar()
 
@@ -454,26 +619,82 @@ def _cut_timeout(timeout: Any, budget: float) -> Any:
     return budget if timeout is None else min(float(timeout), budget)
 
 
-def _request_error(exc: requests.exceptions.RequestException) -> TransportError:
-    """The one mapping from requests' exceptions (before an answer) to a TransportError."""
+def _late(host: str, phase: str, limit: float | None, status: int | None = None) -> TransportError:
+    """The error for a request the watchdog cut at its deadline."""
+    sent = "; the request may have reached the server" if phase in _SENT and phase != "body" else ""
+    return TransportError(
+        f"no complete answer from {host} within the deadline ({limit or 0:.3g} s for this request): cut while "
+        f"{_DURING[phase].format(host=host)}{sent}",
+        status=status, retryable=True, host=host, phase=phase,
+        hint="the endpoint's health; a larger deadline= if it is merely slow",
+    )
+
+
+def _phase_of(exc: requests.exceptions.RequestException, watch: Watch | None) -> str:
+    """Where the request was: as its watched connection said, else as the exception's kind tells."""
+    if watch is not None and watch.connection is not None:
+        return watch.phase
     if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connect"
+    if isinstance(exc, requests.exceptions.Timeout) or _found(exc, urllib3.exceptions.ProtocolError):
+        return "wait for headers"
+    return "connect"
+
+
+def _request_error(
+    exc: requests.exceptions.RequestException, host: str, watch: Watch | None, limit: float | None
+) -> TransportError:
+    """The one mapping from requests' exceptions (before the body) to a TransportError."""
+    phase = _phase_of(exc, watch)
+    if watch is not None and watch.cut:
+        return _late(host, phase, limit)
+    during = _DURING[phase].format(host=host)
+    sent = "; the request may have reached the server" if phase in _SENT else ""
+    if isinstance(exc, requests.exceptions.SSLError) and phase == "TLS":
         # Never retried: an untrusted, expired or misnamed certificate stays so, and the
         # handshake failed before the request (with its secrets) was written.
         reason = _tls_reason(exc)
         return TransportError(
-            "TLS handshake with the endpoint failed" + (f": {reason}" if reason else ""),
+            f"TLS handshake with {host} failed" + (f": {reason}" if reason else ""),
             hint="the endpoint's certificate, the system CA bundle (REQUESTS_CA_BUNDLE) "
                  "and any TLS-intercepting proxy",
-            retryable=False,
+            retryable=False, host=host, phase=phase,
         )
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return TransportError("connecting to the endpoint timed out", retryable=True)
+        return TransportError(f"connecting to {host} timed out", retryable=True, host=host, phase="connect")
     if isinstance(exc, requests.exceptions.Timeout):
-        return TransportError("the endpoint did not answer within the read timeout", retryable=True)
+        return TransportError(
+            f"the read timeout passed while {during}{sent}", retryable=True, host=host, phase=phase
+        )
     if isinstance(exc, requests.exceptions.ConnectionError):
-        cause = _connect_reason(exc)
-        return TransportError("cannot connect to the endpoint" + (f" ({cause})" if cause else ""), retryable=True)
-    return TransportError(f"HTTP request failed: {type(exc).__name__}", retryable=False)
+        if phase == "connect":
+            cause = _connect_reason(exc)
+            return TransportError(
+                f"cannot connect to {host}" + (f" ({cause})" if cause else ""), retryable=True, host=host, phase=phase
+            )
+        return TransportError(
+            f"the connection closed while {during}{sent}", retryable=True, host=host, phase=phase
+        )
+    return TransportError(
+        f"HTTP request to {host} failed: {type(exc).__name__}", retryable=False, host=host, phase=phase
+    )
+
+
+def _found(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is in the exception's chain (causes, contexts, wrapped reasons)."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen or len(seen) > 20:
+            continue
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+    return False
 
 
 def _tls_reason(exc: BaseException) -> str:

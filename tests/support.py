@@ -18,7 +18,7 @@ import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -566,3 +566,134 @@ class SteppingClock:
     def _sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.advance(seconds)
+
+
+# --- a loopback server that answers too slowly, or not at all ------------------------------------
+
+
+class DrippingServer:
+    """A loopback HTTP server that reads each request (headers and body), then misbehaves as ``mode`` says.
+
+    ``"headers"`` drips a status line and headers that never end, ``"body"`` sends whole headers and then
+    drips a body that never ends, one byte every ``interval`` seconds; ``"silent"`` says nothing (a TLS
+    client's handshake included); ``"close"`` closes the connection. A connection is closed after
+    ``give_up`` seconds at most, so a client that is never cut fails late instead of hanging. ``requests``
+    counts the requests read; use it as a context manager, or call ``close()``.
+    """
+
+    HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=utf-8\r\n"
+
+    def __init__(self, mode: str, *, host: str = "127.0.0.1", interval: float = 0.1, give_up: float = 8.0) -> None:
+        if mode not in ("headers", "body", "silent", "close"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.mode = mode
+        self.interval = interval
+        self.give_up = give_up
+        self.host = host
+        self.sock = socket.create_server((host, 0))
+        self.sock.settimeout(0.05)
+        self.port = int(self.sock.getsockname()[1])
+        self.base_url = f"http://{host}:{self.port}"
+        self.url = self.base_url + PATH
+        self.requests = 0
+        self.arrived = threading.Condition()
+        self.stop = threading.Event()
+        self.connections: list[socket.socket] = []
+        self.threads: list[threading.Thread] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def wait_for_requests(self, count: int = 1, timeout: float = 5.0) -> bool:
+        """Whether ``count`` requests were read within ``timeout`` seconds."""
+        with self.arrived:
+            return self.arrived.wait_for(lambda: self.requests >= count, timeout)
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections.append(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        ends = threading.Event()
+        timer = threading.Timer(self.give_up, ends.set)
+        timer.daemon = True
+        timer.start()
+        try:
+            conn.settimeout(self.give_up)
+            if not self._read_request(conn):
+                return
+            with self.arrived:
+                self.requests += 1
+                self.arrived.notify_all()
+            if self.mode == "close":
+                return
+            if self.mode == "body":
+                conn.sendall(self.HEAD + b"Content-Length: 100000\r\n\r\n")
+            drip = {"headers": self.HEAD + b"X-Drip: a\r\n" * 1000, "body": b"<" * 100000}.get(self.mode, b"")
+            for byte in drip:
+                if ends.is_set() or self.stop.wait(self.interval):
+                    return
+                conn.sendall(bytes([byte]))
+            while not (ends.is_set() or self.stop.wait(0.05)):  # silent
+                pass
+        except OSError:
+            pass
+        finally:
+            timer.cancel()
+            conn.close()
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+        )
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            body += chunk
+        return True
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        self.sock.close()
+        for conn in self.connections:
+            with suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        for thread in self.threads:
+            thread.join(2)
+
+    def __enter__(self) -> DrippingServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full, so a new connection hangs in the TCP handshake (Linux)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = int(server.getsockname()[1])
+    filler = socket.create_connection(("127.0.0.1", port), timeout=1)  # fills the queue: later SYNs are dropped
+    try:
+        yield port
+    finally:
+        filler.close()
+        server.close()

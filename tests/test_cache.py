@@ -69,6 +69,7 @@ class FakeSharedStore:
         self.data: dict[str, str] = {}
         self.ttls: dict[str, float] = {}
         self.lock_calls = 0
+        self.lock_timeouts: list[float] = []
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
 
@@ -88,6 +89,7 @@ class FakeSharedStore:
         with self._guard:
             lock = self._locks[key]
             self.lock_calls += 1
+            self.lock_timeouts.append(timeout)
         acquired = lock.acquire(timeout=timeout)
         try:
             yield
@@ -492,6 +494,16 @@ def test_shared_store_serves_other_clients(make_client: Callable[..., SystemUser
     assert key.startswith("sut-soap:v1:") and key.endswith(":" + CTX)
     assert_no_secrets(key, text)
     assert 21000 < store.ttls[key] <= 21600
+
+
+def test_fleet_lock_wait_is_bounded_by_the_call_deadline(
+    make_client: Callable[..., SystemUserClient], emu: Emulator
+) -> None:
+    """The store's lock is asked for with what is left of the call's deadline=, never more."""
+    store = FakeSharedStore()
+    make_client(cache=store, deadline=4.0).get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    [timeout] = store.lock_timeouts
+    assert 3.0 < timeout <= 4.0
 
 
 def test_shared_store_lock_gives_fleet_single_flight(

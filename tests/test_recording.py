@@ -197,13 +197,14 @@ def test_connection_refused_is_an_error_entry(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "refused" / "01-exchange.json").read_text())
     assert document["response"] is None
     assert document["error"] == {
-        "type": "sut_soap.errors.TransportError", "message": "cannot connect to the endpoint (connection refused)", "status": None,
-        "retryable": True, "context": None,
+        "type": "sut_soap.errors.TransportError", "message": "cannot connect to 127.0.0.1 (connection refused)", "status": None,
+        "retryable": True, "context": None, "host": "127.0.0.1", "phase": "connect",
     }
     assert not (tmp_path / "refused" / "01-response.xml").exists()
     with pytest.raises(TransportError) as replayed:
         replay_client(tmp_path / "refused").authenticate(context_identifier=CTX, system_user_token="x")
     assert replayed.value.message == recorded.value.message
+    assert (replayed.value.host, replayed.value.phase) == ("127.0.0.1", "connect")
     assert replayed.value.retryable is True
 
 

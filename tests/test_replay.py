@@ -572,21 +572,30 @@ def test_recorded_failures_are_raised_again(recorded: RecordedError, expected: t
 
 
 @pytest.mark.parametrize(
-    ("recorded", "message", "retryable"),
+    ("recorded", "message", "retryable", "phase"),
     [
-        (RecordedError("builtins.OSError", "odd"), "cannot connect to the endpoint (recorded OSError)", True),
+        (RecordedError("builtins.OSError", "odd"), "cannot connect to sod.superoffice.com (recorded OSError)",
+         True, "connect"),
         (RecordedError("requests.exceptions.ConnectionError", f"refused {CLIENT_SECRET}"),
-         "cannot connect to the endpoint (recorded ConnectionError)", True),
+         "cannot connect to sod.superoffice.com (recorded ConnectionError)", True, "connect"),
+        (RecordedError("requests.exceptions.ConnectTimeout", "slow"),
+         "connecting to sod.superoffice.com timed out (recorded ConnectTimeout)", True, "connect"),
         (RecordedError("requests.exceptions.ReadTimeout", "slow"),
-         "the endpoint did not answer in time (recorded ReadTimeout)", True),
+         "the read timeout passed while waiting for the response headers from sod.superoffice.com; "
+         "the request may have reached the server (recorded ReadTimeout)", True, "wait for headers"),
         (RecordedError("requests.exceptions.ConnectionError", "gone", context="urllib3.exceptions.ProtocolError"),
-         "the connection broke while reading the answer (recorded ConnectionError)", True),
-        (RecordedError("requests.exceptions.NotAnException", "odd"), "the transport failed: NotAnException", False),
+         "the connection closed while waiting for the response headers from sod.superoffice.com; "
+         "the request may have reached the server (recorded ConnectionError)", True, "wait for headers"),
+        (RecordedError("requests.exceptions.ChunkedEncodingError", "cut"),
+         "the connection broke while reading the response body from sod.superoffice.com "
+         "(recorded ChunkedEncodingError)", True, "body"),
+        (RecordedError("requests.exceptions.NotAnException", "odd"),
+         "the transport failed for sod.superoffice.com: NotAnException", False, None),
     ],
-    ids=["os-error", "connection", "timeout", "broken-read", "unknown"],
+    ids=["os-error", "connection", "connect-timeout", "timeout", "dropped-after-send", "broken-read", "unknown"],
 )
 def test_recorded_foreign_failures_come_back_as_transport_errors(
-    recorded: RecordedError, message: str, retryable: bool
+    recorded: RecordedError, message: str, retryable: bool, phase: str | None
 ) -> None:
     """A failure recorded from an HTTP library replays as the TransportError the transport maps it to, naming its type only."""
     transport = _transport(recorded_exchange(status=None, response_body=None, error=recorded))
@@ -594,6 +603,7 @@ def test_recorded_foreign_failures_come_back_as_transport_errors(
         _post(transport, request_envelope("s", SIGNED))
     assert type(caught.value) is TransportError
     assert (caught.value.message, caught.value.retryable) == (message, retryable)
+    assert (caught.value.host, caught.value.phase) == ("sod.superoffice.com", phase)
     assert CLIENT_SECRET not in str(caught.value) and caught.value.__cause__ is None
 
 

@@ -172,9 +172,10 @@ def test_caller_transport_exception_wrapped() -> None:
         def close(self) -> None:
             pass
 
-    with pytest.raises(TransportError, match="the transport failed: RuntimeError") as info:
+    with pytest.raises(TransportError, match=r"the transport failed for 127\.0\.0\.1: RuntimeError") as info:
         call_transport(Broken(), "POST", "http://127.0.0.1:9/x", body=b"<x/>")
     assert CANARY not in str(info.value) and info.value.retryable is False and info.value.__cause__ is None
+    assert info.value.host == "127.0.0.1"
 
 
 def test_callers_session_left_untouched() -> None:
@@ -209,7 +210,7 @@ def test_caller_deadline_cuts_the_transport_deadline(server: _Server) -> None:
 
     server.handler = drip
     started = time.monotonic()
-    with pytest.raises(TransportError, match=r"0\.4 s deadline"):
+    with pytest.raises(TransportError, match=r"within the deadline \(0\.4 s for this request\)"):
         HttpTransport(deadline=30).request("POST", server.url, body=b"<x/>", deadline=0.4)
     assert time.monotonic() - started < 2.0
 
@@ -302,21 +303,31 @@ ENDPOINT = "http://127.0.0.1:9/Login/Services/PartnerSystemUserService.svc"
 
 
 @pytest.mark.parametrize(
-    ("error", "message", "retryable"),
+    ("error", "message", "retryable", "phase"),
     [
-        (requests.exceptions.SSLError("certificate verify failed"), "TLS handshake with the endpoint failed", False),
-        (requests.exceptions.ConnectTimeout("connect timed out"), "connecting to the endpoint timed out", True),
-        (requests.exceptions.ReadTimeout("read timed out"), "the endpoint did not answer within the read timeout", True),
-        (requests.exceptions.InvalidURL("bad url"), "HTTP request failed: InvalidURL", False),
-        (requests.exceptions.TooManyRedirects("loop"), "HTTP request failed: TooManyRedirects", False),
+        (requests.exceptions.SSLError("certificate verify failed"), "TLS handshake with 127.0.0.1 failed", False,
+         "TLS"),
+        (requests.exceptions.ConnectTimeout("connect timed out"), "connecting to 127.0.0.1 timed out", True, "connect"),
+        (requests.exceptions.ReadTimeout("read timed out"),
+         "the read timeout passed while waiting for the response headers from 127.0.0.1; "
+         "the request may have reached the server", True, "wait for headers"),
+        (requests.exceptions.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted.")),
+         "the connection closed while waiting for the response headers from 127.0.0.1; "
+         "the request may have reached the server", True, "wait for headers"),
+        (requests.exceptions.InvalidURL("bad url"), "HTTP request to 127.0.0.1 failed: InvalidURL", False, "connect"),
+        (requests.exceptions.TooManyRedirects("loop"), "HTTP request to 127.0.0.1 failed: TooManyRedirects", False,
+         "connect"),
     ],
-    ids=["tls", "connect-timeout", "read-timeout", "invalid-url", "too-many-redirects"],
+    ids=["tls", "connect-timeout", "read-timeout", "dropped-after-send", "invalid-url", "too-many-redirects"],
 )
-def test_requests_failures_become_typed_transport_errors(error: Exception, message: str, retryable: bool) -> None:
-    """TLS failures, timeouts and other requests errors are TransportErrors with the right retryable flag."""
+def test_requests_failures_become_typed_transport_errors(
+    error: Exception, message: str, retryable: bool, phase: str
+) -> None:
+    """Failures of requests are TransportErrors naming the host and the phase, with the right retryable flag."""
     with pytest.raises(TransportError) as caught:
         HttpTransport(_FakeSession(error)).request("POST", ENDPOINT, body=b"<x/>")
     assert caught.value.message.startswith(message)
+    assert (caught.value.host, caught.value.phase) == ("127.0.0.1", phase)
     assert caught.value.retryable is retryable
     assert caught.value.__cause__ is None
 
@@ -337,7 +348,7 @@ def test_tls_failure_names_the_openssl_reason() -> None:
     inner.reason = "WRONG_VERSION_NUMBER"  # type: ignore[misc]
     with pytest.raises(TransportError) as caught:
         HttpTransport(_FakeSession(requests.exceptions.SSLError(inner))).request("POST", ENDPOINT, body=b"<x/>")
-    assert caught.value.message == "TLS handshake with the endpoint failed: WRONG_VERSION_NUMBER"
+    assert caught.value.message == "TLS handshake with 127.0.0.1 failed: WRONG_VERSION_NUMBER"
     assert not caught.value.retryable
 
 
@@ -346,7 +357,8 @@ def test_read_timeout_while_reading_the_answer_is_retryable() -> None:
     raw = _RaisingRaw(urllib3.exceptions.ReadTimeoutError(None, ENDPOINT, "Read timed out."))  # type: ignore[arg-type]
     with pytest.raises(TransportError) as caught:
         HttpTransport(_FakeSession(raw=raw)).request("POST", ENDPOINT, body=b"<x/>")
-    assert caught.value.message == "the endpoint stopped sending within the read timeout"
+    assert caught.value.message == "127.0.0.1 stopped sending the response body within the read timeout"
+    assert caught.value.phase == "body"
     assert caught.value.retryable
     assert caught.value.status == 200
     assert caught.value.__cause__ is None
@@ -354,8 +366,9 @@ def test_read_timeout_while_reading_the_answer_is_retryable() -> None:
 
 def test_broken_connection_while_reading_is_retryable() -> None:
     """A connection reset while the answer streams in is a retryable TransportError naming the read."""
-    with pytest.raises(TransportError, match="connection broke while reading") as caught:
+    with pytest.raises(TransportError) as caught:
         HttpTransport(_FakeSession(raw=_RaisingRaw(ConnectionResetError()))).request("POST", ENDPOINT, body=b"<x/>")
+    assert caught.value.message == "the connection broke while reading the response body from 127.0.0.1"
     assert caught.value.retryable and caught.value.__cause__ is None
 
 
@@ -369,7 +382,7 @@ def test_answer_with_undecodable_content_encoding_is_a_protocol_error() -> None:
     )
     with pytest.raises(ProtocolError) as caught:
         HttpTransport(_FakeSession(raw=raw, headers={"Content-Encoding": "gzip"})).request("POST", ENDPOINT, body=b"")
-    assert caught.value.message == "the answer's Content-Encoding could not be decoded"
+    assert caught.value.message == "the answer's Content-Encoding from 127.0.0.1 could not be decoded"
     assert not caught.value.retryable
 
 
@@ -382,7 +395,8 @@ def test_spent_deadline_refuses_to_send() -> None:
     session = _answering()
     with pytest.raises(TransportError) as caught:
         HttpTransport(session).request("POST", ENDPOINT, body=b"<x/>", deadline=0)
-    assert caught.value.message == "the call's total deadline passed before the request was sent"
+    assert caught.value.message == "the call's deadline passed before the request to 127.0.0.1 was sent"
+    assert (caught.value.host, caught.value.phase) == ("127.0.0.1", "connect")
     assert caught.value.retryable
     assert session.timeouts == []
 
@@ -402,7 +416,8 @@ def test_refused_connection_says_refused() -> None:
         port = probe.getsockname()[1]
     with pytest.raises(TransportError) as caught:
         HttpTransport(timeout=2).request("GET", f"http://127.0.0.1:{port}/x")
-    assert caught.value.message == "cannot connect to the endpoint (connection refused)"
+    assert caught.value.message == "cannot connect to 127.0.0.1 (connection refused)"
+    assert (caught.value.host, caught.value.phase) == ("127.0.0.1", "connect")
     assert caught.value.retryable
 
 
@@ -411,10 +426,64 @@ def test_unresolvable_host_says_dns() -> None:
     error = requests.exceptions.ConnectionError(socket.gaierror(-2, "Name or service not known"))
     with pytest.raises(TransportError) as caught:
         HttpTransport(_FakeSession(error)).request("GET", "https://x.invalid/")
-    assert caught.value.message == "cannot connect to the endpoint (the host name does not resolve)"
+    assert caught.value.message == "cannot connect to x.invalid (the host name does not resolve)"
 
 
 def test_plain_http_answer_has_no_tls_version(server: _Server) -> None:
     """An answer over plain HTTP reports no TLS version."""
     server.handler = _reply(200, b"<ok/>", {"Content-Type": "text/xml"})
     assert HttpTransport().request("POST", server.url, body=b"").tls_version is None
+
+
+def test_transport_without_deadline_is_not_watched(server: _Server) -> None:
+    """HttpTransport(deadline=None) sends over the same connections, with no watch on the watchdog."""
+    from sut_soap._watchdog import WATCHDOG
+
+    seen: list[int] = []
+
+    def answer(h: BaseHTTPRequestHandler) -> None:
+        seen.append(len(WATCHDOG))
+        _reply(200, b"<ok/>")(h)
+
+    before = len(WATCHDOG)
+    server.handler = answer
+    assert HttpTransport(deadline=None).request("POST", server.url, body=b"").content == b"<ok/>"
+    assert seen == [before]
+
+
+def test_connection_error_without_a_known_cause_names_the_host() -> None:
+    """A connection failure whose cause is neither DNS nor a refusal still names the host and the connect phase."""
+    with pytest.raises(TransportError) as caught:
+        HttpTransport(_FakeSession(requests.exceptions.ConnectionError("odd"))).request("GET", ENDPOINT)
+    assert caught.value.message == "cannot connect to 127.0.0.1"
+    assert (caught.value.host, caught.value.phase, caught.value.retryable) == ("127.0.0.1", "connect", True)
+
+
+def test_failing_transport_of_an_unparsable_url_is_named_generically() -> None:
+    """A caller's transport that fails for a URL that does not parse is named as 'the endpoint', never raising anew."""
+
+    class Broken:
+        def request(self, method: str, url: str, **kwargs: Any) -> Response:
+            raise RuntimeError("boom")
+
+        def close(self) -> None:
+            pass
+
+    with pytest.raises(TransportError) as caught:
+        call_transport(Broken(), "GET", "http://[::1/x")
+    assert caught.value.message == "the transport failed for the endpoint: RuntimeError"
+
+
+def test_callers_session_proxy_pools_become_watched() -> None:
+    """Proxy pool managers a caller's session already built make connections the watchdog can cut."""
+    import urllib3.poolmanager
+
+    session = requests.Session()
+    adapter = session.get_adapter("http://x")
+    assert isinstance(adapter, requests.adapters.HTTPAdapter)
+    manager = adapter.proxy_manager_for("http://127.0.0.1:3128")
+    assert manager.pool_classes_by_scheme == urllib3.poolmanager.pool_classes_by_scheme
+    HttpTransport(session)
+    assert manager.pool_classes_by_scheme != urllib3.poolmanager.pool_classes_by_scheme
+    assert adapter.poolmanager.pool_classes_by_scheme != urllib3.poolmanager.pool_classes_by_scheme
+    session.close()

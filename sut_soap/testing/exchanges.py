@@ -60,13 +60,19 @@ def _substitutions(
 
 @dataclass(frozen=True)
 class RecordedError:
-    """The exception a transport raised instead of answering (``type`` is its qualified name)."""
+    """The exception a transport raised instead of answering (``type`` is its qualified name).
+
+    ``host`` and ``phase`` are a :class:`~sut_soap.errors.TransportError`'s (None otherwise,
+    and in recordings made before they existed).
+    """
 
     type: str
     message: str
     context: str | None = None
     status: int | None = None
     retryable: bool | None = None
+    host: str | None = None
+    phase: str | None = None
 
 
 @dataclass(frozen=True, repr=False)

@@ -49,6 +49,8 @@ def _recorded_error(exc: BaseException) -> RecordedError:
             message=exc.message,
             status=getattr(exc, "status", None),
             retryable=exc.retryable,
+            host=getattr(exc, "host", None),
+            phase=getattr(exc, "phase", None),
         )
     context = exc.__context__ or exc.__cause__
     return RecordedError(

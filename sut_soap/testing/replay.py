@@ -313,7 +313,7 @@ class ReplayTransport:
         if self._check and exchange.request_body is not None:
             self._check_request(exchange, position, sent)
         if exchange.error is not None:
-            raise _rebuild_error(exchange.error)
+            raise _rebuild_error(exchange.error, url)
         values = self._values(exchange, sent)
         content = _fill_body(exchange.response_body or b"", values)
         cap = min(self.max_response_bytes, max_bytes or self.max_response_bytes)
@@ -387,25 +387,38 @@ class ReplayTransport:
         return sign_jwt(claims, key, header=header)
 
 
-def _rebuild_error(error: RecordedError) -> BaseException:
+def _rebuild_error(error: RecordedError, url: str) -> BaseException:
     module, _, name = error.type.rpartition(".")
     if module == "sut_soap.errors":
         cls = getattr(_errors, name, None)
-        if cls in (TransportError, ProtocolError):
+        if cls is ProtocolError:
             rebuilt: BaseException = cls(error.message, status=error.status, retryable=error.retryable)
         else:
-            rebuilt = TransportError(error.message, status=error.status, retryable=error.retryable)
+            rebuilt = TransportError(
+                error.message, status=error.status, retryable=error.retryable, host=error.host, phase=error.phase
+            )
         return rebuilt
     # A failure recorded from an HTTP library (recordings made before the Transport seam)
     # comes back as the TransportError the default transport maps it to, naming its type only.
-    if "Timeout" in name:
-        return TransportError(f"the endpoint did not answer in time (recorded {name})", retryable=True)
-    read = "Read" in (error.context or "") or "Protocol" in (error.context or "") or name == "ChunkedEncodingError"
-    if read:
-        return TransportError(f"the connection broke while reading the answer (recorded {name})", retryable=True)
+    host = urlsplit(url).hostname or "the endpoint"
+    context = error.context or ""
+    if name == "ConnectTimeout":
+        return _foreign(f"connecting to {host} timed out", name, host, "connect")
+    if "Timeout" in name or "Protocol" in context:
+        waited = "the read timeout passed" if "Timeout" in name else "the connection closed"
+        return _foreign(
+            f"{waited} while waiting for the response headers from {host}; the request may have reached the server",
+            name, host, "wait for headers",
+        )
+    if "Read" in context or name == "ChunkedEncodingError":
+        return _foreign(f"the connection broke while reading the response body from {host}", name, host, "body")
     if name in ("ConnectionError", "OSError", "ConnectionResetError", "ConnectionRefusedError"):
-        return TransportError(f"cannot connect to the endpoint (recorded {name})", retryable=True)
-    return TransportError(f"the transport failed: {name}", retryable=False)
+        return _foreign(f"cannot connect to {host}", name, host, "connect")
+    return TransportError(f"the transport failed for {host}: {name}", retryable=False, host=host)
+
+
+def _foreign(message: str, name: str, host: str, phase: str) -> TransportError:
+    return TransportError(f"{message} (recorded {name})", retryable=True, host=host, phase=phase)
 
 
 def replay_client(

@@ -136,6 +136,8 @@ def _write_exchange(directory: Path, number: int, exchange: Exchange) -> list[Pa
             "context": exchange.error.context,
             "status": exchange.error.status,
             "retryable": exchange.error.retryable,
+            **({} if exchange.error.host is None else {"host": exchange.error.host}),
+            **({} if exchange.error.phase is None else {"phase": exchange.error.phase}),
         },
         "jwt": None
         if exchange.jwt_claims is None
@@ -358,10 +360,14 @@ def _recorded_error(error: dict[str, Any]) -> RecordedError:
     status = error.get("status")
     retryable = error.get("retryable")
     context = error.get("context")
+    host = error.get("host")
+    phase = error.get("phase")
     return RecordedError(
         type=error["type"],
         message=str(error.get("message") or ""),
         context=context if isinstance(context, str) else None,
         status=status if isinstance(status, int) else None,
         retryable=retryable if isinstance(retryable, bool) else None,
+        host=host if isinstance(host, str) else None,
+        phase=phase if isinstance(phase, str) else None,
     )
