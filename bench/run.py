@@ -14,7 +14,10 @@ client's CPU can be measured on its own (sections 1-4):
 6. memory of a client holding 10,000 cached tickets (in a subprocess);
 7. exchanges per second with the emulator in the client's process;
 8. the emulator under 512 concurrent clients, each on its own new connection (other languages'
-   test suites hit it this way): how many were served, how many dropped.
+   test suites hit it this way): how many were served, how many dropped;
+9. deadline: how long a dripping server holds a call: ``authenticate()`` with ``deadline=`` 2, 5
+   and 30 s and ``timeout=(1, 1)`` against an answer sent one byte every 0.1 s (``Fault.DRIP``,
+   the emulator in the client's process; only wall time matters), the three at once.
 Targets are printed with the measured figures at the end. ``BENCH_EXCHANGES`` sets the number
 of exchanges in sections 1, 2 and 7 (default 300).
 """
@@ -43,10 +46,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from handwritten import HEADERS as HANDWRITTEN_HEADERS
 from handwritten import HandwrittenClient
 
-from sut_soap import SystemUserClient, SystemUserTicket
+from sut_soap import SystemUserClient, SystemUserTicket, TransportError
 from sut_soap.signing import sign_system_user_token
 from sut_soap.soap import parse_answer
-from sut_soap.testing.emulator import Emulator
+from sut_soap.testing.emulator import Emulator, Fault
 
 SECRET = "bench-secret"
 CTX = "Cust12345"
@@ -55,6 +58,9 @@ EXCHANGES = int(os.environ.get("BENCH_EXCHANGES", "300"))
 CONCURRENT_CLIENTS = 512
 WARM_TENANTS = 200
 WARM_LATENCY = 0.05
+DRIP_DEADLINES = (2.0, 5.0, 30.0)
+DRIP_SECONDS = 0.1  # well within the 1 s read timeout: only the deadline can end the call
+DRIP_OVERSHOOT_MS = 100.0
 
 # The emulator process: the tenant of sections 1-3, 200 tenants answering after 50 ms for
 # section 4, and a line protocol on stdin ("stats" -> exchanges and connections so far).
@@ -79,6 +85,20 @@ with Emulator(client_secret=secret, partner_public_key=key) as emu:
 
 
 @dataclass
+class DripCall:
+    """One call against a dripping server: its wall time and how it ended."""
+
+    deadline: float
+    elapsed: float
+    outcome: str  # the exception's type (and a TransportError's phase), or "returned"
+    cut: bool  # ended by a TransportError
+
+    @property
+    def overshoot_ms(self) -> float:
+        return (self.elapsed - self.deadline) * 1000
+
+
+@dataclass
 class Results:
     """Figures the summary compares with the targets."""
 
@@ -88,6 +108,7 @@ class Results:
     warmup_speedup: float = float("nan")
     cold_exchanges: int = -1
     concurrent_dropped: int = -1
+    drip_calls: dict[float, DripCall] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -484,6 +505,36 @@ def concurrent_clients(emu: EmulatorProcess, key: rsa.RSAPrivateKey, results: Re
           f"slowest connect {slowest:.1f} ms, all done in {elapsed:.2f} s")
 
 
+def dripping_server(key: rsa.RSAPrivateKey, results: Results) -> None:
+    """One ``authenticate()`` per deadline, each on its own client and thread, all at once."""
+
+    def one_call(deadline: float) -> DripCall:
+        with SystemUserClient(client_secret=SECRET, private_key=key, endpoint=emu.endpoint,
+                              timeout=(1, 1), deadline=deadline) as client:
+            started = time.perf_counter()
+            try:
+                client.authenticate(context_identifier=CTX, system_user_token=TOKEN)
+            except TransportError as exc:
+                elapsed, outcome, cut = time.perf_counter() - started, f"TransportError ({exc.phase})", True
+            except Exception as exc:  # reported, and the goal missed
+                elapsed, outcome, cut = time.perf_counter() - started, type(exc).__name__, False
+            else:
+                elapsed, outcome, cut = time.perf_counter() - started, "returned", False
+        return DripCall(deadline, elapsed, outcome, cut)
+
+    with Emulator(client_secret=SECRET, partner_public_key=key) as emu:
+        emu.add_tenant(CTX, system_user_token=TOKEN, serial="1234567")
+        emu.inject(Fault.DRIP, seconds=DRIP_SECONDS)
+        with ThreadPoolExecutor(len(DRIP_DEADLINES)) as pool:
+            calls = list(pool.map(one_call, DRIP_DEADLINES))
+    print(f"9. deadline: how long a dripping server holds a call (timeout=(1, 1), one answer byte every "
+          f"{DRIP_SECONDS * 1000:.0f} ms, {len(calls)} clients at once):")
+    for call in calls:
+        results.drip_calls[call.deadline] = call
+        print(f"   deadline={call.deadline:<4g} elapsed {call.elapsed:7.3f} s   "
+              f"overshoot {call.overshoot_ms:7.1f} ms   {call.outcome}")
+
+
 def summary(results: Results) -> int:
     rows = [
         ("exchange wall time, sut-soap / hand-written", results.exchange_wall_ms / results.handwritten_wall_ms,
@@ -497,6 +548,12 @@ def summary(results: Results) -> int:
         (f"emulator: clients dropped of {CONCURRENT_CLIENTS} concurrent", results.concurrent_dropped, "== 0",
          results.concurrent_dropped == 0, "{}"),
     ]
+    for deadline in DRIP_DEADLINES:
+        call = results.drip_calls.get(deadline)
+        overshoot = call.overshoot_ms if call is not None else float("nan")
+        rows.append((f"dripping server: ms past deadline={deadline:g} s (TransportError)", overshoot,
+                     f"0-{DRIP_OVERSHOOT_MS:.0f} ms",
+                     call is not None and call.cut and 0 <= overshoot < DRIP_OVERSHOOT_MS, "{:.1f}"))
     print("targets:")
     for label, value, target, ok, fmt in rows:
         print(f"   {label:<58} {fmt.format(value):>9}   target {target:<8} {'met' if ok else 'MISSED'}")
@@ -525,6 +582,7 @@ def main() -> int:
         concurrent_clients(emu, key, results)
     finally:
         emu.stop()
+    dripping_server(key, results)
     return summary(results)
 
 

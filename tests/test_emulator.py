@@ -31,7 +31,7 @@ from lxml import etree
 import sut_soap.testing._server as emulator_server
 from sut_soap.cli.emulator import main
 from sut_soap.client import SystemUserClient
-from sut_soap.errors import ConfigurationError
+from sut_soap.errors import ConfigurationError, TransportError
 from sut_soap.testing.emulator import (
     CLAIM_PREFIX,
     SOAP_ACTION,
@@ -202,6 +202,52 @@ def soap_head(extra: str) -> bytes:
         f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml; charset=utf-8\r\n"
         f'SOAPAction: "{SOAP_ACTION}"\r\n{extra}\r\n'
     ).encode("ascii")
+
+
+def soap_closing(body: bytes | None = None) -> bytes:
+    """A hand-framed SOAP POST (by default a valid request for CTX) that asks the server to close afterwards."""
+    body = envelope() if body is None else body
+    return soap_head(f"Content-Length: {len(body)}\r\nConnection: close\r\n") + body
+
+
+@dataclass
+class Received:
+    """Every byte of an answer up to the server's close, and when the first and the last arrived."""
+
+    data: bytes
+    first: float
+    last: float
+
+
+def receive_all(emu: Emulator, request: bytes) -> Received:
+    """Send one request on a new connection and read until the server closes it (seconds from the send)."""
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=10) as sock:
+        sock.sendall(request)
+        started = time.perf_counter()
+        chunks: list[bytes] = []
+        first = float("nan")
+        while chunk := sock.recv(65536):
+            if not chunks:
+                first = time.perf_counter() - started
+            chunks.append(chunk)
+        return Received(b"".join(chunks), first, time.perf_counter() - started)
+
+
+def without_date(answer: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\n", answer)
+
+
+def start_a_drip(emu: Emulator) -> tuple[socket.socket, threading.Thread]:
+    """A connection whose SOAP answer has started dripping (first byte read), and the thread sending it.
+
+    DRIP must be injected; the thread is the one the emulator started for this connection.
+    """
+    before = set(threading.enumerate())
+    sock = socket.create_connection(("127.0.0.1", emu.port), timeout=5)
+    sock.sendall(soap_closing())
+    assert sock.recv(1) == b"H"
+    (handler,) = set(threading.enumerate()) - before
+    return sock, handler
 
 
 def chunked(body: bytes, trailer: bytes = b"") -> bytes:
@@ -723,6 +769,116 @@ def test_jwks_unavailable(emu: Emulator, http: requests.Session) -> None:
     assert http.get(emu.jwks_url, timeout=5).status_code == 200
 
 
+def test_drip_sends_the_same_bytes_one_at_a_time(emu: Emulator) -> None:
+    """DRIP changes how an answer is sent, not what: the same bytes (an injected 503 here), one every `seconds`."""
+    emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, retry_after=2, times=2)
+    at_once = receive_all(emu, soap_closing())
+    emu.inject(Fault.DRIP, seconds=0.001, times=1)
+    dripped = receive_all(emu, soap_closing())
+    assert dripped.data.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 2\r\n" in dripped.data
+    assert without_date(dripped.data) == without_date(at_once.data)
+    assert dripped.first < 0.5
+    assert dripped.last >= (len(dripped.data) - 1) * 0.001
+    assert receive_all(emu, soap_closing()).data.startswith(b"HTTP/1.1 200 ")  # both faults consumed
+
+
+def test_tenant_drip_only_hits_that_tenant(emu: Emulator, http: requests.Session) -> None:
+    """A DRIP injected for one tenant leaves the other tenants' answers at full speed."""
+    emu.inject(Fault.DRIP, tenant=OTHER_CTX, seconds=5)
+    started = time.perf_counter()
+    assert parse_answer(post(http, emu)).is_successful
+    assert time.perf_counter() - started < 1
+
+
+def test_drip_is_cut_by_a_client_deadline(emu: Emulator) -> None:
+    """A client with deadline=1 against bytes 50 ms apart (each within its read timeout) fails on time, retryably."""
+    emu.inject(Fault.DRIP, seconds=0.05, times=1)
+    with SystemUserClient(client_secret=SECRET, private_key=PARTNER_KEY, endpoint=emu.endpoint, deadline=1) as client:
+        started = time.perf_counter()
+        with pytest.raises(TransportError) as info:
+            client.authenticate(context_identifier=CTX, system_user_token=SYSTEM_TOKEN)
+        elapsed = time.perf_counter() - started
+    assert 1 <= elapsed < 1.2
+    assert info.value.retryable and info.value.phase == "wait for headers"
+    assert emu.internal_errors == []
+
+
+def test_jwks_drip_is_cut_by_a_client_deadline(emu: Emulator) -> None:
+    """JWKS_DRIP holds a client's JWKS fetch: with deadline=1 the call fails on time, retryably, after the exchange."""
+    emu.inject(Fault.JWKS_DRIP, seconds=0.05, times=1)
+    exchanges, fetches = emu.exchange_count, emu.jwks_count
+    with SystemUserClient(client_secret=SECRET, private_key=PARTNER_KEY, endpoint=emu.endpoint, deadline=1) as client:
+        started = time.perf_counter()
+        with pytest.raises(TransportError) as info:
+            client.authenticate(context_identifier=CTX, system_user_token=SYSTEM_TOKEN)
+        elapsed = time.perf_counter() - started
+    assert 1 <= elapsed < 1.2
+    assert info.value.retryable
+    assert (emu.exchange_count, emu.jwks_count) == (exchanges + 1, fetches + 1)
+    assert emu.internal_errors == []
+
+
+def test_jwks_drip_sends_the_key_documents_slowly(emu: Emulator, http: requests.Session) -> None:
+    """JWKS_DRIP answers the JWKS and the discovery document as usual, one byte at a time."""
+    emu.inject(Fault.JWKS_DRIP, seconds=0.0005, times=2)
+    started = time.perf_counter()
+    jwks = http.get(emu.jwks_url, timeout=5)
+    assert time.perf_counter() - started >= len(jwks.content) * 0.0005
+    assert jwks.json() == emu.jwks()
+    assert http.get(emu.openid_configuration_url, timeout=5).json()["jwks_uri"] == emu.jwks_url
+    started = time.perf_counter()
+    http.get(emu.jwks_url, timeout=5)
+    assert time.perf_counter() - started < 0.2
+
+
+def test_drip_ends_when_the_client_goes_away() -> None:
+    """A client that closes its connection mid-drip ends the drip: the handler thread finishes, nothing is recorded."""
+    with Emulator(SECRET, PARTNER_KEY, signing_key=SIGNING_KEY) as emu:
+        emu.add_tenant(CTX, system_user_token=SYSTEM_TOKEN, serial=SERIAL)
+        emu.inject(Fault.DRIP, seconds=0.02)
+        sock, handler = start_a_drip(emu)
+        sock.close()
+        handler.join(2)  # the whole answer would take about 30 s more
+        assert not handler.is_alive()
+        assert emu.internal_errors == []
+
+
+def test_clear_faults_sends_the_rest_of_a_drip_at_once(emu: Emulator) -> None:
+    """clear_faults() during a drip returns at once, and the rest of the answer follows at full speed."""
+    emu.inject(Fault.DRIP, seconds=10)
+    sock, _ = start_a_drip(emu)
+    with sock:
+        started = time.perf_counter()
+        emu.clear_faults()
+        assert time.perf_counter() - started < 0.1
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+        assert time.perf_counter() - started < 1
+    head, _, body = (b"H" + rest).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and outcome(body) == (True, None)
+
+
+def test_stop_cuts_a_drip_short() -> None:
+    """stop() during a drip returns promptly, ends the drip's thread and closes the connection without the rest."""
+    emu = Emulator(SECRET, PARTNER_KEY, signing_key=SIGNING_KEY).start()
+    emu.add_tenant(CTX, system_user_token=SYSTEM_TOKEN, serial=SERIAL)
+    emu.inject(Fault.DRIP, seconds=10)
+    sock, handler = start_a_drip(emu)
+    with sock:
+        started = time.perf_counter()
+        emu.stop()
+        assert time.perf_counter() - started < 1
+        try:
+            rest = sock.recv(65536)
+        except ConnectionResetError:
+            rest = b""
+        handler.join(1)
+        assert not handler.is_alive() and time.perf_counter() - started < 1
+    assert rest == b""
+    assert emu.internal_errors == []
+
+
 def test_tenant_fault_only_hits_that_tenant(emu: Emulator, http: requests.Session) -> None:
     """A fault injected for one tenant leaves the other tenants alone."""
     emu.inject(Fault.REJECT, tenant=OTHER_CTX, message="Denied")
@@ -767,6 +923,11 @@ def test_permanent_fault_lasts_until_cleared(emu: Emulator, http: requests.Sessi
         (Fault.EMPTY_BODY, {"times": 0}),
         (Fault.SOAP_FAULT_500, {"code": "Receiver"}),
         (Fault.JWKS_UNAVAILABLE, {"tenant": CTX}),
+        (Fault.DRIP, {}),
+        (Fault.DRIP, {"seconds": 0}),
+        (Fault.DRIP, {"seconds": 0.1, "message": "slow"}),
+        (Fault.JWKS_DRIP, {}),
+        (Fault.JWKS_DRIP, {"seconds": 0.1, "tenant": CTX}),
     ],
 )
 def test_inject_refuses_meaningless_options(emu: Emulator, fault: Fault, options: dict[str, object]) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import socketserver
 import sys
@@ -12,7 +13,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from sut_soap.contract import SERVICE_PATH
-from sut_soap.testing._wcf import _DISPATCHER, _WCF_INTERNAL, Headers, _bad_request, _not_found, _Reply, _soap_fault
+from sut_soap.testing._wcf import (
+    _DISPATCHER,
+    _WCF_INTERNAL,
+    Headers,
+    _bad_request,
+    _Drip,
+    _not_found,
+    _Reply,
+    _soap_fault,
+)
 
 if TYPE_CHECKING:
     from sut_soap.testing.emulator import Emulator
@@ -48,7 +58,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # idle keep-alive connections are closed after this
-    disable_nagle_algorithm = True  # headers and body are separate writes: avoid the 40 ms ACK stall
+    disable_nagle_algorithm = True  # a drip is one small write per byte: avoid the 40 ms ACK stall
     server: _Server
 
     def setup(self) -> None:
@@ -148,17 +158,43 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self.send_response(reply.status)
-        if reply.content_type:
-            self.send_header("Content-Type", reply.content_type)
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(reply.body)
-        self.wfile.flush()
+        head, wfile = io.BytesIO(), self.wfile
+        self.wfile = head  # the status line and headers as bytes, so a drip can send them too
+        try:
+            self.send_response(reply.status)
+            if reply.content_type:
+                self.send_header("Content-Type", reply.content_type)
+            for name, value in reply.headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+        finally:
+            self.wfile = wfile
+        data = head.getvalue() + reply.body
+        if reply.drip is None:
+            self.wfile.write(data)
+            self.wfile.flush()
+        else:
+            self._drip(data, reply.drip)
+
+    def _drip(self, data: bytes, drip: _Drip) -> None:
+        """Send ``data`` one byte at a time; once the drip is called off, the rest at once (or, on stop, nothing).
+
+        A client that goes away ends it quietly: the socket error closes this connection.
+        """
+        try:
+            for i in range(len(data)):
+                if i and drip.called_off.wait(drip.seconds):
+                    if self.server.emulator._stopping.is_set():
+                        self.close_connection = True
+                        return
+                    self.wfile.write(data[i:])
+                    break
+                self.wfile.write(data[i : i + 1])
+        except OSError:
+            self.close_connection = True
 
 
 # -- command line ------------------------------------------------------------------------------

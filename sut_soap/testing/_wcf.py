@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -50,6 +51,13 @@ _HELP_PAGE = (
 )
 
 
+class _Drip(NamedTuple):
+    """Send the answer one byte every ``seconds``, until ``called_off`` is set."""
+
+    seconds: float
+    called_off: threading.Event
+
+
 @dataclass
 class _Reply:
     status: int
@@ -57,6 +65,7 @@ class _Reply:
     content_type: str | None = _XML
     headers: tuple[tuple[str, str], ...] = ()
     disconnect: bool = False
+    drip: _Drip | None = None
 
 
 class _Request(NamedTuple):

@@ -67,16 +67,27 @@ Fault knobs (:meth:`Emulator.inject`, per tenant or global, ``times=N`` or until
 - ``EMPTY_BODY``: HTTP 200, ``text/xml``, zero bytes.
 - ``TRUNCATED_BODY``: HTTP 200, the real answer cut in the middle (Content-Length matches the
   cut body, so only the XML is broken).
-- ``DISCONNECT``: the connection is closed without any answer.
+- ``DISCONNECT``: the request is read in full (and counted and recorded), then the connection
+  is closed without any answer: the client sees it close while waiting for the response headers.
 - ``REJECT``: ``IsSuccessful=false`` with ``message`` (default ``"Denied"``).
 - ``EXPIRED_TOKEN``: a successful answer whose JWT expired an hour ago.
 - ``WRONG_TENANT_TOKEN``: a successful answer whose JWT is for another tenant (the first other
   registered one, else ``Cust99999``).
+- ``DRIP``: the answer (status line, headers and body, byte for byte what it would have been)
+  is sent one byte at a time, ``seconds`` apart: each byte well within a read timeout, the
+  whole answer as late as you like. Tests a client's overall deadline.
 - ``JWKS_UNAVAILABLE``: HTTP 503 on the JWKS and openid-configuration (global only).
+- ``JWKS_DRIP``: the JWKS and openid-configuration answers sent like ``DRIP`` (global only).
 
 When several faults match a request, all latencies add up, then the first matching
 answer-changing fault wins (tenant-specific ones before global ones, then in injection
 order); the two token faults are consumed only by an exchange that would have succeeded.
+A drip changes how the answer is sent, not what: the first matching ``DRIP`` (in the same
+order) is consumed and paces whatever answer the rest decide, an injected one included
+(``DISCONNECT`` leaves nothing to send), after the latencies; ``JWKS_DRIP`` likewise paces
+the 503 of ``JWKS_UNAVAILABLE``. A drip under way ends when its client goes away; on
+:meth:`Emulator.clear_faults` and :meth:`Emulator.reset` the rest of the answer goes at once;
+:meth:`Emulator.stop` closes its connection.
 
 Usage::
 
@@ -141,6 +152,7 @@ from sut_soap.testing._wcf import (
     _WCF_INTERNAL,
     _XML,
     Headers,
+    _Drip,
     _media_type_ok,
     _not_found,
     _parse_request,
@@ -189,6 +201,8 @@ class Fault(enum.Enum):
     EXPIRED_TOKEN = "expired_token"  # noqa: S105
     WRONG_TENANT_TOKEN = "wrong_tenant_token"  # noqa: S105
     JWKS_UNAVAILABLE = "jwks_unavailable"
+    DRIP = "drip"
+    JWKS_DRIP = "jwks_drip"
 
 
 class Reason:
@@ -259,7 +273,11 @@ _ALLOWED_OPTIONS: dict[Fault, frozenset[str]] = {
     Fault.SERVICE_UNAVAILABLE_HTML: frozenset({"retry_after"}),
     Fault.REJECT: frozenset({"message"}),
     Fault.JWKS_UNAVAILABLE: frozenset({"retry_after"}),
+    Fault.DRIP: frozenset({"seconds"}),
+    Fault.JWKS_DRIP: frozenset({"seconds"}),
 }
+_NEEDS_SECONDS = (Fault.LATENCY, Fault.DRIP, Fault.JWKS_DRIP)
+_GLOBAL_ONLY = (Fault.JWKS_UNAVAILABLE, Fault.JWKS_DRIP)
 
 
 
@@ -379,6 +397,7 @@ class Emulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._drips_called_off = threading.Event()
         self._connections: set[socket.socket] = set()
         self._baseline: tuple[dict[str, Tenant], list[_SigningKey]] = ({}, list(self._keys))
 
@@ -413,6 +432,8 @@ class Emulator:
         self._server = None
         self._thread = None
         self._stopping.set()
+        with self._lock:
+            self._call_off_drips()
         server.shutdown()
         with self._lock:
             connections = list(self._connections)
@@ -584,10 +605,10 @@ class Emulator:
             raise ValueError(f"{fault.name} does not take {', '.join(sorted(unexpected))}")
         if times is not None and times < 1:
             raise ValueError("times must be >= 1 (or None for until cleared)")
-        if fault is Fault.LATENCY and (seconds is None or seconds <= 0):
-            raise ValueError("LATENCY needs seconds > 0")
-        if fault is Fault.JWKS_UNAVAILABLE and tenant is not None:
-            raise ValueError("JWKS_UNAVAILABLE is global; the JWKS request names no tenant")
+        if fault in _NEEDS_SECONDS and (seconds is None or seconds <= 0):
+            raise ValueError(f"{fault.name} needs seconds > 0")
+        if fault in _GLOBAL_ONLY and tenant is not None:
+            raise ValueError(f"{fault.name} is global; the JWKS request names no tenant")
         if code is not None and code not in ("Client", "Server"):
             raise ValueError("code must be 'Client' or 'Server'")
         injection = _Injection(fault, tenant, times, seconds or 0.0, message, code, retry_after)
@@ -595,21 +616,24 @@ class Emulator:
             self._faults.append(injection)
 
     def clear_faults(self) -> None:
-        """Remove every injected fault."""
+        """Remove every injected fault; an answer still dripping is sent at once."""
         with self._lock:
             self._faults.clear()
+            self._call_off_drips()
 
     def reset(self) -> None:
         """Undo what a test did: back to the state of the last :meth:`start`.
 
-        Faults are cleared; the recorded requests, the counters and ``internal_errors`` start
-        from zero; the tenants and the published signing keys are the ones the emulator had
-        when it started (tenants added later are removed, :meth:`rotate_key` is undone). The
-        server keeps running on the same port. The pytest plugin calls this after every test.
+        Faults are cleared (an answer still dripping is sent at once); the recorded requests,
+        the counters and ``internal_errors`` start from zero; the tenants and the published
+        signing keys are the ones the emulator had when it started (tenants added later are
+        removed, :meth:`rotate_key` is undone). The server keeps running on the same port. The
+        pytest plugin calls this after every test.
         """
         with self._lock:
             tenants, keys = self._baseline
             self._faults.clear()
+            self._call_off_drips()
             self._requests.clear()
             self._internal_errors.clear()
             self._exchange_count = self._jwks_count = self._connection_count = 0
@@ -626,6 +650,17 @@ class Emulator:
             chosen = candidates[0]
             self._consume(chosen)
             return chosen
+
+    def _take_drip(self, kind: Fault, tenant: str | None) -> _Drip | None:
+        with self._lock:
+            called_off = self._drips_called_off  # taken first: a clear_faults() from here on calls this drip off
+        injected = self._take((kind,), tenant)
+        return None if injected is None else _Drip(injected.seconds, called_off)
+
+    def _call_off_drips(self) -> None:
+        """End every drip under way (the caller holds the lock); later drips wait on a new event."""
+        self._drips_called_off.set()
+        self._drips_called_off = threading.Event()
 
     def _take_latency(self, tenant: str | None) -> float:
         with self._lock:
@@ -696,14 +731,16 @@ class Emulator:
         delay = self._take_latency(tenant)
         if delay and self._stopping.wait(delay):
             return _Reply(503, _IIS_503, "text/html; charset=us-ascii")
+        drip = self._take_drip(Fault.DRIP, tenant)
         injected = self._take(_ANSWER_FAULTS, tenant)
         truncate = injected is not None and injected.fault is Fault.TRUNCATED_BODY
         if injected is not None and not truncate:
-            return self._injected_reply(injected)
-
-        reply = self._answer(headers, parsed)
-        if truncate:
-            reply.body = reply.body[: len(reply.body) // 2]
+            reply = self._injected_reply(injected)
+        else:
+            reply = self._answer(headers, parsed)
+            if truncate:
+                reply.body = reply.body[: len(reply.body) // 2]
+        reply.drip = drip
         return reply
 
     def _injected_reply(self, injected: _Injection) -> _Reply:
@@ -848,26 +885,31 @@ class Emulator:
             f"</AuthenticationResponse></s:Body></s:Envelope>"
         ).encode()
 
+    def _key_document(self, path: str) -> Mapping[str, object]:
+        if path == JWKS_PATH.lower():
+            return self.jwks()
+        return {
+            "issuer": self.base_url,
+            "jwks_uri": self.jwks_url,
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token"],
+            "subject_types_supported": ["public"],
+        }
+
     def _handle_get(self, path: str) -> _Reply:
         if path in (JWKS_PATH.lower(), OPENID_CONFIGURATION_PATH.lower()):
             if path == JWKS_PATH.lower():
                 with self._lock:
                     self._jwks_count += 1
+            drip = self._take_drip(Fault.JWKS_DRIP, None)
             injected = self._take((Fault.JWKS_UNAVAILABLE,), None)
             if injected is not None:
-                return _unavailable(injected.retry_after)
-            document: Mapping[str, object]
-            if path == JWKS_PATH.lower():
-                document = self.jwks()
+                reply = _unavailable(injected.retry_after)
             else:
-                document = {
-                    "issuer": self.base_url,
-                    "jwks_uri": self.jwks_url,
-                    "id_token_signing_alg_values_supported": ["RS256"],
-                    "response_types_supported": ["code", "id_token", "code id_token"],
-                    "subject_types_supported": ["public"],
-                }
-            return _Reply(200, json.dumps(document).encode("utf-8"), "application/json; charset=utf-8")
+                document = json.dumps(self._key_document(path)).encode("utf-8")
+                reply = _Reply(200, document, "application/json; charset=utf-8")
+            reply.drip = drip
+            return reply
         if path == ENDPOINT_PATH.lower():
             return _Reply(200, _HELP_PAGE, "text/html; charset=utf-8")
         return _not_found()
