@@ -28,7 +28,16 @@ from typing import Any
 import pytest
 from cryptography import x509
 from jwt_factory import jwks_for, mint, public_pem, rsa_key
-from support import QuietServer, b64_int, make_cert, rejection, serve_in_background, soap_envelope, soap_fault
+from support import (
+    DrippingServer,
+    QuietServer,
+    b64_int,
+    make_cert,
+    rejection,
+    serve_in_background,
+    soap_envelope,
+    soap_fault,
+)
 from support import run_cli as run
 
 import sut_soap.cli
@@ -1451,22 +1460,100 @@ def test_tenant_and_token_with_surrounding_whitespace_are_refused(emu: Emulator,
     assert_no_secrets(err)
 
 
-def test_ticket_transport_error_names_the_url_and_why() -> None:
-    """A ticket that cannot connect says which URL failed and why."""
+def test_ticket_transport_error_names_the_host_and_why() -> None:
+    """A ticket that cannot connect says which host failed and why, once, without the URL prefix of old."""
     code, _, err = run(
         "ticket", "--endpoint", "http://127.0.0.1:9/x", "--context-identifier", CTX, "--system-user-token", TOKEN,
         "--private-key", str(XML_KEY), "--client-secret", SECRET, "--timeout", "2",
     )
     assert code == 3
-    assert "POST http://127.0.0.1:9/x" in err and "connection refused" in err
+    assert err.startswith("sut-soap: cannot connect to 127.0.0.1 (connection refused)\n")
+    assert "may have reached the server" not in err
+    assert "POST " not in err
 
 
 def test_ticket_jwks_failure_names_the_jwks_url(emu: Emulator) -> None:
-    """A JWKS that cannot be fetched is named by its URL in ticket's error."""
+    """A JWKS that cannot be fetched is named by its URL in ticket's error, with the HTTP status."""
     emu.inject(Fault.JWKS_UNAVAILABLE)
     code, _, err = run(*ticket_args(emu))
     assert code == 3
-    assert f"GET {emu.jwks_url}" in err
+    assert "the JWKS endpoint answered HTTP 503" in err and emu.jwks_url in err
+
+
+def dripping_ticket_args(server: DrippingServer, *extra: str) -> list[str]:
+    return [
+        "ticket", "--endpoint", server.url, "--context-identifier", CTX, "--system-user-token", TOKEN,
+        "--private-key", str(XML_KEY), "--client-secret", SECRET, *extra,
+    ]
+
+
+def test_ticket_deadline_cuts_a_server_dripping_its_headers() -> None:
+    """ticket --deadline 1 against headers dripped a byte per 0.1 s exits 3 within 1.5 s, naming host and deadline."""
+    with DrippingServer("headers") as server:
+        started = time.monotonic()
+        code, out, err = run(*dripping_ticket_args(server, "--deadline", "1", "--timeout", "1"))
+        elapsed = time.monotonic() - started
+    assert code == 3
+    assert elapsed < 1.5, elapsed
+    assert "no complete answer from 127.0.0.1 within the" in err and "deadline" in err
+    assert "waiting for the response headers from 127.0.0.1; the request may have reached the server" in err
+    assert "--deadline" in err and "deadline=" not in err
+    assert out == ""
+    assert_no_secrets(out, err)
+
+
+@pytest.mark.parametrize("command", ["ticket", "doctor"])
+@pytest.mark.parametrize("value", ["0", "-1", "3600.5", "nan", "inf"])
+def test_deadline_out_of_range_is_a_usage_error(command: str, value: str) -> None:
+    """--deadline not above 0 and at most 3600 exits 2 naming --deadline, before anything is sent."""
+    with DrippingServer("close") as server:
+        argv = dripping_ticket_args(server) if command == "ticket" else ["doctor", "--endpoint", server.url]
+        code, out, err = run(*argv, "--deadline", value)
+        assert server.requests == 0
+    assert code == 2
+    assert err.startswith("sut-soap: --deadline must be above 0 and at most 3600 seconds\n")
+    assert_no_secrets(out, err)
+
+
+def test_deadline_that_is_not_a_number_is_a_usage_error() -> None:
+    """A --deadline that is not a number is argparse's two-line usage error naming --deadline (exit 2)."""
+    code, _out, err = run("ticket", "--deadline", "soon")
+    assert code == 2
+    assert err.startswith("sut-soap ticket: argument --deadline: invalid float value")
+
+
+def test_ticket_deadline_of_3600_is_accepted(emu: Emulator) -> None:
+    """--deadline 3600, the largest allowed, gets a ticket as the default does."""
+    code, out, err = run(*ticket_args(emu, "--deadline", "3600"))
+    assert code == 0, err
+    assert out.startswith("7T:") and out.count("\n") == 1
+
+
+def test_doctor_deadline_bounds_each_probe() -> None:
+    """doctor --deadline 1 against a dripping server cuts the endpoint GET and the JWKS GET at 1 s each (exit 3)."""
+    with DrippingServer("headers") as server:
+        started = time.monotonic()
+        code, out, err = run("doctor", "--endpoint", server.url, "--deadline", "1", "--timeout", "1")
+        elapsed = time.monotonic() - started
+    assert code == 3
+    assert elapsed < 3.0, elapsed
+    lines = {line[5:17].strip(): line for line in out.splitlines()}
+    assert lines["endpoint"].startswith("FAIL") and lines["jwks"].startswith("FAIL")
+    for name in ("endpoint", "jwks"):
+        assert "no complete answer from 127.0.0.1 within the deadline (1 s for this request)" in lines[name]
+    assert lines["soap"].startswith("SKIP")
+    assert_no_secrets(out, err)
+
+
+def test_doctor_tls_handshake_cut_at_the_deadline_is_not_blamed_on_the_ca_bundle() -> None:
+    """A TLS handshake the server never answers FAILs 'tls' at --deadline, without the CA bundle advice."""
+    with DrippingServer("silent") as server:
+        endpoint = server.url.replace("http://", "https://")
+        code, out, _err = run("doctor", "--endpoint", endpoint, "--deadline", "1", "--timeout", "1")
+    assert code == 3
+    tls = next(line for line in out.splitlines() if line[5:17].strip() == "tls")
+    assert tls.startswith("FAIL") and "TLS handshake with 127.0.0.1" in tls
+    assert "REQUESTS_CA_BUNDLE" not in tls
 
 
 def _existing_recording(emu: Emulator, tmp_path: Path) -> list[str]:

@@ -104,7 +104,8 @@ def _commands() -> list[tuple[str, str, str, Callable[[argparse.ArgumentParser],
          "Network traffic, only to the endpoint and JWKS named: one GET of the endpoint, one GET of\n"
          "the JWKS, and one POST of a probe envelope whose ApplicationToken, ContextIdentifier and\n"
          f"signed token are the dummy {_DOCTOR_PROBE!r}. doctor takes no client secret or system user\n"
-         "token and never uses your key for the probe: the service is expected to reject it.\n\n"
+         "token and never uses your key for the probe: the service is expected to reject it. Each\n"
+         "request ends within --deadline seconds (default 30), however slowly the server answers.\n\n"
          "Exit 0 when nothing failed (WARN and SKIP do not fail); 3 when a network check failed\n"
          "(endpoint, tls, soap, jwks); otherwise 2 when a local one failed (clock, private key, key pair).",
          _args_doctor, _cmd_doctor),

@@ -160,6 +160,7 @@ _FLAG_FOR_PARAMETER = (
      "pass --environment sod|qaonline|online or --endpoint https://..."),
     ("the expected_serial setting", "--expected-serial"),
     ("the password= argument", "--password-env"),
+    ("a larger deadline=", "a larger --deadline"),
 )
 
 
@@ -297,6 +298,19 @@ def _timeout(args: argparse.Namespace) -> tuple[float, float]:
     return (min(5.0, seconds), seconds)
 
 
+_MAX_DEADLINE = 3600.0
+
+
+def _deadline(args: argparse.Namespace) -> float:
+    """--deadline, checked as the library checks ``deadline=`` but named as the flag."""
+    seconds: float = args.deadline
+    if not 0 < seconds <= _MAX_DEADLINE:
+        raise ConfigurationError(
+            "--deadline must be above 0 and at most 3600 seconds", hint="--deadline SECONDS, e.g. --deadline 30"
+        )
+    return seconds
+
+
 def _target(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """(environment, endpoint) from the flags, else from SUT_SOAP_ENVIRONMENT / SUT_SOAP_ENDPOINT."""
     environment: str | None = args.environment
@@ -379,6 +393,13 @@ def _add_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", metavar="SECONDS", type=float, default=10.0,
         help="read timeout; connecting gets at most 5 s (default 10)",
+    )
+
+
+def _add_deadline(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--deadline", metavar="SECONDS", type=float, default=30.0,
+        help=f"seconds {what} may take in all (default 30, at most 3600)",
     )
 
 

@@ -15,10 +15,12 @@ from ._common import (
     _CLOCK_FAIL,
     _CLOCK_WARN,
     _MAX_READ,
+    _add_deadline,
     _add_key,
     _add_target,
     _add_timeout,
     _clock_skew,
+    _deadline,
     _load_key,
     _Masker,
     _missing,
@@ -47,6 +49,7 @@ def _args_doctor(doctor: argparse.ArgumentParser) -> None:
         help="the partner public key or certificate registered for the application (PEM, DER, .NET XML)",
     )
     _add_timeout(doctor)
+    _add_deadline(doctor, "each request")
 
 
 class _Fetched:
@@ -167,12 +170,13 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise _missing("--environment or --endpoint", "SUT_SOAP_ENVIRONMENT", "SUT_SOAP_ENDPOINT")
     jwks_url = validate_endpoint(jwks_url, what="--jwks-url")
     timeout = _timeout(args)
+    deadline = _deadline(args)
     from ..transport import HttpTransport
 
     print(f"sut-soap doctor: {endpoint}", file=err)
     report = _Report(out, args.masker)
 
-    transport = HttpTransport(timeout=timeout)
+    transport = HttpTransport(timeout=timeout, deadline=deadline)
     try:
         transport.prepare((endpoint, jwks_url))
         _doctor_remote(report, transport, endpoint, jwks_url)
@@ -206,9 +210,12 @@ def _doctor_remote(report: _Report, transport: Transport, endpoint: str, jwks_ur
         report.line("FAIL", "endpoint", f"GET {endpoint}: {error.message}")
         if not https:
             report.line("SKIP", "tls", "(http on loopback)")
-        elif "TLS" in error.message:
-            report.line("FAIL", "tls", f"{error.message}: check the system CA bundle (REQUESTS_CA_BUNDLE) "
-                        "and any TLS-intercepting proxy")
+        elif getattr(error, "phase", None) == "TLS":
+            # A refused handshake is the certificate's or the CA bundle's; a slow one is the network's.
+            advice = "" if error.retryable else (
+                ": check the system CA bundle (REQUESTS_CA_BUNDLE) and any TLS-intercepting proxy"
+            )
+            report.line("FAIL", "tls", f"{error.message}{advice}")
         else:
             report.line("SKIP", "tls", "(no connection)")
     else:

@@ -13,12 +13,14 @@ from ..errors import (
 )
 from ._common import (
     _add_context,
+    _add_deadline,
     _add_key,
     _add_secret,
     _add_target,
     _add_timeout,
     _add_token,
     _clock_skew,
+    _deadline,
     _load_key,
     _masked_claims,
     _Masker,
@@ -42,7 +44,6 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
     from ..client import SystemUserClient
-    from ..errors import SutSoapError
     from ..testing.recording import RecordingTransport
     from ..ticket import SystemUserTicket
     from ..transport import HttpTransport, Response, Transport
@@ -79,6 +80,7 @@ def _args_ticket(ticket: argparse.ArgumentParser) -> None:
     keys.add_argument("--jwks-url", metavar="URL", help="JWKS that signs the JWT (default: the environment's)")
     keys.add_argument("--public-key", metavar="FILE", help="PEM key, certificate or JWKS file for offline checks")
     _add_timeout(ticket)
+    _add_deadline(ticket, "the exchange, a JWKS fetch included,")
     ticket.add_argument(
         "--json", action="store_true",
         help="print one JSON object: ticket, context_identifier, serial, webapi_url, netserver_url, "
@@ -290,15 +292,14 @@ class _ShowingTransport:
 
 
 class _TicketTransport:
-    """ticket's innermost transport: remembers the request in flight and the JWT of the answer.
+    """ticket's innermost transport: remembers the JWT of the answer.
 
-    The request names the URL in ticket's errors (as doctor does); the JWT is what --jwt-out
-    writes, also when the JWT then fails validation, so that ``verify`` can show why.
+    The JWT is what --jwt-out writes, also when the JWT then fails validation, so that
+    ``verify`` can show why.
     """
 
     def __init__(self, inner: HttpTransport) -> None:
         self.inner = inner
-        self.last: tuple[str, str] | None = None
         self.jwt: str | None = None
 
     def request(
@@ -315,7 +316,6 @@ class _TicketTransport:
         from ..errors import SutSoapError
         from ..soap import parse_answer
 
-        self.last = (method, url)
         response = self.inner.request(method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes)
         if method == "POST":
             try:
@@ -331,22 +331,6 @@ class _TicketTransport:
     def close(self) -> None:
         """Close the inner transport."""
         self.inner.close()
-
-    def named(self, error: SutSoapError) -> SutSoapError:
-        """``error`` with the request that failed in front of its message (transport and protocol errors)."""
-        from urllib.parse import urlsplit
-
-        from ..errors import ProtocolError, TransportError
-
-        if self.last is None or not isinstance(error, (TransportError, ProtocolError)):
-            return error
-        method, url = self.last
-        parts = urlsplit(url)
-        shown = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
-        return type(error)(
-            f"{method} {shown}: {error.message}", status=error.status, excerpt=error.excerpt, hint=error.hint,
-            retryable=error.retryable, retry_after=error.retry_after,
-        )
 
 
 def _recording_transport(
@@ -408,14 +392,15 @@ def _after_exchange(
 
 
 def _ticket_client(
-    args: argparse.Namespace, secret: str, key: RSAPrivateKey, transport: Transport
+    args: argparse.Namespace, secret: str, key: RSAPrivateKey, transport: Transport, deadline: float
 ) -> SystemUserClient:
     from ..client import SystemUserClient
 
     environment, endpoint = _required_target(args)
     return SystemUserClient(
         client_secret=secret, private_key=key, environment=environment, endpoint=endpoint,
-        jwks_url=args.jwks_url, public_key=args.public_key, timeout=_timeout(args), transport=transport,
+        jwks_url=args.jwks_url, public_key=args.public_key, timeout=_timeout(args), deadline=deadline,
+        transport=transport,
     )
 
 
@@ -432,6 +417,7 @@ def _cmd_ticket(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     args.masker.add(token, secret)
     _required_target(args)
     timeout = _timeout(args)
+    deadline = _deadline(args)
 
     def step(text: str) -> None:
         if args.verbose:
@@ -439,7 +425,7 @@ def _cmd_ticket(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     key = _load_key(args)
     step(f"private key: RSA {key.key_size} bits, public key {public_key_fingerprint(key)}")
-    shown = _TicketTransport(HttpTransport(timeout=timeout))
+    shown = _TicketTransport(HttpTransport(timeout=timeout, deadline=deadline))
     transport: Transport = _ShowingTransport(shown, args.masker, step, err) if args.verbose else shown
     recorder = None
     if args.record:
@@ -447,14 +433,14 @@ def _cmd_ticket(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         transport = recorder
         step(f"recording to {args.record}")
     try:
-        with _ticket_client(args, secret, key, transport) as client:
+        with _ticket_client(args, secret, key, transport, deadline) as client:
             step(f"endpoint {client.endpoint}")
             step(f"JWT keys from {client.jwks_url or args.public_key}")
             step(f"exchanging for tenant {context}")
             ticket = client.authenticate(context_identifier=context, system_user_token=token)
-    except SutSoapError as error:
+    except SutSoapError:
         _after_exchange(args, shown, recorder, err, failed=True)
-        raise shown.named(error) from error
+        raise
     args.masker.add(ticket.token)
     _after_exchange(args, shown, recorder, err, failed=False)
     step("JWT validated: RS256, issuer, audience, expiry, tenant and ticket checked")
