@@ -68,10 +68,11 @@ from ._options import (
     make_key_source,
     make_transport,
 )
+from ._rejection import rejection
 from ._renewal import TicketRenewal
 from .cache import CachedTicket, InMemoryTicketCache, TicketCache
 from .environments import normalise_environment, resolve_endpoint
-from .errors import AuthenticationRejectedError, ConfigurationError, ProtocolError, SutSoapError, _reason_code
+from .errors import ConfigurationError, ProtocolError, SutSoapError
 from .keys import PrivateKeyInput, load_private_key
 from .retry import RetryPolicy
 from .signing import check_text_value, sign_system_user_token
@@ -98,36 +99,6 @@ _log = logging.getLogger("sut_soap.client")
 _FINGERPRINT_MEMO = 100_000
 # The default of retry=: identity tells "not given" from an explicit RetryPolicy().
 _DEFAULT_RETRY = RetryPolicy()
-
-# Hints for the error codes SuperOffice documents; matched case-insensitively in ErrorMessage.
-_REJECTION_HINTS: tuple[tuple[str, str], ...] = (
-    ("timestamp", "the clock: the signed token carries UTC time and must be within minutes of the server's"),
-    ("signature", "the private key: it must be the one registered for the application, "
-                  "and the system user token must be signed exactly as received"),
-    ("revoked", "the tenant's approval of the application: an administrator revoked it"),
-    ("expired", "the tenant's approval of the application or its subscription"),
-    ("denied", "the tenant's approval of the application"),
-    ("reapproval", "the tenant's approval: an administrator must approve the application again"),
-    ("application", "the client secret (ApplicationToken) of the application and the environment"),
-    ("context", "the ContextIdentifier (tenant id, e.g. Cust12345) and the environment"),
-    ("tenant", "the ContextIdentifier (tenant id, e.g. Cust12345) and the environment"),
-    ("system", "the system user token: it is fixed per tenant and application"),
-)
-
-
-# A reason code that starts ErrorMessage decides first: the explanation after it may name
-# other things ("the system user token of the application ...").
-_REASON_HINTS: dict[str, str] = {
-    "invalidapplicationtoken": "the client secret (ApplicationToken) of the application and the environment",
-    "unknowntenant": "the ContextIdentifier (tenant id, e.g. Cust12345) and the environment",
-    "invalidtimestamp": _REJECTION_HINTS[0][1],
-    "invalidsystemtoken": "the system user token: it is fixed per tenant and application, "
-                          "and must be passed exactly as received",
-    "invalidsignature": _REJECTION_HINTS[1][1],
-    "unsupportedtokentype": "the ReturnTokenType: sut-soap asks for Jwt, the only type it accepts",
-    "needsreapproval": "the tenant's approval: an administrator must approve the application again",
-}
-
 
 class _TokenMemo(dict[str, str]):
     """System user token -> fingerprint; its repr shows only the size (the keys are secrets)."""
@@ -401,7 +372,7 @@ class SystemUserClient(TicketRenewal):
         )
         answer = parse_answer(response, secrets=(secret, signed, token))
         if not answer.is_successful:
-            raise _rejection(context, answer.error_message)
+            raise rejection(context, answer.error_message)
         return answer, now
 
     # -- cached tickets ------------------------------------------------------------------------
@@ -631,16 +602,3 @@ def _cache_keys(client_secret: str, endpoint: str) -> tuple[bytes, str]:
     hash_key = hashlib.blake2b(b"sut-soap ticket cache v1\x00" + client_secret.encode("utf-8"), digest_size=32).digest()
     namespace = hashlib.blake2b(endpoint.encode("utf-8"), key=hash_key, digest_size=8).hexdigest()
     return hash_key, f"sut-soap:v1:{namespace}:"
-
-
-def _rejection(context: str, error_message: str | None) -> AuthenticationRejectedError:
-    text = error_message or "(no ErrorMessage)"
-    lowered = text.lower()
-    hint = _REASON_HINTS.get(_reason_code(error_message or "").lower())
-    if hint is None:
-        hint = next((h for key, h in _REJECTION_HINTS if key in lowered), None)
-    return AuthenticationRejectedError(
-        f"SuperOffice rejected the exchange for tenant {context}: {text}",
-        error_message=error_message or "",
-        hint=hint,
-    )

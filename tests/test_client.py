@@ -39,6 +39,7 @@ from sut_soap import (
     TokenValidationError,
     TransportError,
 )
+from sut_soap._rejection import rejection
 from sut_soap.cache import CachedTicket, InMemoryTicketCache
 from sut_soap.keys import load_private_key
 from sut_soap.testing.emulator import Emulator, Fault
@@ -879,5 +880,5 @@ def test_concurrent_pool_growth_builds_one_pool(make_client: Callable[..., Syste
 )
 def test_each_rejection_reason_gets_its_own_hint(error_message: str, expected: str) -> None:
     """The reason code that starts ErrorMessage picks the hint, before words in the explanation after it."""
-    error = client_module._rejection("Cust12345", error_message)
+    error = rejection("Cust12345", error_message)
     assert expected in error.hint
