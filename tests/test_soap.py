@@ -783,3 +783,239 @@ def test_excerpt_reads_only_the_first_4_kib_and_at_most_200_characters() -> None
         parse(b"<html>" + b"w " * 2000 + b"</html>", 500)
     assert long_info.value.excerpt is not None
     assert 0 < len(long_info.value.excerpt) <= 200
+
+
+# --- the envelope template: zeep's bytes, values substituted ------------------------------------
+
+SIGNED = "Acme Sync-8k8Q7DmBgo.202611281330." + "QUJD" * 85 + "+/=="
+#: Values a substitution could get wrong, each tried in every one of the three positions.
+HOSTILE_VALUES = [
+    pytest.param("Cust12345", id="plain"),
+    pytest.param("&<>\"'", id="markup"),
+    pytest.param("]]>", id="cdata-end"),
+    pytest.param("a]]>b]]&gt;", id="cdata-end-and-entity"),
+    pytest.param("&amp;&lt;&#13;&#x26;", id="entity-lookalikes"),
+    pytest.param("</tns:ApplicationToken><x/><!-- -->", id="tags"),
+    pytest.param("\r\n\t \r", id="whitespace-and-cr"),
+    pytest.param("", id="empty"),
+    pytest.param("  padded  ", id="spaces"),
+    pytest.param("é", id="latin1"),
+    pytest.param("中文", id="cjk"),
+    pytest.param("😀🇳🇴", id="emoji"),
+    pytest.param("\x7f\x85\xa0\u2028\u2029\ufeff\ufffd\U0010ffff", id="odd-but-valid"),
+    pytest.param("é&中<文>😀\r", id="non-ascii-markup"),
+    pytest.param("T" * 10_000, id="long-10k"),
+    pytest.param(("é&<>\"'中文😀" * 1000)[:10_000], id="long-10k-hostile"),
+    pytest.param(SIGNED, id="signed-token"),
+]
+FIELDS = ("client_secret", "context_identifier", "signed_token")
+#: What lxml refuses in element text: C0 controls but tab, LF and CR; lone surrogates; U+FFFE, U+FFFF.
+REFUSED = [*map(chr, [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0xFFFE, 0xFFFF]), "\ud800", "\udfff"]
+
+
+def values(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"client_secret": SECRET, "context_identifier": "Cust12345", "signed_token": SIGNED}
+    base.update(overrides)
+    return base
+
+
+def substituted(service: SoapService, **overrides: Any) -> bytes:
+    """The template's envelope for these values; fails the test if the template would hand them to zeep."""
+    assert service._template is not None
+    body = service._template.fill(**values(**overrides))
+    assert body is not None, "the template fell back to zeep"
+    return body
+
+
+def zeep_built(service: SoapService, **overrides: Any) -> bytes:
+    return service._build_with_zeep(**values(**overrides))[0]
+
+
+def test_template_is_made_for_the_bundled_wsdl(service: SoapService) -> None:
+    """The bundled WSDL gets a template, cut into four pieces around the three values, in document order."""
+    assert service._template is not None
+    assert len(service._template.pieces) == 4
+    assert service._template.order == (0, 1, 2)
+
+
+@pytest.mark.skipif(not REFERENCE_WSDL.is_file(), reason="../shared/reference is not beside the checkout")
+def test_template_of_the_official_wsdl_is_the_same(service: SoapService) -> None:
+    """SuperOffice's WSDL (zeep adds WS-Addressing, the plugin drops it) gives the very same template."""
+    official = SoapService(endpoint=ENDPOINT, wsdl=REFERENCE_WSDL)
+    assert official._template == service._template
+
+
+@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_substituted_envelope_is_byte_identical_to_zeep(service: SoapService, field: str, value: str) -> None:
+    """For every hostile value in every position, the template's bytes are the bytes zeep serialises."""
+    assert substituted(service, **{field: value}) == zeep_built(service, **{field: value})
+
+
+def test_all_hostile_values_at_once_are_byte_identical_to_zeep(service: SoapService) -> None:
+    """Hostile values in all three positions together give zeep's bytes, and build() returns them."""
+    hostile = {"client_secret": "s&<>\"'é😀\r", "context_identifier": "C]]>中文 ", "signed_token": "&amp;\r\n" * 500}
+    assert service.build(**hostile)[0] == substituted(service, **hostile) == zeep_built(service, **hostile)
+
+
+def test_every_xml_character_is_written_as_lxml_writes_it(service: SoapService) -> None:
+    """All 1,111,998 characters of XML 1.0's Char production, in one value, give zeep's bytes."""
+    every = "".join(
+        map(chr, [0x09, 0x0A, 0x0D, *range(0x20, 0xD800), *range(0xE000, 0xFFFE), *range(0x10000, 0x110000)])
+    )
+    for field in FIELDS:
+        assert substituted(service, **{field: every}) == zeep_built(service, **{field: every})
+
+
+def test_escaping_facts_the_template_relies_on() -> None:
+    """lxml writes &, <, > and CR as references, quotes and non-ASCII as UTF-8, and ]]> as ]]&gt;."""
+    element = etree.Element("v")
+    element.text = "&<>\r\"'é中😀]]>\t\n"
+    assert etree.tostring(element, encoding="utf-8", xml_declaration=False) == (
+        "<v>&amp;&lt;&gt;&#13;\"'é中😀]]&gt;\t\n</v>".encode()
+    )
+    assert soap._text_bytes("&<>\r\"'é中😀]]>\t\n") == "&amp;&lt;&gt;&#13;\"'é中😀]]&gt;\t\n".encode()
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_placeholder_text_in_a_value_cannot_collide(service: SoapService, field: str) -> None:
+    """A value holding every placeholder, or the placeholder envelope itself, still gives zeep's bytes."""
+    assert service._template is not None
+    inside = " ".join(soap._PLACEHOLDERS) + b"|".join(service._template.pieces).decode()
+    assert substituted(service, **{field: inside}) == zeep_built(service, **{field: inside})
+    assert etree.fromstring(service.build(**values(**{field: inside}))[0]) is not None
+
+
+@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize("char", REFUSED, ids=[f"U+{ord(c):04X}" for c in REFUSED])
+def test_value_lxml_refuses_goes_to_zeep_and_raises_as_before(service: SoapService, field: str, char: str) -> None:
+    """A character lxml refuses is not substituted: zeep builds the request and its ConfigurationError is raised."""
+    value = f"ok{char}ok"
+    assert soap._text_bytes(value) is None
+    with pytest.raises(ConfigurationError) as by_zeep:
+        service._build_with_zeep(**values(**{field: value}))
+    with pytest.raises(ConfigurationError) as by_build:
+        service.build(**values(**{field: value}))
+    assert by_build.value.message == by_zeep.value.message
+    assert "ok" not in str(by_build.value)
+
+
+class _OddStr(str):
+    def __str__(self) -> str:
+        return "what zeep writes"
+
+
+@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize("value", [b"bytes\xc3\xa9&", None, _OddStr("what the template would write")],
+                         ids=["bytes", "none", "str-subclass"])
+def test_values_that_are_not_plain_str_are_built_by_zeep(service: SoapService, field: str, value: Any) -> None:
+    """bytes, None and str subclasses are not substituted: build() returns what zeep makes of them."""
+    assert service.build(**values(**{field: value})) == service._build_with_zeep(**values(**{field: value}))
+
+
+def test_hot_path_does_not_call_zeep(service: SoapService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a template, build() makes the envelope without zeep, for any tenant and hostile values."""
+    expected = [zeep_built(service, context_identifier=f"Cust{n}&<>", signed_token=SIGNED + str(n)) for n in range(3)]
+
+    def no_zeep(**_: Any) -> Any:
+        raise AssertionError("zeep was called")
+
+    monkeypatch.setattr(service, "_build_with_zeep", no_zeep)
+    got = [service.build(**values(context_identifier=f"Cust{n}&<>", signed_token=SIGNED + str(n)))[0] for n in range(3)]
+    assert got == expected
+
+
+def test_http_headers_equal_zeeps_and_are_a_new_dict_each_call(service: SoapService) -> None:
+    """The headers equal zeep's; changing the returned dict changes neither the template nor the next call."""
+    _, first = service.build(**values())
+    assert first == service._build_with_zeep(**values())[1]
+    first["SOAPAction"] = "changed"
+    first["X-Extra"] = "1"
+    _, second = service.build(**values())
+    assert second == service._build_with_zeep(**values())[1]
+    assert second is not first
+
+
+def test_template_holds_no_value_and_no_secret(service: SoapService) -> None:
+    """After builds with a secret, neither the service, its template nor their reprs contain it."""
+    canary = "Template-Secret-Canary-73"
+    service.build(**values(client_secret=canary, context_identifier="Cust-Canary-Tenant"))
+    template = service._template
+    assert template is not None
+    everything = repr(service) + repr(template) + repr(vars(service)) + repr(template.pieces)
+    assert canary not in everything
+    assert "Cust-Canary-Tenant" not in everything
+    assert not hasattr(template, "__dict__")  # slots: nothing can be stored on it later
+
+
+def test_many_tenants_share_one_template(service: SoapService) -> None:
+    """A thousand tenants leave one template and no per-tenant state: nothing to bound or evict."""
+    template, attributes = service._template, set(vars(service))
+    for n in range(1000):
+        service.build(**values(context_identifier=f"Cust{n}"))
+    assert service._template is template
+    assert set(vars(service)) == attributes
+
+
+def test_concurrent_builds_give_each_thread_its_own_bytes(service: SoapService) -> None:
+    """Sixteen threads building for their own tenants and tokens at once each get zeep's bytes for their values."""
+    import threading
+
+    cases = [values(context_identifier=f"Cust{n}&", signed_token=f"{SIGNED}{n}é<{n}") for n in range(16)]
+    expected = [service._build_with_zeep(**case)[0] for case in cases]
+    start = threading.Barrier(len(cases))
+    wrong: list[int] = []
+
+    def run(n: int) -> None:
+        start.wait()
+        for _ in range(300):
+            if service.build(**cases[n])[0] != expected[n]:
+                wrong.append(n)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+
+
+def test_wsdl_whose_values_are_not_strings_gets_no_template(tmp_path: Path) -> None:
+    """When a WSDL types SignedSystemToken as anything but xs:string, zeep builds every request."""
+    text = bundled_wsdl_path().read_text(encoding="utf-8").replace(
+        '<xs:element name="SignedSystemToken" type="xs:string"', '<xs:element name="SignedSystemToken" type="xs:int"'
+    )
+    other = SoapService(endpoint=ENDPOINT, wsdl=wsdl_variant(tmp_path, "int-token.wsdl", text))
+    assert other._template is None
+    assert other.build(**values(signed_token="12")) == other._build_with_zeep(**values(signed_token="12"))
+
+
+def test_request_zeep_cannot_build_gets_no_template_and_build_still_raises(tmp_path: Path) -> None:
+    """A WSDL whose request needs a field sut-soap does not send: the service is made, each build raises."""
+    text = bundled_wsdl_path().read_text(encoding="utf-8").replace(
+        '<xs:element name="ReturnTokenType" type="psu:TokenType" minOccurs="0"/>',
+        '<xs:element name="ReturnTokenType" type="psu:TokenType" minOccurs="0"/>\n'
+        '            <xs:element name="Required" type="xs:string"/>',
+    )
+    other = SoapService(endpoint=ENDPOINT, wsdl=wsdl_variant(tmp_path, "required-field.wsdl", text))
+    assert other._template is None
+    with pytest.raises(ConfigurationError, match="cannot build the request envelope"):
+        other.build(**values())
+
+
+def test_placeholder_found_twice_in_the_envelope_gets_no_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A placeholder that also stands elsewhere in zeep's envelope (here an element name) disables the template."""
+    monkeypatch.setattr(soap, "_PLACEHOLDERS", ("ApplicationToken", *soap._PLACEHOLDERS[1:]))
+    other = SoapService(endpoint=ENDPOINT)
+    assert other._template is None
+    assert other.build(**values()) == other._build_with_zeep(**values())
+
+
+def test_substitution_unlike_zeep_is_caught_when_the_template_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If escaping ever differed from lxml's (here: > left as it is), the check at construction drops the template."""
+    real = soap._text_bytes
+    monkeypatch.setattr(soap, "_text_bytes", lambda value: None if real(value) is None else str(value).encode())
+    other = SoapService(endpoint=ENDPOINT)
+    assert other._template is None
+    monkeypatch.undo()
+    assert other.build(**values(signed_token="a>b")) == other._build_with_zeep(**values(signed_token="a>b"))
