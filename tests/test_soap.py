@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 from support import FakeResponse
 
@@ -1019,3 +1021,24 @@ def test_substitution_unlike_zeep_is_caught_when_the_template_is_made(monkeypatc
     assert other._template is None
     monkeypatch.undo()
     assert other.build(**values(signed_token="a>b")) == other._build_with_zeep(**values(signed_token="a>b"))
+
+
+#: Any text, surrogates included, weighted towards the characters escaping is about.
+_ANY_TEXT = st.text(
+    alphabet=st.one_of(st.sampled_from("&<>\"'\r\n\t]]> sutsoapPH0a8f2c71e9d4"), st.characters(exclude_categories=())), max_size=60
+)
+
+
+@settings(derandomize=True, max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(secret=_ANY_TEXT, context=_ANY_TEXT, token=_ANY_TEXT)
+def test_build_equals_zeep_for_any_text(service: SoapService, secret: str, context: str, token: str) -> None:
+    """For any three strings, build() returns zeep's bytes and headers, or raises zeep's ConfigurationError."""
+    given_values = {"client_secret": secret, "context_identifier": context, "signed_token": token}
+    try:
+        expected = service._build_with_zeep(**given_values)
+    except ConfigurationError as by_zeep:
+        with pytest.raises(ConfigurationError) as by_build:
+            service.build(**given_values)
+        assert by_build.value.message == by_zeep.message
+    else:
+        assert service.build(**given_values) == expected
