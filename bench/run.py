@@ -343,8 +343,13 @@ def wrapped(timer: StepTimer, targets: list[tuple[str, object, str]]) -> Iterato
             missing.append(step)
             continue
         own = name in getattr(owner, "__dict__", {})
-        undo.append((owner, name, getattr(owner, "__dict__", {}).get(name), own))
-        setattr(owner, name, timer.wrap(step, original))
+        saved = getattr(owner, "__dict__", {}).get(name)
+        try:
+            setattr(owner, name, timer.wrap(step, original))
+        except (AttributeError, TypeError):  # __slots__ or a read-only attribute: not measurable this way
+            missing.append(step)
+            continue
+        undo.append((owner, name, saved, own))
     try:
         yield missing
     finally:
