@@ -900,6 +900,32 @@ def test_tenant_fault_wins_over_global_fault(emu: Emulator, http: requests.Sessi
     assert rejected(post(http, emu)) == "tenant"
 
 
+def test_used_up_tenant_faults_fall_back_to_global_ones_in_injection_order(
+    emu: Emulator, http: requests.Session
+) -> None:
+    """A tenant's one-shot faults go first, in injection order, then the global ones, in theirs."""
+    emu.inject(Fault.REJECT, message="global 1", times=1)
+    emu.inject(Fault.REJECT, tenant=CTX, message="tenant 1", times=1)
+    emu.inject(Fault.REJECT, message="global 2", times=1)
+    emu.inject(Fault.REJECT, tenant=CTX, message="tenant 2", times=1)
+    emu.inject(Fault.REJECT, tenant=OTHER_CTX, message="other", times=1)
+    assert [rejected(post(http, emu)) for _ in range(4)] == ["tenant 1", "tenant 2", "global 1", "global 2"]
+    assert parse_answer(post(http, emu)).is_successful
+    assert rejected(post(http, emu, envelope(ctx=OTHER_CTX))) == "other"
+
+
+def test_tenant_and_global_latencies_add_up_and_are_used_up(emu: Emulator, http: requests.Session) -> None:
+    """LATENCY for the tenant and a global one both apply to an exchange, and both count a time."""
+    emu.inject(Fault.LATENCY, tenant=CTX, seconds=0.15, times=1)
+    emu.inject(Fault.LATENCY, seconds=0.15, times=1)
+    started = time.perf_counter()
+    assert parse_answer(post(http, emu)).is_successful
+    assert time.perf_counter() - started >= 0.3
+    started = time.perf_counter()
+    assert parse_answer(post(http, emu)).is_successful
+    assert time.perf_counter() - started < 0.15
+
+
 def test_one_shot_fault(emu: Emulator, http: requests.Session) -> None:
     """A fault with times=1 hits the next exchange only."""
     emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, times=1)

@@ -388,7 +388,10 @@ class Emulator:
         self._keys: list[_SigningKey] = [_SigningKey(_thumbprint(key.public_key()), key)]
         self._lock = threading.Lock()
         self._tenants: dict[str, Tenant] = {}
-        self._faults: list[_Injection] = []
+        # Injections by tenant (None: global), each list in injection order: a request looks at
+        # its tenant's and the global ones only, not at every tenant's (a warm-up of 1,000
+        # tenants with a latency each would scan 1,000 injections several times per exchange).
+        self._faults: dict[str | None, list[_Injection]] = {}
         self._exchange_count = 0
         self._jwks_count = 0
         self._connection_count = 0
@@ -613,7 +616,7 @@ class Emulator:
             raise ValueError("code must be 'Client' or 'Server'")
         injection = _Injection(fault, tenant, times, seconds or 0.0, message, code, retry_after)
         with self._lock:
-            self._faults.append(injection)
+            self._faults.setdefault(tenant, []).append(injection)
 
     def clear_faults(self) -> None:
         """Remove every injected fault; an answer still dripping is sent at once."""
@@ -643,13 +646,12 @@ class Emulator:
     def _take(self, kinds: tuple[Fault, ...], tenant: str | None) -> _Injection | None:
         """The first matching fault (tenant-specific first), consumed once."""
         with self._lock:
-            candidates = [f for f in self._faults if f.fault in kinds and f.tenant is not None and f.tenant == tenant]
-            candidates += [f for f in self._faults if f.fault in kinds and f.tenant is None]
-            if not candidates:
-                return None
-            chosen = candidates[0]
-            self._consume(chosen)
-            return chosen
+            for owner in (tenant, None) if tenant is not None else (None,):
+                for injection in self._faults.get(owner, ()):
+                    if injection.fault in kinds:
+                        self._consume(injection)
+                        return injection
+            return None
 
     def _take_drip(self, kind: Fault, tenant: str | None) -> _Drip | None:
         with self._lock:
@@ -664,9 +666,8 @@ class Emulator:
 
     def _take_latency(self, tenant: str | None) -> float:
         with self._lock:
-            matching = [
-                f for f in self._faults if f.fault is Fault.LATENCY and (f.tenant is None or f.tenant == tenant)
-            ]
+            owners = (tenant, None) if tenant is not None else (None,)
+            matching = [f for owner in owners for f in self._faults.get(owner, ()) if f.fault is Fault.LATENCY]
             for injection in matching:
                 self._consume(injection)
             return sum(f.seconds for f in matching)
@@ -675,7 +676,10 @@ class Emulator:
         if injection.remaining is not None:
             injection.remaining -= 1
             if injection.remaining <= 0:
-                self._faults.remove(injection)
+                owned = self._faults[injection.tenant]
+                owned.remove(injection)
+                if not owned:
+                    del self._faults[injection.tenant]
 
     # -- observation -------------------------------------------------------------------------
 
@@ -807,7 +811,9 @@ class Emulator:
         if len(stamp) != 12 or not stamp.isascii() or not stamp.isdigit():
             raise _Rejected(Reason.INVALID_TIMESTAMP, "the supplied timestamp is invalid (expected yyyyMMddHHmm, UTC)")
         try:
-            signed_at = datetime.strptime(stamp, "%Y%m%d%H%M").replace(tzinfo=timezone.utc)
+            # What strptime("%Y%m%d%H%M") accepts from 12 digits, at a tenth of its cost.
+            year, month, day, hour, minute = (int(stamp[i : i + 2 if i else 4]) for i in (0, 4, 6, 8, 10))
+            signed_at = datetime(year, month, day, hour, minute, tzinfo=timezone.utc)
         except ValueError:
             raise _Rejected(Reason.INVALID_TIMESTAMP, "the supplied timestamp is not a valid date") from None
         skew = (signed_at - self._now()).total_seconds()

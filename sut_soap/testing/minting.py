@@ -97,15 +97,20 @@ def sign_jwt(
     The header is ``{"alg": "RS256", "typ": "JWT", "kid": kid}`` (no ``kid`` when it is
     ``None``), or ``header`` exactly as given, which lets a replay sign a recorded header again.
     """
-    if header is None:
-        header = {"alg": "RS256", "typ": "JWT"} | ({} if kid is None else {"kid": kid})
-    signing_input = (
-        _b64url(json.dumps(dict(header), separators=(",", ":")).encode("utf-8"))
-        + "."
-        + _b64url(json.dumps(dict(claims), separators=(",", ":")).encode("utf-8"))
-    )
+    first = _default_header(kid) if header is None else _segment(header)
+    signing_input = first + "." + _segment(claims)
     signature = private_key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{_b64url(signature)}"
+
+
+def _segment(part: Mapping[str, Any]) -> str:
+    return _b64url(json.dumps(dict(part), separators=(",", ":")).encode("utf-8"))
+
+
+@functools.lru_cache(maxsize=64)
+def _default_header(kid: str | None) -> str:
+    """The encoded default header for ``kid``: the same for every JWT an emulator key signs."""
+    return _segment({"alg": "RS256", "typ": "JWT"} | ({} if kid is None else {"kid": kid}))
 
 
 def mint_test_jwt(
