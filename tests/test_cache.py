@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
+import pickle
+import sys
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -27,6 +30,7 @@ from sut_soap import (
     SystemUserTicket,
     TransportError,
 )
+from sut_soap import ticket as ticket_module
 from sut_soap.cache import DEFAULT_MAX_ENTRIES, CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
 from sut_soap.client import default_refresh_ahead
 from sut_soap.keys import load_private_key
@@ -764,3 +768,59 @@ def test_non_numeric_associate_id_is_none() -> None:
     """An associateid claim that is not an integer gives associate_id None, not an error."""
     assert ticket(**{CLAIM_ASSOCIATE_ID: "five"}).associate_id is None
     assert ticket(**{CLAIM_ASSOCIATE_ID: " 5 "}).associate_id == 5
+
+
+def _decoded(claims: dict[str, Any]) -> dict[str, Any]:
+    """The claims as a fresh JSON decode gives them: new strings for every name and value."""
+    decoded: dict[str, Any] = json.loads(json.dumps(claims))
+    return decoded
+
+
+def test_claim_names_are_shared_between_tickets() -> None:
+    """Two tickets decoded separately hold the very same claim-name strings, not a copy each."""
+    first = SystemUserTicket.from_claims("a.b.c", _decoded(dict(ticket().claims)), obtained_at=OBTAINED)
+    second = SystemUserTicket.from_claims("a.b.c", _decoded(dict(ticket().claims)), obtained_at=OBTAINED)
+    assert list(first.claims) == list(second.claims)
+    assert all(a is b for a, b in zip(first.claims, second.claims, strict=True))
+    assert next(iter(first.claims)) is sys.intern(CLAIM_TICKET)
+
+
+def test_claims_are_a_read_only_mapping_equal_to_what_was_given() -> None:
+    """ticket.claims reads like the dict it was built from, in order, and refuses changes."""
+    given = _decoded(dict(ticket(email="a@b.invalid").claims))
+    claims = SystemUserTicket.from_claims("a.b.c", given, obtained_at=OBTAINED).claims
+    assert claims == given and dict(claims) == given and list(claims.items()) == list(given.items())
+    assert len(claims) == len(given) and CLAIM_CTX in claims and "nope" not in claims
+    assert claims.get("nope") is None
+    with pytest.raises(KeyError):
+        claims["nope"]
+    with pytest.raises(TypeError):
+        claims["exp"] = 0  # type: ignore[index]
+    assert pickle.loads(pickle.dumps(claims)) == given
+
+
+def test_claim_name_layouts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claim-name layouts are remembered up to a bound; beyond it a ticket keeps its own names."""
+    monkeypatch.setattr(ticket_module, "_layouts", {})
+    monkeypatch.setattr(ticket_module, "_MAX_LAYOUTS", 2)
+    tickets = [ticket(**{f"extra-{i}": i}) for i in range(4)]
+    assert len(ticket_module._layouts) == 2
+    assert [t.claims[f"extra-{i}"] for i, t in enumerate(tickets)] == [0, 1, 2, 3]
+
+
+def test_ticket_built_directly_keeps_claims_compact_and_replace_keeps_them() -> None:
+    """SystemUserTicket(...) and dataclasses.replace convert the claims once and keep them read-only."""
+    original = ticket()
+    direct = SystemUserTicket(**{f.name: getattr(original, f.name) for f in dataclasses.fields(original)})
+    assert direct.claims is original.claims
+    moved = dataclasses.replace(original, obtained_at=OBTAINED + timedelta(seconds=1))
+    assert moved.claims is original.claims and moved != original
+    fresh = dataclasses.replace(original, claims={CLAIM_CTX: "Cust1"})
+    assert dict(fresh.claims) == {CLAIM_CTX: "Cust1"}
+    with pytest.raises(TypeError):
+        fresh.claims[CLAIM_CTX] = "x"  # type: ignore[index]
+
+
+def test_ticket_has_no_instance_dict() -> None:
+    """A ticket is slotted: no per-instance __dict__ to pay for in a cache of thousands."""
+    assert not hasattr(ticket(), "__dict__")
