@@ -8,6 +8,8 @@ carried it, which is minutes, not the ticket's own lifetime.
 
 from __future__ import annotations
 
+import base64
+import json
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -78,6 +80,43 @@ class _Claims(Mapping[str, Any]):
         return f"{type(self).__name__}({dict(self)!r})"
 
 
+class _JwtClaims(Mapping[str, Any]):
+    """The claims of a ticket's own validated JWT, decoded from that JWT when first read, then kept.
+
+    The client builds tickets this way: the JWT is kept anyway (``ticket.token``), so a cached
+    ticket need not hold its claims a second time until someone reads them.
+    """
+
+    __slots__ = ("_decoded", "_token")
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+        self._decoded: _Claims | None = None
+
+    def _claims(self) -> _Claims:
+        decoded = self._decoded
+        if decoded is None:
+            payload = self._token.split(".")[1]
+            data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+            decoded = self._decoded = _Claims(json.loads(data.decode("utf-8")))
+        return decoded
+
+    def __getitem__(self, name: str) -> Any:
+        return self._claims()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._claims())
+
+    def __len__(self) -> int:
+        return len(self._claims())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Claims, (dict(self),))
+
+    def __repr__(self) -> str:
+        return repr(self._claims())
+
+
 def _optional_str(value: Any) -> str | None:
     if value is None:
         return None
@@ -131,7 +170,7 @@ class SystemUserTicket:
     token: str = field(compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.claims, _Claims):
+        if not isinstance(self.claims, (_Claims, _JwtClaims)):
             object.__setattr__(self, "claims", _Claims(self.claims))
 
     @classmethod
@@ -142,16 +181,35 @@ class SystemUserTicket:
         ticket of yours had). Raises ``KeyError`` when the ticket, ``ctx``, serial or ``exp``
         claim is missing, ``ValueError`` or ``TypeError`` when ``exp`` is not a number.
         """
+        return cls._build(token, claims, _Claims(claims), obtained_at, str(claims[CLAIM_CTX]))
+
+    @classmethod
+    def _from_validated_jwt(
+        cls, token: str, claims: Mapping[str, Any], *, context_identifier: str, obtained_at: datetime
+    ) -> SystemUserTicket:
+        """As :meth:`from_claims`, for ``claims`` that are exactly the payload of ``token``.
+
+        The ticket then keeps only the JWT and the fields, and decodes ``claims`` from the JWT
+        when they are first read: the client's own path, right after validation. The ``ctx``
+        claim equals ``context_identifier`` (the validator checked it): the caller's string is
+        kept rather than a copy per ticket.
+        """
+        return cls._build(token, claims, _JwtClaims(token), obtained_at, context_identifier)
+
+    @classmethod
+    def _build(
+        cls, token: str, claims: Mapping[str, Any], kept: Mapping[str, Any], obtained_at: datetime, context: str
+    ) -> SystemUserTicket:
         return cls(
             ticket=str(claims[CLAIM_TICKET]),
-            context_identifier=str(claims[CLAIM_CTX]),
+            context_identifier=context,
             serial=str(claims[CLAIM_SERIAL]),
             webapi_url=_optional_str(claims.get(CLAIM_WEBAPI_URL)),
             netserver_url=_optional_str(claims.get(CLAIM_NETSERVER_URL)),
             associate_id=_optional_int(claims.get(CLAIM_ASSOCIATE_ID)),
             expires_at=datetime.fromtimestamp(float(claims["exp"]), tz=timezone.utc),
             obtained_at=obtained_at,
-            claims=claims,
+            claims=kept,
             token=token,
         )
 
