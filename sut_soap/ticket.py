@@ -153,8 +153,9 @@ class SystemUserTicket:
         expires_at: when the JWT that carried the ticket expires (UTC); minutes away, not the
             ticket's own lifetime of 6 hours after its last use.
         obtained_at: when the exchange started, timezone-aware; the ticket's age counts from it.
-        claims: every claim of the JWT, read-only. Holds the ticket and may hold the system
-            user token (``system_token``): never log it whole.
+        claims: every claim of the JWT, a read-only mapping. Holds the ticket and may hold the
+            system user token (``system_token``): never log it whole. A ticket the client
+            obtained decodes them from its JWT when first read (a few microseconds, once).
         token: the raw JWT, a secret; ``""`` for a ticket read back from a shared store.
     """
 
