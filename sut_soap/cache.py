@@ -65,7 +65,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from . import _fork
 from ._clock import SYSTEM_CLOCK, Clock
@@ -136,6 +136,23 @@ class CachedTicket:
         self.obtained_ts = ticket.obtained_at.timestamp()
         self._mark = None if obtained_monotonic is None else _PROCESS_MARK
         self._monotonic = 0.0 if obtained_monotonic is None else float(obtained_monotonic)
+
+    def __getstate__(self) -> tuple[None, dict[str, object]]:
+        """Pickled in the form of earlier versions (one ``_local`` pair), which read it as well."""
+        local = None if self._mark is None else (self._mark, self._monotonic)
+        return None, {
+            "_local": local, "obtained_ts": self.obtained_ts, "ticket": self.ticket,
+            "token_fingerprint": self.token_fingerprint,
+        }
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Restore from :meth:`__getstate__`, this version's or an earlier one's."""
+        slots = state[1]
+        self.ticket = slots["ticket"]
+        self.token_fingerprint = slots["token_fingerprint"]
+        self.obtained_ts = slots["obtained_ts"]
+        local = slots.get("_local")
+        self._mark, self._monotonic = (None, 0.0) if local is None else local
 
     @property
     def context_identifier(self) -> str:

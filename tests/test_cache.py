@@ -917,3 +917,14 @@ def test_cached_ticket_costs_at_most_2_5_kib_at_10000_tickets() -> None:
         tracemalloc.stop()
     assert len(store) == n and jwt_chars > 1500
     assert held / n <= 2.5 * 1024, f"{held / n / 1024:.2f} KiB per cached ticket"
+
+
+@pytest.mark.parametrize("monotonic", [None, 12.5], ids=["foreign", "local"])
+def test_cached_ticket_pickles_in_the_earlier_form_and_round_trips(monotonic: float | None) -> None:
+    """A pickled entry keeps ticket, fingerprint and local age, in the state form earlier versions wrote and read."""
+    entry = CachedTicket(_validated(), token_fingerprint="fp", obtained_monotonic=monotonic)
+    state = entry.__getstate__()[1]
+    assert set(state) == {"_local", "obtained_ts", "ticket", "token_fingerprint"}
+    copy = pickle.loads(pickle.dumps(entry))
+    assert copy.ticket == entry.ticket and copy.token_fingerprint == "fp" and copy.obtained_ts == entry.obtained_ts
+    assert copy.local_age(20.0) == (None if monotonic is None else 7.5)
