@@ -65,7 +65,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from . import _fork
 from ._clock import SYSTEM_CLOCK, Clock
@@ -115,12 +115,14 @@ class CachedTicket:
         obtained_ts: ``ticket.obtained_at`` as Unix seconds.
     """
 
-    __slots__ = ("_local", "obtained_ts", "ticket", "token_fingerprint")
+    # Two slots rather than a (mark, time) tuple: one fewer object per cached tenant.
+    __slots__ = ("_mark", "_monotonic", "obtained_ts", "ticket", "token_fingerprint")
 
     ticket: SystemUserTicket
     token_fingerprint: str
     obtained_ts: float
-    _local: tuple[str, float] | None
+    _mark: str | None
+    _monotonic: float
 
     def __init__(
         self, ticket: SystemUserTicket, *, token_fingerprint: str, obtained_monotonic: float | None = None
@@ -132,7 +134,25 @@ class CachedTicket:
         self.ticket = ticket
         self.token_fingerprint = token_fingerprint
         self.obtained_ts = ticket.obtained_at.timestamp()
-        self._local = None if obtained_monotonic is None else (_PROCESS_MARK, float(obtained_monotonic))
+        self._mark = None if obtained_monotonic is None else _PROCESS_MARK
+        self._monotonic = 0.0 if obtained_monotonic is None else float(obtained_monotonic)
+
+    def __getstate__(self) -> tuple[None, dict[str, object]]:
+        """Pickled in the form of earlier versions (one ``_local`` pair), which read it as well."""
+        local = None if self._mark is None else (self._mark, self._monotonic)
+        return None, {
+            "_local": local, "obtained_ts": self.obtained_ts, "ticket": self.ticket,
+            "token_fingerprint": self.token_fingerprint,
+        }
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Restore from :meth:`__getstate__`, this version's or an earlier one's."""
+        slots = state[1]
+        self.ticket = slots["ticket"]
+        self.token_fingerprint = slots["token_fingerprint"]
+        self.obtained_ts = slots["obtained_ts"]
+        local = slots.get("_local")
+        self._mark, self._monotonic = (None, 0.0) if local is None else local
 
     @property
     def context_identifier(self) -> str:
@@ -150,10 +170,9 @@ class CachedTicket:
         None for an entry that did not come from this process (read back from JSON, a pickle,
         another process), whose age only the wall clock can tell.
         """
-        local = self._local
-        if local is None or local[0] != _PROCESS_MARK:
+        if self._mark != _PROCESS_MARK:
             return None
-        return monotonic_now - local[1]
+        return monotonic_now - self._monotonic
 
     def to_json(self) -> str:
         """Serialise for a shared store: the ticket (a secret) and claims, without the JWT or system token.

@@ -353,7 +353,8 @@ class SystemUserClient(TicketRenewal):
         if answer.token is None:  # parse_answer guarantees a token on success
             raise ProtocolError("IsSuccessful is true but the answer carries no Token")
         claims = self._validator.validate(answer.token, context_identifier=context)
-        ticket = SystemUserTicket.from_claims(answer.token, claims, obtained_at=now)
+        # The claims are the JWT's payload: the ticket keeps the JWT and decodes them when read.
+        ticket = SystemUserTicket._from_validated_jwt(answer.token, claims, context_identifier=context, obtained_at=now)
         _log.debug("ticket for %s valid; JWT expires %s", context, ticket.expires_at.isoformat())
         return ticket
 

@@ -8,11 +8,13 @@ carried it, which is minutes, not the ticket's own lifetime.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import base64
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .contract import (
     CLAIM_ASSOCIATE_ID,
@@ -24,6 +26,95 @@ from .contract import (
 )
 
 __all__ = ["SystemUserTicket"]
+
+
+# Claim-name layouts seen so far, shared by every ticket whose JWT had the same names in the same
+# order (one per issuer in practice); bounded, because the names come from the network.
+_MAX_LAYOUTS = 256
+
+
+class _Layout(NamedTuple):
+    names: tuple[str, ...]
+    positions: dict[str, int]
+
+
+_layouts: dict[tuple[str, ...], _Layout] = {}
+
+
+def _layout_of(names: tuple[str, ...]) -> _Layout:
+    layout = _layouts.get(names)
+    if layout is None:
+        interned = tuple(sys.intern(name) if type(name) is str else name for name in names)
+        layout = _Layout(interned, {name: position for position, name in enumerate(interned)})
+        if len(_layouts) < _MAX_LAYOUTS:
+            _layouts[interned] = layout
+    return layout
+
+
+class _Claims(Mapping[str, Any]):
+    """A ticket's claims, read-only: its own values in a tuple, the names shared between tickets.
+
+    A dict of 15 claims with their own name strings costs about 2 KiB per ticket; this costs
+    the values and a tuple. Equal to any mapping with the same items, as the dict was.
+    """
+
+    __slots__ = ("_layout", "_values")
+
+    def __init__(self, claims: Mapping[str, Any]) -> None:
+        self._layout = _layout_of(tuple(claims))
+        self._values = tuple(claims.values())
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[self._layout.positions[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layout.names)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Claims, (dict(self),))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self)!r})"
+
+
+class _JwtClaims(Mapping[str, Any]):
+    """The claims of a ticket's own validated JWT, decoded from that JWT when first read, then kept.
+
+    The client builds tickets this way: the JWT is kept anyway (``ticket.token``), so a cached
+    ticket need not hold its claims a second time until someone reads them.
+    """
+
+    __slots__ = ("_decoded", "_token")
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+        self._decoded: _Claims | None = None
+
+    def _claims(self) -> _Claims:
+        decoded = self._decoded
+        if decoded is None:
+            payload = self._token.split(".")[1]
+            data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+            decoded = self._decoded = _Claims(json.loads(data.decode("utf-8")))
+        return decoded
+
+    def __getitem__(self, name: str) -> Any:
+        return self._claims()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._claims())
+
+    def __len__(self) -> int:
+        return len(self._claims())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Claims, (dict(self),))
+
+    def __repr__(self) -> str:
+        return repr(self._claims())
 
 
 def _optional_str(value: Any) -> str | None:
@@ -43,12 +134,14 @@ def _optional_int(value: Any) -> int | None:
         return None
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)
 class SystemUserTicket:
     """A tenant's system user ticket and what the validated JWT said about the tenant.
 
     Frozen, and safe to share between threads. ``repr`` and ``str`` mask the ticket and leave
-    out the JWT; equality ignores ``claims`` and ``token``.
+    out the JWT; equality ignores ``claims`` and ``token``. Slotted, and the claims are kept as
+    a tuple of values under claim names shared by all tickets, since a process may cache tens of
+    thousands of tickets.
 
     Attributes:
         ticket: the ``7T:...`` credential for the tenant's APIs: a secret.
@@ -60,8 +153,9 @@ class SystemUserTicket:
         expires_at: when the JWT that carried the ticket expires (UTC); minutes away, not the
             ticket's own lifetime of 6 hours after its last use.
         obtained_at: when the exchange started, timezone-aware; the ticket's age counts from it.
-        claims: every claim of the JWT, read-only. Holds the ticket and may hold the system
-            user token (``system_token``): never log it whole.
+        claims: every claim of the JWT, a read-only mapping. Holds the ticket and may hold the
+            system user token (``system_token``): never log it whole. A ticket the client
+            obtained decodes them from its JWT when first read (a few microseconds, once).
         token: the raw JWT, a secret; ``""`` for a ticket read back from a shared store.
     """
 
@@ -76,6 +170,10 @@ class SystemUserTicket:
     claims: Mapping[str, Any] = field(compare=False, hash=False)
     token: str = field(compare=False, hash=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.claims, (_Claims, _JwtClaims)):
+            object.__setattr__(self, "claims", _Claims(self.claims))
+
     @classmethod
     def from_claims(cls, token: str, claims: Mapping[str, Any], *, obtained_at: datetime) -> SystemUserTicket:
         """Build a ticket from the claims of a JWT that :class:`~sut_soap.tokens.TokenValidator` accepted.
@@ -84,16 +182,35 @@ class SystemUserTicket:
         ticket of yours had). Raises ``KeyError`` when the ticket, ``ctx``, serial or ``exp``
         claim is missing, ``ValueError`` or ``TypeError`` when ``exp`` is not a number.
         """
+        return cls._build(token, claims, _Claims(claims), obtained_at, str(claims[CLAIM_CTX]))
+
+    @classmethod
+    def _from_validated_jwt(
+        cls, token: str, claims: Mapping[str, Any], *, context_identifier: str, obtained_at: datetime
+    ) -> SystemUserTicket:
+        """As :meth:`from_claims`, for ``claims`` that are exactly the payload of ``token``.
+
+        The ticket then keeps only the JWT and the fields, and decodes ``claims`` from the JWT
+        when they are first read: the client's own path, right after validation. The ``ctx``
+        claim equals ``context_identifier`` (the validator checked it): the caller's string is
+        kept rather than a copy per ticket.
+        """
+        return cls._build(token, claims, _JwtClaims(token), obtained_at, context_identifier)
+
+    @classmethod
+    def _build(
+        cls, token: str, claims: Mapping[str, Any], kept: Mapping[str, Any], obtained_at: datetime, context: str
+    ) -> SystemUserTicket:
         return cls(
             ticket=str(claims[CLAIM_TICKET]),
-            context_identifier=str(claims[CLAIM_CTX]),
+            context_identifier=context,
             serial=str(claims[CLAIM_SERIAL]),
             webapi_url=_optional_str(claims.get(CLAIM_WEBAPI_URL)),
             netserver_url=_optional_str(claims.get(CLAIM_NETSERVER_URL)),
             associate_id=_optional_int(claims.get(CLAIM_ASSOCIATE_ID)),
             expires_at=datetime.fromtimestamp(float(claims["exp"]), tz=timezone.utc),
             obtained_at=obtained_at,
-            claims=MappingProxyType(dict(claims)),
+            claims=kept,
             token=token,
         )
 
@@ -108,12 +225,14 @@ class SystemUserTicket:
 
     def __getstate__(self) -> dict[str, Any]:
         """The fields for pickle and copy, the read-only claims as a plain dict."""
-        return {**self.__dict__, "claims": dict(self.claims)}
+        state = {item.name: getattr(self, item.name) for item in fields(self)}
+        state["claims"] = dict(self.claims)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore the fields from :meth:`__getstate__`; the claims become read-only again."""
         for name, value in state.items():
-            object.__setattr__(self, name, MappingProxyType(dict(value)) if name == "claims" else value)
+            object.__setattr__(self, name, _Claims(value) if name == "claims" else value)
 
     def __repr__(self) -> str:
         return (

@@ -12,13 +12,16 @@ environment's "Federated Login" certificate. It carries the system user ticket i
     base64url segments; header and payload are UTF-8 JSON objects (no duplicate keys, no
     ``NaN``/``Infinity``, nesting bounded by the size cap).
 ``algorithm``, ``critical``
-    ``alg`` is exactly ``RS256``. The accepted algorithm is pinned here and passed to PyJWT as
-    ``algorithms=["RS256"]``; it is never derived from the token (no ``none``, no HS256 keyed
-    with the public key). A ``crit`` header is refused: no extension is understood.
+    ``alg`` is exactly ``RS256``. The verifier is PyJWT's RS256 algorithm, taken once from a
+    ``PyJWS(algorithms=["RS256"])``; it is never derived from the token (no ``none``, no HS256
+    keyed with the public key). A ``crit`` header is refused: no extension is understood (so is
+    ``b64: false``, which RFC 7797 only allows with ``crit``).
 ``key``, ``signature``
     The key comes from a :class:`KeySource`, chosen by ``kid`` only. Header parameters that
     name keys (``jwk``, ``jku``, ``x5u``, ``x5c``, ``x5t``) are ignored: trusting them would let
-    the token pick the key that verifies it.
+    the token pick the key that verifies it. PyJWT prepares each key and checks its length
+    (2048 bits at least) once per key object; the validator remembers the last few, so a token
+    costs one base64url and JSON decode per segment (here, never in PyJWT) and one RSA verify.
 ``issuer``, ``serial``, ``audience``
     ``iss`` is exactly ``SuperOffice AS``. ``aud`` is a single string equal to
     ``spn:<serial>``, where serial is the tenant database's serial claim (SuperOffice uses the
@@ -124,8 +127,13 @@ _TICKET = re.compile(r"[\x21-\x7e]+")
 _HINT_FORMAT = "that the endpoint is SuperOffice's and the request asked for ReturnTokenType=Jwt"
 _HINT_CLOCK = "the local clock (UTC, NTP) and the leeway"
 
-# The one PyJWT object that verifies signatures; the algorithm list is pinned on every call too.
-_JWS = jwt.PyJWS(algorithms=[_ALGORITHM], options={"enforce_minimum_key_length": True})
+# PyJWT's RS256 algorithm, taken once from a PyJWS that allows nothing else: the validator does
+# its own strict parsing (PyJWT's would decode every segment a second time, testing base64url
+# one character at a time) and then asks PyJWT for the signature check alone, through the
+# algorithm's own interface: prepare_key and check_key_length once per key, verify per token.
+_RS256 = jwt.PyJWS(algorithms=[_ALGORITHM]).get_algorithm_by_name(_ALGORITHM)
+# Keys prepared by one validator that it remembers (by identity): a JWKS holds a few.
+_PREPARED_KEYS = 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,6 +143,8 @@ _JWS = jwt.PyJWS(algorithms=[_ALGORITHM], options={"enforce_minimum_key_length":
 class _Parts(NamedTuple):
     header: dict[str, Any]
     payload: bytes
+    signing_input: bytes
+    signature: bytes
 
 
 def _reject_constant(name: str) -> Any:
@@ -148,10 +158,14 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# Built once: json.loads with options would build a decoder per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+
+
 def _json_object(data: bytes) -> dict[str, Any] | None:
     """Strict UTF-8 JSON object, or ``None`` (invalid UTF-8 or JSON, duplicates, NaN, not an object)."""
     try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        value = _DECODER.decode(data.decode("utf-8"))
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
@@ -162,7 +176,11 @@ def _format_error(message: str) -> TokenValidationError:
 
 
 def _split(token: object) -> _Parts:
-    """Size and format checks; returns the parsed header and the payload bytes."""
+    """Size and format checks; the parsed header, the payload bytes and what the signature covers.
+
+    Each segment is decoded here and only here: the signature check gets the bytes, and the
+    payload is parsed once, after the signature verified.
+    """
     if not isinstance(token, str):
         raise _format_error(f"the JWT must be a str, not {type(token).__name__}")
     if len(token) > MAX_TOKEN_BYTES:
@@ -188,7 +206,8 @@ def _split(token: object) -> _Parts:
     header = _json_object(decoded[0])
     if header is None:
         raise _format_error("the JWT header is not a UTF-8 JSON object")
-    return _Parts(header, decoded[1])
+    signing_input = token[: len(segments[0]) + 1 + len(segments[1])].encode("ascii")
+    return _Parts(header, decoded[1], signing_input, decoded[2])
 
 
 def _payload_object(payload: bytes) -> dict[str, Any]:
@@ -300,6 +319,9 @@ class TokenValidator:
         self._clock: Callable[[], float] = (
             SYSTEM_CLOCK.wall if clock is None else clock.wall if isinstance(clock, Clock) else clock
         )
+        # (key as the source returned it, as PyJWT prepared it), most recent first; replaced
+        # whole, never mutated, so threads can read it without a lock.
+        self._prepared: tuple[tuple[RSAPublicKey, RSAPublicKey], ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -337,7 +359,7 @@ class TokenValidator:
         key = self._key_source.get_key(kid)
         if not isinstance(key, RSAPublicKey):
             raise ConfigurationError("the key source returned something that is not an RSA public key")
-        self._check_signature(token, key)
+        self._check_signature(parts, self._prepare(key))
         claims = _payload_object(parts.payload)
         self._check_issuer(claims)
         self._check_audience(claims)
@@ -361,36 +383,43 @@ class TokenValidator:
                 check="critical",
                 hint=_HINT_FORMAT,
             )
+        if header.get("b64", True) is False:
+            # RFC 7797 requires b64 to be listed in crit, which is refused above.
+            raise _format_error("the JWT header sets b64=false without crit (RFC 7797)")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise _format_error("the JWT header's kid is not a string")
         return kid
 
-    @staticmethod
-    def _check_signature(token: str, key: RSAPublicKey) -> None:
-        try:
-            _JWS.decode_complete(token, key=key, algorithms=[_ALGORITHM])
-        except jwt.InvalidSignatureError as error:
-            raise TokenValidationError(
-                "the JWT signature does not verify with the environment's key",
-                check="signature",
-                hint=_HINT_KEY,
-            ) from error
-        except jwt.InvalidAlgorithmError as error:
-            raise TokenValidationError("the JWT algorithm was refused by the verifier", check="algorithm") from error
-        except jwt.InvalidKeyError as error:
+    def _prepare(self, key: RSAPublicKey) -> RSAPublicKey:
+        """PyJWT's prepared form of ``key``, checked for RS256 once per key object, then remembered."""
+        prepared = self._prepared
+        for known, ready in prepared:
+            if known is key:
+                return ready
+        fresh: RSAPublicKey = _RS256.prepare_key(key)
+        if _RS256.check_key_length(fresh) is not None:
             raise TokenValidationError(
                 "the signing key is unusable for RS256 (RSA, 2048+ bits)", check="key", hint=_HINT_KEY
-            ) from error
-        except jwt.PyJWTError as error:
-            raise _format_error(f"the JWT was refused by the verifier ({type(error).__name__})") from error
+            )
+        self._prepared = ((key, fresh), *prepared[: _PREPARED_KEYS - 1])
+        return fresh
+
+    @staticmethod
+    def _check_signature(parts: _Parts, key: RSAPublicKey) -> None:
+        try:
+            valid: bool | None = _RS256.verify(parts.signing_input, key, parts.signature)
         except (TypeError, ValueError):
-            failed = True
-        else:
-            failed = False
-        if failed:
+            valid = None  # raised below, outside the handler: no third-party exception attached
+        if valid is None:
             raise TokenValidationError(
                 "the JWT signature could not be checked with the environment's key",
+                check="signature",
+                hint=_HINT_KEY,
+            )
+        if not valid:
+            raise TokenValidationError(
+                "the JWT signature does not verify with the environment's key",
                 check="signature",
                 hint=_HINT_KEY,
             )

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
+import gc
 import json
 import logging
 import math
+import pickle
+import sys
 import threading
 import time
+import tracemalloc
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,11 +34,13 @@ from sut_soap import (
     SystemUserTicket,
     TransportError,
 )
+from sut_soap import ticket as ticket_module
 from sut_soap.cache import DEFAULT_MAX_ENTRIES, CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
 from sut_soap.client import default_refresh_ahead
 from sut_soap.keys import load_private_key
 from sut_soap.testing.emulator import Emulator, Fault
-from sut_soap.tokens import CLAIM_ASSOCIATE_ID, CLAIM_CTX, CLAIM_SERIAL, CLAIM_TICKET
+from sut_soap.testing.minting import superoffice_claims
+from sut_soap.tokens import CLAIM_ASSOCIATE_ID, CLAIM_CTX, CLAIM_PREFIX, CLAIM_SERIAL, CLAIM_TICKET, decode_unverified
 
 KEYS = Path(__file__).resolve().parents[1] / "fixtures" / "keys"
 PARTNER_KEY = load_private_key((KEYS / "test-partner.xml").read_bytes())
@@ -764,3 +773,158 @@ def test_non_numeric_associate_id_is_none() -> None:
     """An associateid claim that is not an integer gives associate_id None, not an error."""
     assert ticket(**{CLAIM_ASSOCIATE_ID: "five"}).associate_id is None
     assert ticket(**{CLAIM_ASSOCIATE_ID: " 5 "}).associate_id == 5
+
+
+def _decoded(claims: dict[str, Any]) -> dict[str, Any]:
+    """The claims as a fresh JSON decode gives them: new strings for every name and value."""
+    decoded: dict[str, Any] = json.loads(json.dumps(claims))
+    return decoded
+
+
+def test_claim_names_are_shared_between_tickets() -> None:
+    """Two tickets decoded separately hold the very same claim-name strings, not a copy each."""
+    first = SystemUserTicket.from_claims("a.b.c", _decoded(dict(ticket().claims)), obtained_at=OBTAINED)
+    second = SystemUserTicket.from_claims("a.b.c", _decoded(dict(ticket().claims)), obtained_at=OBTAINED)
+    assert list(first.claims) == list(second.claims)
+    assert all(a is b for a, b in zip(first.claims, second.claims, strict=True))
+    assert next(iter(first.claims)) is sys.intern(CLAIM_TICKET)
+
+
+def test_claims_are_a_read_only_mapping_equal_to_what_was_given() -> None:
+    """ticket.claims reads like the dict it was built from, in order, and refuses changes."""
+    given = _decoded(dict(ticket(email="a@b.invalid").claims))
+    claims = SystemUserTicket.from_claims("a.b.c", given, obtained_at=OBTAINED).claims
+    assert claims == given and dict(claims) == given and list(claims.items()) == list(given.items())
+    assert len(claims) == len(given) and CLAIM_CTX in claims and "nope" not in claims
+    assert claims.get("nope") is None
+    with pytest.raises(KeyError):
+        claims["nope"]
+    with pytest.raises(TypeError):
+        claims["exp"] = 0  # type: ignore[index]
+    assert pickle.loads(pickle.dumps(claims)) == given
+
+
+def test_claim_name_layouts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claim-name layouts are remembered up to a bound; beyond it a ticket keeps its own names."""
+    monkeypatch.setattr(ticket_module, "_layouts", {})
+    monkeypatch.setattr(ticket_module, "_MAX_LAYOUTS", 2)
+    tickets = [ticket(**{f"extra-{i}": i}) for i in range(4)]
+    assert len(ticket_module._layouts) == 2
+    assert [t.claims[f"extra-{i}"] for i, t in enumerate(tickets)] == [0, 1, 2, 3]
+
+
+def test_ticket_built_directly_keeps_claims_compact_and_replace_keeps_them() -> None:
+    """SystemUserTicket(...) and dataclasses.replace convert the claims once and keep them read-only."""
+    original = ticket()
+    direct = SystemUserTicket(**{f.name: getattr(original, f.name) for f in dataclasses.fields(original)})
+    assert direct.claims is original.claims
+    moved = dataclasses.replace(original, obtained_at=OBTAINED + timedelta(seconds=1))
+    assert moved.claims is original.claims and moved != original
+    fresh = dataclasses.replace(original, claims={CLAIM_CTX: "Cust1"})
+    assert dict(fresh.claims) == {CLAIM_CTX: "Cust1"}
+    with pytest.raises(TypeError):
+        fresh.claims[CLAIM_CTX] = "x"  # type: ignore[index]
+
+
+def test_ticket_has_no_instance_dict() -> None:
+    """A ticket is slotted: no per-instance __dict__ to pay for in a cache of thousands."""
+    assert not hasattr(ticket(), "__dict__")
+
+
+def _jwt_for(claims: dict[str, Any]) -> str:
+    """A JWT-shaped string whose payload is ``claims`` (unsigned: tickets do not verify)."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+    header = b64(b'{"alg":"RS256","typ":"JWT"}')
+    payload = b64(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{header}.{payload}.{b64(bytes(256))}"
+
+
+def _validated(ctx: str = CTX) -> SystemUserTicket:
+    """A ticket built the way the client builds it after validation."""
+    claims = superoffice_claims(context_identifier=ctx, system_user_token=TOKEN, email="a@b.invalid", upn="u@b")
+    return SystemUserTicket._from_validated_jwt(
+        _jwt_for(claims), _decoded(claims), context_identifier=ctx, obtained_at=OBTAINED
+    )
+
+
+def test_client_ticket_decodes_its_claims_from_its_jwt_when_first_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ticket from a validated JWT keeps the JWT, not the claims, and decodes them once, when read."""
+    built = _validated()
+    decodes: list[object] = []
+    real = json.loads
+    monkeypatch.setattr(json, "loads", lambda text, **kw: decodes.append(text) or real(text, **kw))
+    assert built.context_identifier == CTX and built.serial == "1234567" and built.associate_id == 5
+    assert decodes == []
+    assert built.claims[CLAIM_CTX] == CTX
+    assert dict(built.claims) == decode_unverified(built.token)[1]
+    assert len(built.claims) == len(decode_unverified(built.token)[1]) and next(iter(built.claims)) == "iss"
+    assert len(decodes) == 1
+    assert "7T:" in repr(built.claims) and "7T:" not in repr(built)
+    with pytest.raises(TypeError):
+        built.claims["iss"] = "x"  # type: ignore[index]
+
+
+def test_client_ticket_pickles_with_its_claims() -> None:
+    """A ticket from a validated JWT pickles to an equal ticket with the same JWT and claims."""
+    built = _validated()
+    copy = pickle.loads(pickle.dumps(built))
+    assert copy == built and copy.token == built.token and dict(copy.claims) == dict(built.claims)
+    assert pickle.loads(pickle.dumps(built.claims)) == dict(built.claims)
+    back = CachedTicket.from_json(CachedTicket(built, token_fingerprint="fp").to_json()).ticket
+    assert back == built and CLAIM_PREFIX + "system_token" not in back.claims
+
+
+def test_warm_get_ticket_decodes_nothing(make_client: Callable[..., SystemUserClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache hit returns the ticket without decoding the JWT, its claims or anything else."""
+    client = make_client()
+    first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("decoded on a cache hit")
+
+    monkeypatch.setattr(json, "loads", forbidden)
+    monkeypatch.setattr(base64, "urlsafe_b64decode", forbidden)
+    monkeypatch.setattr(binascii, "a2b_base64", forbidden)
+    for _ in range(3):
+        assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is first
+
+
+def test_cached_ticket_costs_at_most_2_5_kib_at_10000_tickets() -> None:
+    """10,000 client-built tickets with 1.5 KB JWTs and their store entries cost at most 2.5 KiB each (tracemalloc)."""
+    n = 10_000
+    template = superoffice_claims(context_identifier="Cust00000", system_user_token="Sync-00000",
+                                  email="system.user@cust00000.invalid", upn="SystemUser@Cust00000")
+    text = json.dumps(template)
+    tenants = [(f"Cust{i:05d}", f"sut-soap:v1:ns:Cust{i:05d}", f"{i:032x}") for i in range(n)]
+    store = InMemoryTicketCache(max_entries=n)
+    jwt_chars = len(_jwt_for(template))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for ctx, key, fingerprint in tenants:
+            jwt = _jwt_for(json.loads(text.replace("Cust00000", ctx)))
+            claims = json.loads(text.replace("Cust00000", ctx))  # what validation returns: a fresh decode
+            built = SystemUserTicket._from_validated_jwt(
+                jwt, claims, context_identifier=ctx, obtained_at=datetime.now(timezone.utc)
+            )
+            store.set(key, CachedTicket(built, token_fingerprint=fingerprint, obtained_monotonic=time.monotonic()), 3600)
+        del ctx, key, fingerprint, jwt, claims, built
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(store) == n and jwt_chars > 1500
+    assert held / n <= 2.5 * 1024, f"{held / n / 1024:.2f} KiB per cached ticket"
+
+
+@pytest.mark.parametrize("monotonic", [None, 12.5], ids=["foreign", "local"])
+def test_cached_ticket_pickles_in_the_earlier_form_and_round_trips(monotonic: float | None) -> None:
+    """A pickled entry keeps ticket, fingerprint and local age, in the state form earlier versions wrote and read."""
+    entry = CachedTicket(_validated(), token_fingerprint="fp", obtained_monotonic=monotonic)
+    state = entry.__getstate__()[1]
+    assert set(state) == {"_local", "obtained_ts", "ticket", "token_fingerprint"}
+    copy = pickle.loads(pickle.dumps(entry))
+    assert copy.ticket == entry.ticket and copy.token_fingerprint == "fp" and copy.obtained_ts == entry.obtained_ts
+    assert copy.local_age(20.0) == (None if monotonic is None else 7.5)

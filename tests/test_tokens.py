@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 import os
@@ -1381,21 +1382,34 @@ def test_jwks_body_that_breaks_mid_read_is_a_retryable_transport_error() -> None
 
 
 class _Verifier:
-    def __init__(self, error: BaseException) -> None:
+    """Stands in for PyJWT's RS256 algorithm: counts what the validator asks of it."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
         self.error = error
+        self.real = tokens._RS256
+        self.prepared: list[Any] = []
+        self.verified: list[tuple[bytes, bytes]] = []
 
-    def decode_complete(self, *args: Any, **kwargs: Any) -> Any:
-        raise self.error
+    def prepare_key(self, key: Any) -> Any:
+        self.prepared.append(key)
+        return self.real.prepare_key(key)
+
+    def check_key_length(self, key: Any) -> str | None:
+        result: str | None = self.real.check_key_length(key)
+        return result
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        if self.error is not None:
+            raise self.error
+        self.verified.append((msg, sig))
+        result: bool = self.real.verify(msg, key, sig)
+        return result
 
 
-def test_verifier_refusing_the_algorithm_is_an_algorithm_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    """If PyJWT refuses the (pinned) algorithm, the failure is check 'algorithm', chained to PyJWT's error."""
-    refusal = jwt.InvalidAlgorithmError("The specified alg value is not allowed")
-    monkeypatch.setattr(tokens, "_JWS", _Verifier(refusal))
-    with pytest.raises(TokenValidationError) as caught:
-        validator().validate(token(), context_identifier=CTX)
-    assert caught.value.check == "algorithm"
-    assert caught.value.__cause__ is refusal
+def test_verifier_is_pyjwts_rs256_algorithm() -> None:
+    """The signature check is PyJWT's own RS256 algorithm, chosen at import and never from the token."""
+    assert isinstance(tokens._RS256, jwt.algorithms.RSAAlgorithm)
+    assert tokens._RS256.hash_alg is jwt.algorithms.RSAAlgorithm.SHA256
 
 
 @pytest.mark.parametrize("error", [TypeError("bad key type"), ValueError("bad signature bytes")], ids=repr)
@@ -1403,13 +1417,84 @@ def test_unexpected_verifier_error_is_a_signature_failure_without_its_text(
     error: Exception, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A TypeError/ValueError from PyJWT becomes check 'signature', with no third-party exception attached."""
-    monkeypatch.setattr(tokens, "_JWS", _Verifier(error))
+    monkeypatch.setattr(tokens, "_RS256", _Verifier(error))
     with pytest.raises(TokenValidationError) as caught:
         validator().validate(token(), context_identifier=CTX)
     assert caught.value.check == "signature"
     assert caught.value.message == "the JWT signature could not be checked with the environment's key"
     assert caught.value.__cause__ is None
     assert caught.value.__context__ is None
+
+
+def test_validate_verifies_the_exact_signing_input_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyJWT verifies once per token, over header.payload as sent and the decoded signature bytes."""
+    verifier = _Verifier()
+    monkeypatch.setattr(tokens, "_RS256", verifier)
+    jwt_text = token()
+    validator().validate(jwt_text, context_identifier=CTX)
+    header, payload, signature = jwt_text.split(".")
+    assert verifier.verified == [(f"{header}.{payload}".encode(), base64.urlsafe_b64decode(signature + "=="))]
+
+
+def test_validate_decodes_each_segment_and_json_object_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One validation decodes three base64url segments and two JSON objects (header, payload), no more."""
+    jwt_text = token()
+    checked = validator()
+    checked.validate(jwt_text, context_identifier=CTX)  # the key is prepared on the first call
+    segments: list[str] = []
+    documents: list[str] = []
+    real_b64, real_json = tokens._b64url_decode, tokens._DECODER.decode
+
+    def b64(segment: str, **kwargs: Any) -> bytes | None:
+        segments.append(segment)
+        return real_b64(segment, **kwargs)
+
+    def decode(text: str) -> Any:
+        documents.append(text)
+        return real_json(text)
+
+    monkeypatch.setattr(tokens, "_b64url_decode", b64)
+    monkeypatch.setattr(tokens._DECODER, "decode", decode)
+    monkeypatch.setattr(json, "loads", _forbidden)
+    monkeypatch.setattr(jwt.utils, "base64url_decode", _forbidden)
+    checked.validate(jwt_text, context_identifier=CTX)
+    assert segments == jwt_text.split(".")
+    assert len(documents) == 2
+
+
+def _forbidden(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("decoded a second time")
+
+
+def test_key_is_prepared_once_per_key_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeated validations with the same key object prepare it once; another key is prepared once more."""
+    verifier = _Verifier()
+    monkeypatch.setattr(tokens, "_RS256", verifier)
+    first, second = rsa_key(0).public_key(), rsa_key(1).public_key()
+    checked = make_validator(StaticKeySource([("a", first), ("b", second)]))
+    for _ in range(3):
+        for kid, signer in (("a", rsa_key(0)), ("b", rsa_key(1))):
+            checked.validate(good(kid=kid, signer=signer), context_identifier=CTX)
+    assert verifier.prepared == [first, second]
+    assert len(verifier.verified) == 6
+
+
+def test_prepared_keys_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A validator remembers a few prepared keys, not every key object a source ever returned."""
+    verifier = _Verifier()
+    monkeypatch.setattr(tokens, "_RS256", verifier)
+    signer = rsa_key(0)
+
+    class Fresh:
+        def get_key(self, kid: str | None) -> RSAPublicKey:
+            public: RSAPublicKey = signer.public_key()  # a new object on every call
+            return public
+
+    checked = make_validator(Fresh())
+    for _ in range(tokens._PREPARED_KEYS + 4):
+        checked.validate(good(), context_identifier=CTX)
+    assert len(verifier.prepared) == tokens._PREPARED_KEYS + 4
+    assert len(checked._prepared) == tokens._PREPARED_KEYS
 
 
 def test_jwks_source_closes_only_a_transport_it_created(monkeypatch: pytest.MonkeyPatch) -> None:
