@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -262,7 +263,9 @@ def test_pool_of_a_callers_session_is_left_alone() -> None:
     assert dict(session.adapters) == adapters
     own = HttpTransport()
     own.ensure_pool(64)
-    assert own.session.get_adapter("https://x")._pool_maxsize == 64  # type: ignore[attr-defined]
+    own.ensure_pool(8)
+    route = own._pools.route(urlsplit("https://x.invalid/"), "https://x.invalid/")
+    assert own._pools.size == 64 and route.open.__self__.pool.maxsize == 64  # type: ignore[attr-defined]
     own.close()
 
 
