@@ -166,10 +166,12 @@ def _found(exc: BaseException, kind: type[BaseException]) -> bool:
 def _tls_reason(exc: BaseException) -> str:
     """The OpenSSL verdict (e.g. ``certificate has expired``) found in an exception chain."""
     for current in _chain(exc):
-        if isinstance(current, ssl.SSLCertVerificationError) and current.verify_message:
-            return sanitise(str(current.verify_message), limit=120)
-        if isinstance(current, ssl.SSLError) and current.reason:
-            return sanitise(str(current.reason), limit=120)
+        verdict = getattr(current, "verify_message", None)  # absent on one built by hand
+        if isinstance(current, ssl.SSLCertVerificationError) and verdict:
+            return sanitise(str(verdict), limit=120)
+        reason = getattr(current, "reason", None)
+        if isinstance(current, ssl.SSLError) and reason:
+            return sanitise(str(reason), limit=120)
     return ""
 
 
