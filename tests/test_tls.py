@@ -202,6 +202,16 @@ def test_session_verify_naming_a_missing_bundle_is_refused(tmp_path: Path) -> No
         client_for("https://online.superoffice.com" + PATH, session=session)
 
 
+def test_session_verify_naming_an_existing_bundle_is_accepted(tmp_path: Path) -> None:
+    """A caller's session whose verify= names a bundle that exists is used as it is."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("")
+    session = requests.Session()
+    session.verify = str(bundle)
+    client_for("https://online.superoffice.com" + PATH, session=session).close()
+    assert session.verify == str(bundle)
+
+
 # --- verify=False -------------------------------------------------------------------------------
 
 

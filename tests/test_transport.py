@@ -404,6 +404,15 @@ def test_spent_deadline_refuses_to_send() -> None:
     assert session.timeouts == []
 
 
+def test_callers_session_without_a_deadline_is_not_watched() -> None:
+    """HttpTransport(session, deadline=None) reads the answer with no watch on the watchdog."""
+    from sut_soap._watchdog import WATCHDOG
+
+    before = len(WATCHDOG)
+    assert HttpTransport(_answering(), deadline=None).request("GET", ENDPOINT).content == b"<x/>"
+    assert len(WATCHDOG) == before
+
+
 @pytest.mark.parametrize(("timeout", "expected"), [(10.0, 2.5), (1.0, 1.0), ((5.0, 10.0), (2.5, 2.5))])
 def test_deadline_cuts_a_single_or_paired_timeout(timeout: Any, expected: Any) -> None:
     """A single timeout or a (connect, read) pair is cut down to what is left of the caller's deadline."""

@@ -110,6 +110,8 @@ def test_http_proxy_from_the_environment_is_used_with_its_credentials(
     sent = {name.lower(): value for name, value in proxy.headers[0]}
     assert sent["host"] == "sut-soap.invalid"
     assert sent["proxy-authorization"] == "Basic " + base64.b64encode(f"user:{CANARY}@x".encode()).decode()
+    assert transport.request("GET", "http://other.invalid/").content == b"<via-proxy/>"  # the same proxy's pool
+    assert len(proxy.ports) == 1
     transport.close()
 
 
@@ -334,7 +336,11 @@ def test_a_tls_answer_reports_its_version(tmp_path: Path, monkeypatch: pytest.Mo
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
-    response = HttpTransport(timeout=5).request("GET", f"https://127.0.0.1:{port}/")
+    transport = HttpTransport(timeout=5)
+    response = transport.request("GET", f"https://127.0.0.1:{port}/")
     thread.join(5)
     listener.close()
     assert response.content == b"<ok>" and response.tls_version in ("TLSv1.2", "TLSv1.3")
+    context = transport._tls
+    transport._pools.route(urlsplit("https://other.invalid/"), "https://other.invalid/")
+    assert transport._tls is context  # one trust store per transport, built once

@@ -59,6 +59,7 @@ from ..errors import SutSoapError, TransportError
 from . import _session
 from ._errors import HTTP_ERRORS, PHASES, cut_timeout, host_of, not_sent, request_error
 from ._pools import (
+    NO_RETRY,
     USER_AGENT,
     Pools,
     Route,
@@ -320,7 +321,7 @@ class HttpTransport:
                 raw = route.open(
                     method, target, body=body, headers=merge_headers(headers),
                     timeout=self._timeout if timeout == self.timeout else _timeout_of(timeout),
-                    retries=False, redirect=False, assert_same_host=False, preload_content=False,
+                    retries=NO_RETRY, redirect=False, assert_same_host=False, preload_content=False,
                 )
             except HTTP_ERRORS as exc:
                 raise request_error(exc, host, watch, limit) from None

@@ -60,8 +60,9 @@ USER_AGENT = f"sut-soap/{__version__}"
 _BASE_HEADERS = {
     "User-Agent": USER_AGENT,
     "Accept-Encoding": urllib3.util.make_headers(accept_encoding=True)["accept-encoding"],
-    "Accept": "*/*",
 }
+#: Never retry, never follow a redirect: one instance for every request (urllib3 would build one per call).
+NO_RETRY = urllib3.Retry(total=False, redirect=False)
 _BASE_NAMES = {name.lower(): name for name in _BASE_HEADERS}
 
 
