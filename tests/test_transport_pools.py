@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import socket
 import ssl
 import threading
@@ -98,9 +99,10 @@ def proxy() -> Iterator[_Recorder]:
 
 
 def test_http_proxy_from_the_environment_is_used_with_its_credentials(
-    proxy: _Recorder, monkeypatch: pytest.MonkeyPatch
+    proxy: _Recorder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """HTTP_PROXY sends the request to the proxy in absolute form, with Proxy-Authorization from its URL."""
+    """HTTP_PROXY sends the request to the proxy in absolute form, with Proxy-Authorization from its URL, never logged."""
+    caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("HTTP_PROXY", f"http://user:{CANARY}%40x@127.0.0.1:{proxy.port}")
     transport = HttpTransport()
     transport.prepare(["http://sut-soap.invalid/Login/x?a=1"])
@@ -113,6 +115,7 @@ def test_http_proxy_from_the_environment_is_used_with_its_credentials(
     assert transport.request("GET", "http://other.invalid/").content == b"<via-proxy/>"  # the same proxy's pool
     assert len(proxy.ports) == 1
     transport.close()
+    assert caplog.records and CANARY not in caplog.text and "Basic " not in caplog.text
 
 
 def test_proxy_is_read_once_per_origin(proxy: _Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
