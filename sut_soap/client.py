@@ -170,8 +170,9 @@ class SystemUserClient(TicketRenewal):
             :class:`~sut_soap.errors.TransportError` within a few milliseconds of it (README:
             "Every call ends on time"). ``RetryPolicy(deadline=)`` can only shorten it.
         session: your own ``requests.Session`` (proxies, CA bundle, adapters), used as it is
-            and left open by :meth:`close`. Default: a session of the client's own (pool of 16,
-            proxies and CA bundle read from the environment once). Not with ``transport``.
+            and left open by :meth:`close`. Default: urllib3 pools of the client's own (16
+            connections per host, proxies and CA bundle read from the environment once). Not
+            with ``transport``.
         transport: your own :class:`~sut_soap.Transport`, through which every request goes (a
             recording, a replay, a test double). Default: an :class:`~sut_soap.HttpTransport`.
             Turns retrying off unless ``retry`` is given.
@@ -490,7 +491,7 @@ class SystemUserClient(TicketRenewal):
         keep-alive connection pool, so cached tenants cost nothing and cold ones are exchanged
         concurrently. One tenant's failure never fails the batch: its value is the
         :class:`~sut_soap.errors.SutSoapError` instead of a ticket. The result keeps the order
-        of ``tenants``. A session the client created grows its pool to ``max_workers``; a
+        of ``tenants``. The client's own pools grow to ``max_workers``; a
         ``session=`` you passed is used as it is (mount an ``HTTPAdapter(pool_maxsize=...)``
         on it yourself).
 
@@ -569,7 +570,7 @@ class SystemUserClient(TicketRenewal):
         """Close the transport and the key source's own transport, if it has one.
 
         The transport is closed whoever made it, a ``transport=`` you passed included; the
-        default :class:`~sut_soap.HttpTransport` closes only a session it created, so a
+        default :class:`~sut_soap.HttpTransport` closes only its own pools, so a
         ``session=`` you passed stays open. The client should not be used afterwards.
         """
         self._transport.close()

@@ -824,45 +824,36 @@ def bad_tenants(n: int) -> dict[str, str]:
 def test_get_tickets_grows_the_clients_own_pool(
     make_client: Callable[..., SystemUserClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Many workers grow the client's own pool to match; the old pool closes with the client, never shrinks."""
+    """Many workers grow the client's own pools to match; the old pools close with the client, never shrink."""
     client = make_client()
-    assert isinstance(client.transport, HttpTransport)
-    session = client.transport.session
-    initial = session.get_adapter(NOWHERE)
-    assert isinstance(initial, requests.adapters.HTTPAdapter)
-    assert initial._pool_maxsize == client_module.DEFAULT_MAX_WORKERS
+    transport = client.transport
+    assert isinstance(transport, HttpTransport) and transport.session is None
+    initial = transport._pools
+    assert initial.size == client_module.DEFAULT_MAX_WORKERS
     closed: list[str] = []
     monkeypatch.setattr(initial, "close", lambda: closed.append("initial"))
     result = client.get_tickets(bad_tenants(40), max_workers=24)
     assert all(isinstance(error, ConfigurationError) for error in result.values())
-    grown = session.get_adapter(NOWHERE)
-    assert grown is not initial and session.get_adapter("https://example.com/") is grown
-    assert grown._pool_maxsize == 24
-    assert closed == []  # threads may still be using the old pool
+    grown = transport._pools
+    assert grown is not initial and grown.size == 24
+    assert closed == []  # threads may still be using the old pools
     client.get_tickets(bad_tenants(40), max_workers=4)
     client.get_tickets(bad_tenants(3), max_workers=200)  # 3 tenants need 3 workers
-    assert session.get_adapter(NOWHERE) is grown
+    assert transport._pools is grown
     client.close()
     assert closed == ["initial"]
 
 
 def test_concurrent_pool_growth_builds_one_pool(make_client: Callable[..., SystemUserClient]) -> None:
-    """Two batches growing the pool at once mount one new pool, not one each (no connections thrown away)."""
+    """Two batches growing the pools at once build one new generation, not one each (no connections thrown away)."""
     client = make_client()
-    assert isinstance(client.transport, HttpTransport)
-    session = client.transport.session
-    mounted: list[str] = []
-    real_mount = session.mount
-
-    def mount(prefix: str, adapter: requests.adapters.BaseAdapter) -> None:
-        mounted.append(prefix)
-        real_mount(prefix, adapter)
-
-    session.mount = mount  # type: ignore[method-assign]
-    client.transport._pool_lock = HookedLock(lambda: client.get_tickets(bad_tenants(30), max_workers=30))  # type: ignore[assignment]
+    transport = client.transport
+    assert isinstance(transport, HttpTransport)
+    initial = transport._pools
+    transport._pool_lock = HookedLock(lambda: client.get_tickets(bad_tenants(30), max_workers=30))  # type: ignore[assignment]
     client.get_tickets(bad_tenants(30), max_workers=30)
-    assert sorted(mounted) == ["http://", "https://"]
-    assert session.get_adapter(NOWHERE)._pool_maxsize == 30
+    assert transport._retired == [initial]
+    assert transport._pools.size == 30
 
 
 @pytest.mark.parametrize(

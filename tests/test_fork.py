@@ -340,16 +340,15 @@ def test_reset_hook_keeps_state_and_renews_locks_and_pools(emu: Emulator) -> Non
         own_transport = own.transport
         assert isinstance(own_transport, HttpTransport)
         own_transport.ensure_pool(32)
-        own_pools = own_transport.session.get_adapter("http://").poolmanager  # type: ignore[attr-defined]
-        cookies = own_transport.session.cookies
+        own_pools = own_transport._pools
         locks = [own.cache._lock, own._flights._lock, own._rejections._lock, own._key_source._lock]  # type: ignore[attr-defined]
         fork_module.reset_after_fork()
         assert own.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is ticket
         assert len(own._flights) == 0
-        assert own_transport.session.get_adapter("http://").poolmanager is not own_pools  # type: ignore[attr-defined]
-        assert own_transport.session.cookies is not cookies
+        assert own_transport._pools is not own_pools
         assert own_transport._retired == []
-        assert own_transport.session.get_adapter("http://")._pool_maxsize == 32  # type: ignore[attr-defined]
+        assert own_transport._pools.size == 32
+        assert own.authenticate(context_identifier=CTX, system_user_token=TOKEN).context_identifier == CTX
         renewed = [own.cache._lock, own._flights._lock, own._rejections._lock, own._key_source._lock]  # type: ignore[attr-defined]
         assert all(new is not old for new, old in zip(renewed, locks, strict=True))
         assert session.get_adapter("http://") is mounted

@@ -101,3 +101,34 @@ def test_command_line_uses_only_public_names_of_the_library_and_testing_kit() ->
             if any(part.startswith("_") for part in parts) or any(name.startswith("_") for name in names):
                 private.append(f"{path.name}: from {'.' * node.level}{node.module} import {', '.join(names)}")
     assert private == []
+
+
+def test_only_the_transport_package_imports_the_http_libraries() -> None:
+    """requests and urllib3 are imported (outside type checking) by modules of sut_soap/transport/ only."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "sut_soap"
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.parent == root / "transport":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for inner in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            if any(name.split(".")[0] in ("requests", "urllib3") for name in names):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []

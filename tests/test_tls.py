@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -122,15 +123,69 @@ def test_missing_ca_bundle_in_the_environment_is_refused(
                          session=requests.Session())
 
 
-def test_existing_ca_bundle_is_used_by_the_own_session(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A bundle that exists is applied once; verification stays on either way."""
+def test_ca_bundle_is_read_once_when_the_transport_is_built(
+    tls: Callable[..., TlsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundle named when the client was built is the one trusted, even after the variable changes."""
+    server = tls("once")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.cert))  # type: ignore[attr-defined]
+    with client_for(server.url, retry=None) as client:
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        with pytest.raises(TransportError) as info:
+            client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert info.value.status == 503 and server.handshakes == 1
+
+
+def test_ca_bundle_without_certificates_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A bundle that exists but holds no certificate fails the first https request as a ConfigurationError."""
     bundle = tmp_path / "bundle.pem"
     bundle.write_text("")
-    with client_for("https://online.superoffice.com" + PATH) as plain:
-        assert isinstance(plain.transport, HttpTransport) and plain.transport.session.verify is True
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    with client_for("https://online.superoffice.com" + PATH) as client:
-        assert isinstance(client.transport, HttpTransport) and client.transport.session.verify == str(bundle)
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(bundle))
+    transport = HttpTransport()
+    transport.prepare(["https://online.superoffice.com" + PATH])
+    with pytest.raises(ConfigurationError, match="CURL_CA_BUNDLE names a CA bundle with no certificate"):
+        transport.request("GET", "https://online.superoffice.com" + PATH)
+
+
+def test_without_a_bundle_the_system_store_is_trusted(tls: Callable[..., TlsServer]) -> None:
+    """With no bundle variable the own pools trust the system store, which does not know a test CA."""
+    server = tls("system")
+    transport = HttpTransport()
+    with pytest.raises(TransportError, match="TLS handshake"):
+        transport.request("GET", server.url)
+    context = transport._tls
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 0 or ssl.get_default_verify_paths().capath
+
+
+def test_certifi_is_the_fallback_for_an_empty_system_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Where the system store has no CA certificate (no file, an empty directory), certifi's bundle is loaded."""
+    import certifi
+
+    from sut_soap.transport import _pools
+
+    empty = tmp_path / "certs"
+    empty.mkdir()
+    paths = ssl.DefaultVerifyPaths(None, str(empty), "SSL_CERT_FILE", None, "SSL_CERT_DIR", None)  # type: ignore[call-arg,arg-type]
+    loaded: list[str | None] = []
+
+    class Empty(ssl.SSLContext):
+        def cert_store_stats(self) -> dict[str, int]:
+            return {"x509_ca": 0}
+
+        def load_verify_locations(self, cafile: Any = None, capath: Any = None, cadata: Any = None) -> None:
+            loaded.append(cafile)
+
+    monkeypatch.setattr(_pools.ssl, "create_default_context", lambda: Empty(ssl.PROTOCOL_TLS_CLIENT))
+    monkeypatch.setattr(_pools.ssl, "get_default_verify_paths", lambda: paths)
+    _pools.system_trust_context(None)
+    assert loaded == [certifi.where()]
+    (empty / "ca.pem").write_text("")
+    loaded.clear()
+    _pools.system_trust_context(None)
+    assert loaded == []
 
 
 def test_missing_ca_bundle_does_not_matter_without_https(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -145,6 +200,16 @@ def test_session_verify_naming_a_missing_bundle_is_refused(tmp_path: Path) -> No
     session.verify = str(tmp_path / "missing.pem")
     with pytest.raises(ConfigurationError, match="verify="):
         client_for("https://online.superoffice.com" + PATH, session=session)
+
+
+def test_session_verify_naming_an_existing_bundle_is_accepted(tmp_path: Path) -> None:
+    """A caller's session whose verify= names a bundle that exists is used as it is."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("")
+    session = requests.Session()
+    session.verify = str(bundle)
+    client_for("https://online.superoffice.com" + PATH, session=session).close()
+    assert session.verify == str(bundle)
 
 
 # --- verify=False -------------------------------------------------------------------------------

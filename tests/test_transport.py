@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -262,7 +263,9 @@ def test_pool_of_a_callers_session_is_left_alone() -> None:
     assert dict(session.adapters) == adapters
     own = HttpTransport()
     own.ensure_pool(64)
-    assert own.session.get_adapter("https://x")._pool_maxsize == 64  # type: ignore[attr-defined]
+    own.ensure_pool(8)
+    route = own._pools.route(urlsplit("https://x.invalid/"), "https://x.invalid/")
+    assert own._pools.size == 64 and route.open.__self__.pool.maxsize == 64  # type: ignore[attr-defined]
     own.close()
 
 
@@ -399,6 +402,15 @@ def test_spent_deadline_refuses_to_send() -> None:
     assert (caught.value.host, caught.value.phase) == ("127.0.0.1", "connect")
     assert caught.value.retryable
     assert session.timeouts == []
+
+
+def test_callers_session_without_a_deadline_is_not_watched() -> None:
+    """HttpTransport(session, deadline=None) reads the answer with no watch on the watchdog."""
+    from sut_soap._watchdog import WATCHDOG
+
+    before = len(WATCHDOG)
+    assert HttpTransport(_answering(), deadline=None).request("GET", ENDPOINT).content == b"<x/>"
+    assert len(WATCHDOG) == before
 
 
 @pytest.mark.parametrize(("timeout", "expected"), [(10.0, 2.5), (1.0, 1.0), ((5.0, 10.0), (2.5, 2.5))])
