@@ -356,7 +356,8 @@ class SystemUserClient(TicketRenewal):
         claims = self._validator.validate(answer.token, context_identifier=context)
         # The claims are the JWT's payload: the ticket keeps the JWT and decodes them when read.
         ticket = SystemUserTicket._from_validated_jwt(answer.token, claims, context_identifier=context, obtained_at=now)
-        _log.debug("ticket for %s valid; JWT expires %s", context, ticket.expires_at.isoformat())
+        if _log.isEnabledFor(logging.DEBUG):  # isoformat costs more than the check
+            _log.debug("ticket for %s valid; JWT expires %s", context, ticket.expires_at.isoformat())
         return ticket
 
     def _attempt(self, context: str, token: str) -> tuple[Answer, datetime]:
