@@ -16,7 +16,9 @@ client's CPU can be measured on its own (sections 1-4):
    by one is measured on ``BENCH_ONE_BY_ONE`` of them, default 200, and scaled to 1,000, as the
    output says; ``BENCH_ONE_BY_ONE=1000`` measures all), with the client's and the emulator's CPU;
 5. start-up: ``import sut_soap`` and ``sut-soap --help`` against a bare interpreter;
-6. memory of a client holding 10,000 cached tickets (in a subprocess);
+6. memory of a client holding 10,000 cached tickets (in a subprocess): each tenant's own
+   SuperOffice-shaped JWT, validated and cached by ``get_ticket`` (only the SOAP call is
+   replaced), everything the client keeps per tenant counted (tracemalloc, after gc);
 7. exchanges per second with the emulator in the client's process;
 8. the emulator under 512 concurrent clients, each on its own new connection (other languages'
    test suites hit it this way): how many were served, how many dropped;
