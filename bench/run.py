@@ -16,7 +16,9 @@ client's CPU can be measured on its own (sections 1-4):
    by one is measured on ``BENCH_ONE_BY_ONE`` of them, default 200, and scaled to 1,000, as the
    output says; ``BENCH_ONE_BY_ONE=1000`` measures all), with the client's and the emulator's CPU;
 5. start-up: ``import sut_soap`` and ``sut-soap --help`` against a bare interpreter;
-6. memory of a client holding 10,000 cached tickets (in a subprocess);
+6. memory of a client holding 10,000 cached tickets (in a subprocess): each tenant's own
+   SuperOffice-shaped JWT, validated and cached by ``get_ticket`` (only the SOAP call is
+   replaced), everything the client keeps per tenant counted (tracemalloc, after gc);
 7. exchanges per second with the emulator in the client's process;
 8. the emulator under 512 concurrent clients, each on its own new connection (other languages'
    test suites hit it this way): how many were served, how many dropped;
@@ -65,6 +67,7 @@ import sut_soap.client  # noqa: E402
 from sut_soap import SystemUserClient, SystemUserTicket, TransportError  # noqa: E402
 from sut_soap.signing import sign_system_user_token  # noqa: E402
 from sut_soap.testing.emulator import Emulator, Fault  # noqa: E402
+from sut_soap.testing.minting import sign_jwt, superoffice_claims  # noqa: E402
 
 SECRET = "bench-secret"
 CTX = "Cust12345"
@@ -79,6 +82,7 @@ FLOOR_RATIO_GOAL = 2.0
 WALL_RATIO_GOAL = 0.75
 WARMUP_GOAL = 35.0
 WARMUP_DEFAULT_GOAL = 10.0
+MEMORY_GOAL_KIB = 2.5  # per cached ticket at 10,000 tenants (tracemalloc)
 EMULATOR_CPU_GOAL_MS = 1.3  # 50 s of sequential latency / 35 = 1.43 s for 1,000 exchanges, with room for the rest
 DRIP_DEADLINES = (2.0, 5.0, 30.0)
 DRIP_SECONDS = 0.1  # well within the 1 s read timeout: only the deadline can end the call
@@ -129,6 +133,7 @@ class Results:
     exchange_cpu_ms: float = float("nan")
     floor_cpu_ms: float = float("nan")
     warm_get_us: float = float("nan")
+    memory_kib_per_ticket: float = float("nan")
     warmup_speedup: dict[int, float] = field(default_factory=dict)
     warmup_extrapolated: bool = False
     warmup_emulator_cpu_ms: float = float("nan")
@@ -551,55 +556,75 @@ def startup() -> None:
 
 
 MEMORY_PROCESS = textwrap.dedent("""
-    import json, resource, sys, time, tracemalloc
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from sut_soap import SystemUserClient, SystemUserTicket
-    from sut_soap.testing.emulator import Emulator
+    # What one client holds after N real-shaped exchanges, each tenant with its own JWT.
+    import gc, json, resource, sys, tracemalloc
+    from cryptography.hazmat.primitives import serialization
+    from sut_soap import SystemUserClient
+    from sut_soap.soap import Answer
 
-    N, trace = int(sys.argv[1]), sys.argv[2] == "trace"
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    with Emulator(client_secret="s", partner_public_key=key) as emu:
-        emu.add_tenant("Cust00000", system_user_token="Sync-00000", serial="1000000")
-        client = SystemUserClient(client_secret="s", private_key=key, endpoint=emu.endpoint)
-        template = client.authenticate(context_identifier="Cust00000", system_user_token="Sync-00000")
-    claims_text = json.dumps(dict(template.claims))
+    N, trace, minted = int(sys.argv[1]), sys.argv[2] == "trace", json.loads(open(sys.argv[3]).read())
+    key = serialization.load_pem_private_key(minted["key"].encode(), password=None)
+    client = SystemUserClient(client_secret="s", private_key=key, public_key=key.public_key(),
+                              endpoint="https://sod.superoffice.com/Login/Services/PartnerSystemUserService.svc")
+    # Bytes, so each exchange decodes a fresh JWT string, as parsing a real answer does.
+    answers = {ctx: jwt.encode("ascii") for ctx, jwt in minted["jwts"].items()}
+    tenants = [(ctx, f"Sync-{ctx}") for ctx in answers if ctx != "warm-up"]
+    del minted
 
-    def exchange(*, context_identifier, system_user_token):
-        # What a real exchange leaves behind: fresh strings for the JWT and the decoded claims.
-        claims = json.loads(claims_text.replace("Cust00000", context_identifier))
-        jwt = template.token[:-10] + context_identifier[-10:].rjust(10, "x")
-        return SystemUserTicket.from_claims(jwt, claims, obtained_at=client.clock.now())
-
-    # get_ticket's own path to an exchange (authenticate() is the public single exchange).
-    client._authenticate = lambda context, token, retry: exchange(context_identifier=context, system_user_token=token)
-    tenants = [(f"Cust{i:05d}", f"Sync-{i:05d}") for i in range(N)]
+    # The exchange itself is replaced (no signing, no HTTP): its answer is the tenant's own
+    # pre-minted JWT, which the client then validates and caches on its real path.
+    client._attempt = lambda context, token: (Answer(True, answers[context].decode("ascii"), None), client.clock.now())
+    client.get_ticket(context_identifier="warm-up", system_user_token="Sync-warm-up")  # one-off allocations
+    client.invalidate("warm-up")
+    gc.collect()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if trace:
         tracemalloc.start()
     for ctx, token in tenants:
         client.get_ticket(context_identifier=ctx, system_user_token=token)
     del ctx, token
+    gc.collect()
     assert len(client.cache) == N
     if trace:
         current, peak = tracemalloc.get_traced_memory()
-        print(current, peak, len(template.token))
+        print(current, peak, len(answers[tenants[0][0]]))
     else:
         print(rss0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """)
 
 
-def memory() -> None:
+def mint_memory_jwts(n: int, path: Path) -> None:
+    """Write a key and ``n`` tenants' own JWTs (claims as SuperOffice issues them) for MEMORY_PROCESS."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwts = {}
+    for i in range(n + 1):
+        ctx = f"Cust{i:05d}" if i < n else "warm-up"
+        claims = superoffice_claims(
+            context_identifier=ctx, serial=str(1_000_000 + i), lifetime=3600,
+            system_user_token=f"Sync-{ctx}", email=f"system.user@{ctx.lower()}.invalid", upn=f"SystemUser@{ctx}",
+        )
+        jwts[ctx] = sign_jwt(claims, key)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path.write_text(json.dumps({"key": pem, "jwts": jwts}))
+
+
+def memory(results: Results) -> None:
     n = 10_000
+    minted = Path(tempfile.mkdtemp(prefix="sut-soap-bench-")) / "memory-jwts.json"
+    mint_memory_jwts(n, minted)
 
     def child(mode: str) -> list[int]:
-        out = subprocess.run([sys.executable, "-c", MEMORY_PROCESS, str(n), mode],
+        out = subprocess.run([sys.executable, "-c", MEMORY_PROCESS, str(n), mode, str(minted)],
                              check=True, capture_output=True, text=True)
         return [int(x) for x in out.stdout.split()]
 
     current, peak, jwt_chars = child("trace")
     rss_before, rss_after = child("rss")
-    print(f"6. {n:,} cached tickets in one client (JWT {jwt_chars} chars, claims as decoded): "
-          f"traced {current / 2**20:.1f} MiB held ({current / n / 1024:.2f} KiB per tenant), "
+    minted.unlink()
+    results.memory_kib_per_ticket = current / n / 1024
+    print(f"6. {n:,} cached tickets in one client (each tenant's own {jwt_chars}-char JWT, validated and cached "
+          f"by get_ticket): traced {current / 2**20:.1f} MiB held ({current / n / 1024:.2f} KiB per tenant), "
           f"peak {peak / 2**20:.1f} MiB | process max RSS {rss_before / 1024:.1f} -> {rss_after / 1024:.1f} MiB")
 
 
@@ -728,6 +753,8 @@ def summary(results: Results) -> int:
          f"< {EMULATOR_CPU_GOAL_MS:g}", results.warmup_emulator_cpu_ms < EMULATOR_CPU_GOAL_MS, "{:.2f}"),
         ("exchanges for 50 threads on one cold tenant", results.cold_exchanges, "== 1",
          results.cold_exchanges == 1, "{}"),
+        ("KiB per cached ticket, 10,000 tenants through get_ticket (tracemalloc)", results.memory_kib_per_ticket,
+         f"<= {MEMORY_GOAL_KIB:g}", results.memory_kib_per_ticket <= MEMORY_GOAL_KIB, "{:.2f}"),
         (f"emulator: clients dropped of {CONCURRENT_CLIENTS} concurrent", results.concurrent_dropped, "== 0",
          results.concurrent_dropped == 0, "{}"),
     ]
@@ -759,7 +786,7 @@ def main() -> int:
     finally:
         emu.stop()
     startup()
-    memory()
+    memory(results)
     emulator_throughput(key)
     emu = EmulatorProcess(key)  # a fresh one: no connections left from sections 1-4
     try:

@@ -9,11 +9,13 @@ import gc
 import json
 import logging
 import math
+import os
 import pickle
 import sys
 import threading
 import time
 import tracemalloc
+import zlib
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ from sut_soap import ticket as ticket_module
 from sut_soap.cache import DEFAULT_MAX_ENTRIES, CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
 from sut_soap.client import default_refresh_ahead
 from sut_soap.keys import load_private_key
+from sut_soap.soap import Answer
 from sut_soap.testing.emulator import Emulator, Fault
 from sut_soap.testing.minting import superoffice_claims
 from sut_soap.tokens import CLAIM_ASSOCIATE_ID, CLAIM_CTX, CLAIM_PREFIX, CLAIM_SERIAL, CLAIM_TICKET, decode_unverified
@@ -887,6 +890,7 @@ def test_warm_get_ticket_decodes_nothing(make_client: Callable[..., SystemUserCl
     monkeypatch.setattr(json, "loads", forbidden)
     monkeypatch.setattr(base64, "urlsafe_b64decode", forbidden)
     monkeypatch.setattr(binascii, "a2b_base64", forbidden)
+    monkeypatch.setattr(zlib, "decompressobj", forbidden)
     for _ in range(3):
         assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is first
 
@@ -916,6 +920,112 @@ def test_cached_ticket_costs_at_most_2_5_kib_at_10000_tickets() -> None:
     finally:
         tracemalloc.stop()
     assert len(store) == n and jwt_chars > 1500
+    assert held / n <= 2.5 * 1024, f"{held / n / 1024:.2f} KiB per cached ticket"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+_HOSTILE_CLAIMS = superoffice_claims(system_user_token="Sync \u00e9\u2603\U0001f600 \"q\" \\ </x>", email="\x7f@b")
+# Valid but unusual JWTs: each must come back from ticket.token exactly as it was given.
+HOSTILE_JWTS = {
+    "non-ascii and escapes, ensure_ascii": ".".join(
+        [_b64(b'{"alg":"RS256","typ":"JWT"}'), _b64(json.dumps(_HOSTILE_CLAIMS).encode()), _b64(bytes(256))]
+    ),
+    "raw utf-8 payload, spaces and newlines": ".".join(
+        [_b64(b'{"alg":"RS256","typ":"JWT","kid":"k"}'),
+         _b64(json.dumps(_HOSTILE_CLAIMS, ensure_ascii=False, indent=2).encode("utf-8")), _b64(os.urandom(256))]
+    ),
+    "20 KB random payload beyond the deflate window": ".".join(
+        [_b64(b'{"alg":"RS256"}'), _b64(json.dumps({**_HOSTILE_CLAIMS, "x": _b64(os.urandom(15000))}).encode()),
+         _b64(os.urandom(256))]
+    ),
+    "3072-bit signature, header of its own": ".".join(
+        [_b64(json.dumps({"alg": "RS256", "kid": os.urandom(8).hex()}).encode()),
+         _b64(json.dumps(_HOSTILE_CLAIMS).encode()), _b64(os.urandom(384))]
+    ),
+    "payload of every length mod 3": ".".join(
+        [_b64(b'{"alg":"RS256"}'), _b64(json.dumps({**_HOSTILE_CLAIMS, "p": "ab"}).encode()), _b64(os.urandom(257))]
+    ),
+    "non-canonical signature bits (kept as given)": ".".join(
+        [_b64(b'{"alg":"RS256"}'), _b64(json.dumps(_HOSTILE_CLAIMS).encode()), _b64(bytes(256))[:-1] + "B"]
+    ),
+    "signature of an impossible length (kept as given)": ".".join(
+        [_b64(b'{"alg":"RS256"}'), _b64(json.dumps(_HOSTILE_CLAIMS).encode()), "AAAAA"]
+    ),
+    "padded segment (kept as given)": ".".join(
+        [_b64(b'{"alg":"RS256"}'), _b64(json.dumps(_HOSTILE_CLAIMS).encode()) + "==", _b64(bytes(256))]
+    ),
+}
+
+
+@pytest.mark.parametrize("jwt", HOSTILE_JWTS.values(), ids=HOSTILE_JWTS.keys())
+def test_client_ticket_token_is_the_jwt_byte_for_byte(jwt: str) -> None:
+    """ticket.token of a client-built ticket is exactly the JWT it came from, for odd but valid JWTs."""
+    given = "".join(list(jwt))  # a string of its own, not the one the ticket might have kept
+    built = SystemUserTicket._from_validated_jwt(
+        given, dict(_HOSTILE_CLAIMS), context_identifier=CTX, obtained_at=OBTAINED
+    )
+    del given
+    assert built.token == jwt and type(built.token) is str
+    assert pickle.loads(pickle.dumps(built)).token == jwt
+    assert dataclasses.replace(built, serial="7").token == jwt
+    payload = jwt.split(".")[1].rstrip("=")
+    assert dict(built.claims) == json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_jwt_headers_are_shared_between_tickets_up_to_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tickets keep one shared copy of a JWT header, for as many headers as the bound allows; beyond it, their own."""
+    monkeypatch.setattr(ticket_module, "_headers", {})
+    monkeypatch.setattr(ticket_module, "_MAX_HEADERS", 1)
+    claims = _decoded(superoffice_claims())
+    jwts = [".".join([_b64(header), _b64(json.dumps(claims).encode()), _b64(bytes(256))])
+            for header in (b'{"alg":"RS256","kid":"a"}', b'{"alg":"RS256","kid":"a"}', b'{"alg":"RS256","kid":"b"}')]
+    built = [SystemUserTicket._from_validated_jwt("".join(list(jwt)), claims, context_identifier=CTX,
+                                                  obtained_at=OBTAINED) for jwt in jwts]
+    assert [t.token for t in built] == jwts and len(ticket_module._headers) == 1
+    assert built[0].claims._header is built[1].claims._header  # type: ignore[attr-defined]
+
+
+def test_cached_ticket_costs_at_most_2_5_kib_through_get_ticket() -> None:
+    """10,000 tenants' own 1.6 KB JWTs cached by get_ticket cost at most 2.5 KiB each, all client state included."""
+    n = 10_000
+    client = SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY,
+                              public_key=PARTNER_KEY.public_key(), endpoint="https://sod.invalid/x.svc")
+    tenants = [(f"Cust{i:05d}", f"Sync-Cust{i:05d}") for i in range(n)]
+    signature = _b64(os.urandom(256))
+    header = _b64(b'{"alg":"RS256","typ":"JWT","kid":"k1"}')
+
+    def jwt_of(i: int, ctx: str, token: str) -> bytes:
+        claims = superoffice_claims(context_identifier=ctx, serial=str(1_000_000 + i), system_user_token=token,
+                                    email=f"system.user@{ctx.lower()}.invalid", upn=f"SystemUser@{ctx}")
+        return f"{header}.{_b64(json.dumps(claims, separators=(',', ':')).encode())}.{signature}".encode()
+
+    # Each tenant's own JWT as SuperOffice shapes it, as bytes: every exchange decodes a new string.
+    answers = {ctx: jwt_of(i, ctx, token) for i, (ctx, token) in enumerate(tenants)}
+    answers["warm-up"] = jwt_of(n, "warm-up", "warm-up")
+    # The exchange answers from the JWTs above and validation only decodes (the signatures are not
+    # real); the rest is get_ticket's own path: ticket, store entry, key and fingerprint memo.
+    client._attempt = lambda context, token: (  # type: ignore[method-assign]
+        Answer(True, answers[context].decode("ascii"), None), client.clock.now()
+    )
+    client._validator = type("Decoding", (), {  # type: ignore[assignment]
+        "validate": staticmethod(lambda token, context_identifier: decode_unverified(token)[1])
+    })()
+    client.get_ticket(context_identifier="warm-up", system_user_token="warm-up")  # one-off allocations
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for ctx, token in tenants:
+            client.get_ticket(context_identifier=ctx, system_user_token=token)
+        del ctx, token
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        client.close()
+    assert len(client.cache) == n + 1 and len(answers["Cust00000"]) > 1500
     assert held / n <= 2.5 * 1024, f"{held / n / 1024:.2f} KiB per cached ticket"
 
 
