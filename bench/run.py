@@ -306,8 +306,8 @@ def exchange_against_handwritten(emu: EmulatorProcess, key: rsa.RSAPrivateKey, r
 STEPS = ("signing", "envelope", "HTTP", "parsing", "JWT validation")
 STEP_LABELS = {
     "signing": "signing (RSA-2048 PKCS#1 v1.5)",
-    "envelope": "envelope building (zeep + plugin | template)",
-    "HTTP": "HTTP POST + read (requests)",
+    "envelope": "envelope building (zeep-made template | template)",
+    "HTTP": "HTTP POST + read (urllib3 | requests)",
     "parsing": "answer parsing (hardened lxml | lxml find)",
     "JWT validation": "JWT validation (RS256 + claims | PyJWT)",
 }
