@@ -46,8 +46,8 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import urllib3
@@ -192,6 +192,16 @@ def call_transport(
         ) from None
 
 
+class _Sent(NamedTuple):
+    """An answer whose headers arrived: its body still to read from ``raw``, then ``close()``."""
+
+    raw: Any
+    status: int
+    headers: HeaderMap
+    reason: str
+    close: Callable[[], None]
+
+
 def _timeout_of(timeout: Any) -> urllib3.Timeout:
     if isinstance(timeout, tuple):
         return urllib3.Timeout(connect=timeout[0], read=timeout[1])
@@ -303,85 +313,77 @@ class HttpTransport:
             # A connect in progress has no socket the watchdog can reach: its timeout must end in time.
             timeout = cut_timeout(timeout, limit)
         if self.session is not None:
-            return self._request_session(
-                method, url, body=body, headers=headers, timeout=timeout, limit=limit, max_bytes=max_bytes,
-                started=started,
-            )
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            raise invalid_url("the endpoint") from None
-        route: Route = self._pools.route(parts, url)
-        host = route.host
-        target = url if route.absolute else (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        watch = None if limit is None else WATCHDOG.watch(limit)
-        local.watch = watch
-        try:
+            host = host_of(url)
+            session = self.session
+
+            def send() -> _Sent:
+                response = _session.send(
+                    session, method, url, body=body, headers={"User-Agent": USER_AGENT, **(headers or {})},
+                    timeout=timeout,
+                )
+                return _Sent(
+                    response.raw, response.status_code, HeaderMap(response.headers.items()), response.reason or "",
+                    response.close,
+                )
+        else:
             try:
+                parts = urlsplit(url)
+            except ValueError:
+                raise invalid_url("the endpoint") from None
+            route: Route = self._pools.route(parts, url)
+            host = route.host
+            target = url if route.absolute else (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            cut = self._timeout if timeout == self.timeout else _timeout_of(timeout)
+
+            def send() -> _Sent:
                 raw = route.open(
-                    method, target, body=body, headers=merge_headers(headers),
-                    timeout=self._timeout if timeout == self.timeout else _timeout_of(timeout),
+                    method, target, body=body, headers=merge_headers(headers), timeout=cut,
                     retries=NO_RETRY, redirect=False, assert_same_host=False, preload_content=False,
                 )
-            except HTTP_ERRORS as exc:
-                raise request_error(exc, host, watch, limit) from None
-            finally:
-                local.watch = None
-            try:
-                version = tls_version(raw)
-                answer_headers = raw.headers
-                content = read_capped(
-                    raw, status=raw.status, declared=answer_headers.get("Content-Length", ""), host=host,
-                    watch=watch, limit=limit, cap=max_bytes or self.max_response_bytes,
-                )
-            finally:
-                raw.close()
-                raw.release_conn()
-        finally:
-            if watch is not None:
-                WATCHDOG.release(watch)
+
+                def release() -> None:
+                    raw.close()
+                    raw.release_conn()
+
+                return _Sent(raw, raw.status, UrllibHeaders(raw.headers), raw.reason or "", release)
+
+        sent, content, version = self._send_watched(send, host, limit, max_bytes or self.max_response_bytes)
         if _log.isEnabledFor(logging.DEBUG):
             elapsed = (self._clock.monotonic() - started) * 1000
-            _log.debug("%s %s: HTTP %s in %.1f ms", method, host, raw.status, elapsed)
-        return HttpResponse(raw.status, UrllibHeaders(answer_headers), content, raw.reason or "", version)
+            _log.debug("%s %s: HTTP %s in %.1f ms", method, host, sent.status, elapsed)
+        return HttpResponse(sent.status, sent.headers, content, sent.reason, version)
 
-    def _request_session(
-        self, method: str, url: str, *, body: bytes | None, headers: Mapping[str, str] | None, timeout: Any,
-        limit: float | None, max_bytes: int | None, started: float,
-    ) -> HttpResponse:
-        """:meth:`request` through the caller's requests session."""
-        assert self.session is not None
-        host = host_of(url)
+    @staticmethod
+    def _send_watched(
+        send: Callable[[], _Sent], host: str, limit: float | None, cap: int
+    ) -> tuple[_Sent, bytes, str | None]:
+        """``send()`` and the capped read of its answer's body, watched until the deadline ``limit``.
+
+        The one sequence both ways of sending share: the watch is on from the connect to the
+        last byte, the HTTP library's failures are mapped once, and the connection is given
+        back (or closed) whatever happens.
+        """
         watch: Watch | None = None if limit is None else WATCHDOG.watch(limit)
         local.watch = watch
         try:
             try:
-                response = _session.send(
-                    self.session, method, url, body=body, headers={"User-Agent": USER_AGENT, **(headers or {})},
-                    timeout=timeout,
-                )
+                sent = send()
             except HTTP_ERRORS as exc:
                 raise request_error(exc, host, watch, limit) from None
             finally:
                 local.watch = None
             try:
-                version = tls_version(response.raw)
+                version = tls_version(sent.raw)
                 content = read_capped(
-                    response.raw, status=response.status_code, declared=response.headers.get("Content-Length", ""),
-                    host=host, watch=watch, limit=limit, cap=max_bytes or self.max_response_bytes,
+                    sent.raw, status=sent.status, declared=sent.headers.get("Content-Length", ""), host=host,
+                    watch=watch, limit=limit, cap=cap,
                 )
             finally:
-                response.close()
+                sent.close()
         finally:
             if watch is not None:
                 WATCHDOG.release(watch)
-        _log.debug(
-            "%s %s: HTTP %s in %.1f ms",
-            method, host, response.status_code, (self._clock.monotonic() - started) * 1000,
-        )
-        return HttpResponse(
-            response.status_code, HeaderMap(response.headers.items()), content, response.reason or "", version
-        )
+        return sent, content, version
 
     def prepare(self, urls: Iterable[str | None], *, allow_insecure_tls: bool = False) -> None:
         """Apply the TLS and proxy policy for the URLs a client will call, once, before any request.
