@@ -265,7 +265,7 @@ def test_pool_of_a_callers_session_is_left_alone() -> None:
     own.ensure_pool(64)
     own.ensure_pool(8)
     route = own._pools.route(urlsplit("https://x.invalid/"), "https://x.invalid/")
-    assert own._pools.size == 64 and route.open.__self__.pool.maxsize == 64  # type: ignore[attr-defined]
+    assert own._pools.size == 64 and route.pool is not None and route.pool.maxsize == 64
     own.close()
 
 

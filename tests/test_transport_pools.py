@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 import urllib3
 from support import QuietServer, serve_in_background
 
-from sut_soap._watchdog import Watch
+from sut_soap._watchdog import WATCHDOG, Watch
 from sut_soap.errors import ConfigurationError, TransportError
 from sut_soap.transport import HeaderMap, HttpTransport, _errors, _pools
 
@@ -112,10 +114,20 @@ def test_http_proxy_from_the_environment_is_used_with_its_credentials(
     sent = {name.lower(): value for name, value in proxy.headers[0]}
     assert sent["host"] == "sut-soap.invalid"
     assert sent["proxy-authorization"] == "Basic " + base64.b64encode(f"user:{CANARY}@x".encode()).decode()
+    headers = response.headers
+    assert headers["x-twice"] == "a, b" and "X-TWICE" in headers and len(headers) == len(list(headers))
     assert transport.request("GET", "http://other.invalid/").content == b"<via-proxy/>"  # the same proxy's pool
     assert len(proxy.ports) == 1
     transport.close()
     assert caplog.records and CANARY not in caplog.text and "Basic " not in caplog.text
+
+
+def test_proxied_request_without_a_deadline_is_sent_unwatched(proxy: _Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With deadline=None a proxied request goes through urllib3's connection without the watchdog."""
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    before = len(WATCHDOG)
+    assert HttpTransport(deadline=None).request("GET", "http://sut-soap.invalid/x").content == b"<via-proxy/>"
+    assert len(WATCHDOG) == before and proxy.lines == ["GET http://sut-soap.invalid/x HTTP/1.1"]
 
 
 def test_proxy_is_read_once_per_origin(proxy: _Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,7 +202,7 @@ def test_keep_alive_reuses_one_connection_and_close_keeps_the_transport_usable(s
 
 
 def test_answer_headers_view(server: _Recorder) -> None:
-    """The answer's headers are a HeaderMap over urllib3's own: any case, a repeated header joined, names only in repr."""
+    """The answer's headers are a HeaderMap: any case, a repeated header joined, names only in repr."""
     headers = HttpTransport().request("GET", server.url + "/").headers
     assert isinstance(headers, HeaderMap)
     assert headers["x-twice"] == "a, b" and headers.get("CONTENT-LENGTH") == "9"
@@ -220,25 +232,37 @@ def test_concurrent_first_requests_build_one_route() -> None:
     assert pools._add(parts, "http://127.0.0.1:9/x") is first is pools.route(parts, "http://127.0.0.1:9/x")
 
 
-def test_timeout_cut_by_the_deadline_reaches_urllib3(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The (connect, read) timeout goes to urllib3 as it is, or cut to what the deadline leaves."""
+def test_timeout_cut_by_the_deadline_reaches_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The (connect, read) timeout goes to the route as it is, or cut to what the deadline leaves."""
     transport = HttpTransport(timeout=(5.0, 10.0))
     url = "http://127.0.0.1:9/x"
     route = transport._pools.route(urlsplit(url), url)
-    seen: list[urllib3.Timeout] = []
+    seen: list[tuple[Any, Any]] = []
 
-    def capture(method: str, target: str, **kwargs: Any) -> Any:
-        seen.append(kwargs["timeout"])
+    def capture(method: str, target: str, body: Any, headers: Any, timeout: tuple[Any, Any]) -> Any:
+        seen.append(timeout)
         raise urllib3.exceptions.NewConnectionError(None, "refused")  # type: ignore[arg-type]
 
-    monkeypatch.setattr(route, "open", capture)
+    monkeypatch.setattr(route, "send", capture)
     for deadline in (None, 2.5):
         with pytest.raises(TransportError):
             transport.request("GET", url, deadline=deadline)
-    assert seen[0] is transport._timeout
-    assert (seen[1].connect_timeout, seen[1].read_timeout) == (2.5, 2.5)
-    single = HttpTransport(timeout=3.0)._timeout
-    assert (single.connect_timeout, single.read_timeout) == (3.0, 3.0)
+    assert seen == [(5.0, 10.0), (2.5, 2.5)]
+    assert HttpTransport(timeout=3.0)._timeout == (3.0, 3.0)
+
+
+def test_connect_and_read_timeouts_apply_to_their_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A direct connection connects within the connect timeout, then reads within the read timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    transport = HttpTransport(timeout=(4.0, 0.3), deadline=None)
+    started = time.monotonic()
+    with pytest.raises(TransportError) as caught:
+        transport.request("GET", f"http://127.0.0.1:{port}/")  # accepted by the backlog, never answered
+    assert 0.25 < time.monotonic() - started < 2.0
+    assert (caught.value.phase, caught.value.retryable) == ("wait for headers", True)
+    assert caught.value.message.startswith("the read timeout passed while waiting for the response headers")
+    listener.close()
 
 
 # --- the one mapping, for urllib3's own exceptions ----------------------------------------------
@@ -271,19 +295,90 @@ ENDPOINT = "http://127.0.0.1:9/Login/Services/PartnerSystemUserService.svc"
 def test_urllib3_failures_become_typed_transport_errors(
     error: Exception, message: str, retryable: bool, phase: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """urllib3's failures read as requests' did: the host, the phase, the retryable flag, no cause attached."""
+    """urllib3's failures (a proxied origin's) read as requests' do: the host, the phase, the retryable flag, no cause."""
     transport = HttpTransport(deadline=None)
     route = transport._pools.route(urlsplit(ENDPOINT), ENDPOINT)
 
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise error
 
-    monkeypatch.setattr(route, "open", fail)
+    monkeypatch.setattr(route, "send", fail)
     with pytest.raises(TransportError) as caught:
         transport.request("POST", ENDPOINT, body=b"<x/>")
     assert caught.value.message.startswith(message)
     assert (caught.value.host, caught.value.phase, caught.value.retryable) == ("127.0.0.1", phase, retryable)
     assert caught.value.__cause__ is None
+
+
+def _failed(phase: str, cause: BaseException) -> _errors.Failed:
+    failed = _errors.Failed(phase)
+    failed.__cause__ = cause
+    return failed
+
+
+@pytest.mark.parametrize(
+    ("error", "message", "retryable", "phase"),
+    [
+        (_failed("TLS", ssl.SSLCertVerificationError(1, "x")), "TLS handshake with h failed", False, "TLS"),
+        (_failed("connect", TimeoutError()), "connecting to h timed out", True, "connect"),
+        (_failed("TLS", TimeoutError()), "connecting to h timed out", True, "connect"),
+        (_failed("wait for headers", TimeoutError()),
+         "the read timeout passed while waiting for the response headers from h; the request may have reached "
+         "the server", True, "wait for headers"),
+        (_failed("connect", ConnectionRefusedError()), "cannot connect to h (connection refused)", True, "connect"),
+        (_failed("connect", socket.gaierror(-2, "Name or service not known")),
+         "cannot connect to h (the host name does not resolve)", True, "connect"),
+        (_failed("send", BrokenPipeError()),
+         "the connection closed while sending the request to h; the request may have reached the server", True,
+         "send"),
+        (_failed("wait for headers", http.client.RemoteDisconnected("gone")),
+         "the connection closed while waiting for the response headers from h; the request may have reached the "
+         "server", True, "wait for headers"),
+        (_failed("send", ssl.SSLEOFError()),
+         "the connection closed while sending the request to h; the request may have reached the server", True,
+         "send"),
+        (_failed("connect", RuntimeError("odd")), "HTTP request to h failed: Failed", False, "connect"),
+    ],
+    ids=["tls-verdict", "connect-timeout", "handshake-timeout", "read-timeout", "refused", "dns", "broken-pipe",
+         "dropped-after-send", "tls-after-handshake", "other"],
+)
+def test_direct_connection_failures_become_typed_transport_errors(
+    error: _errors.Failed, message: str, retryable: bool, phase: str
+) -> None:
+    """A direct connection's failure reads by the phase it happened in and the standard library's exception behind it."""
+    mapped = _errors.request_error(error, "h", None, None)
+    assert mapped.message.startswith(message)
+    assert (mapped.host, mapped.phase, mapped.retryable) == ("h", phase, retryable)
+
+
+def test_refused_connection_is_a_retryable_connect_error() -> None:
+    """A port nobody listens on is a retryable TransportError in the connect phase, naming the refusal."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+    with pytest.raises(TransportError) as caught:
+        HttpTransport(deadline=None).request("POST", f"http://127.0.0.1:{port}/x", body=b"<x/>")
+    assert caught.value.message == "cannot connect to 127.0.0.1 (connection refused)"
+    assert (caught.value.phase, caught.value.retryable) == ("connect", True)
+
+
+def test_server_closing_after_the_request_is_a_closed_connection() -> None:
+    """A server that reads the request and hangs up without answering: retryable, may have reached the server."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def hang_up() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.close()
+
+    thread = threading.Thread(target=hang_up)
+    thread.start()
+    with pytest.raises(TransportError) as caught:
+        HttpTransport(deadline=None).request("POST", f"http://127.0.0.1:{port}/x", body=b"<x/>")
+    thread.join()
+    listener.close()
+    assert caught.value.phase == "wait for headers" and caught.value.retryable
+    assert "may have reached the server" in caught.value.message
 
 
 def test_tls_error_after_the_handshake_is_a_closed_connection() -> None:

@@ -47,10 +47,8 @@ import os
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
-
-import urllib3
 
 from .. import _deadline, _fork
 from .._clock import SYSTEM_CLOCK, Clock
@@ -59,19 +57,16 @@ from ..errors import SutSoapError, TransportError
 from . import _session
 from ._errors import HTTP_ERRORS, PHASES, cut_timeout, host_of, not_sent, request_error
 from ._pools import (
-    NO_RETRY,
     USER_AGENT,
     Pools,
     Route,
-    UrllibHeaders,
     environment_bundle,
     invalid_url,
-    merge_headers,
     missing_bundle,
     proxy_from_environment,
     system_trust_context,
 )
-from ._values import HeaderMap, HttpResponse, Response
+from ._values import HeaderMap, HttpResponse, Response, Sent
 from ._watched import local, read_capped, tls_version
 
 if TYPE_CHECKING:
@@ -192,20 +187,9 @@ def call_transport(
         ) from None
 
 
-class _Sent(NamedTuple):
-    """An answer whose headers arrived: its body still to read from ``raw``, then ``close()``."""
-
-    raw: Any
-    status: int
-    headers: HeaderMap
-    reason: str
-    close: Callable[[], None]
-
-
-def _timeout_of(timeout: Any) -> urllib3.Timeout:
-    if isinstance(timeout, tuple):
-        return urllib3.Timeout(connect=timeout[0], read=timeout[1])
-    return urllib3.Timeout(connect=timeout, read=timeout)
+def _timeout_of(timeout: Any) -> tuple[Any, Any]:
+    """``timeout`` as a ``(connect, read)`` pair."""
+    return (timeout[0], timeout[1]) if isinstance(timeout, tuple) else (timeout, timeout)
 
 
 class HttpTransport:
@@ -316,12 +300,12 @@ class HttpTransport:
             host = host_of(url)
             session = self.session
 
-            def send() -> _Sent:
+            def send() -> Sent:
                 response = _session.send(
                     session, method, url, body=body, headers={"User-Agent": USER_AGENT, **(headers or {})},
                     timeout=timeout,
                 )
-                return _Sent(
+                return Sent(
                     response.raw, response.status_code, HeaderMap(response.headers.items()), response.reason or "",
                     response.close,
                 )
@@ -333,19 +317,10 @@ class HttpTransport:
             route: Route = self._pools.route(parts, url)
             host = route.host
             target = url if route.absolute else (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            cut = self._timeout if timeout == self.timeout else _timeout_of(timeout)
+            pair = self._timeout if timeout == self.timeout else _timeout_of(timeout)
 
-            def send() -> _Sent:
-                raw = route.open(
-                    method, target, body=body, headers=merge_headers(headers), timeout=cut,
-                    retries=NO_RETRY, redirect=False, assert_same_host=False, preload_content=False,
-                )
-
-                def release() -> None:
-                    raw.close()
-                    raw.release_conn()
-
-                return _Sent(raw, raw.status, UrllibHeaders(raw.headers), raw.reason or "", release)
+            def send() -> Sent:
+                return route.send(method, target, body, headers, pair)
 
         sent, content, version = self._send_watched(send, host, limit, max_bytes or self.max_response_bytes)
         if _log.isEnabledFor(logging.DEBUG):
@@ -355,8 +330,8 @@ class HttpTransport:
 
     @staticmethod
     def _send_watched(
-        send: Callable[[], _Sent], host: str, limit: float | None, cap: int
-    ) -> tuple[_Sent, bytes, str | None]:
+        send: Callable[[], Sent], host: str, limit: float | None, cap: int
+    ) -> tuple[Sent, bytes, str | None]:
         """``send()`` and the capped read of its answer's body, watched until the deadline ``limit``.
 
         The one sequence both ways of sending share: the watch is on from the connect to the

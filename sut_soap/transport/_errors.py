@@ -1,7 +1,8 @@
-"""The one mapping of the HTTP library's failures (urllib3's and requests') to TransportError.
+"""The one mapping of the HTTP libraries' failures (http.client's, urllib3's, requests') to TransportError.
 
-Both ways :class:`~sut_soap.HttpTransport` sends (urllib3 directly, or a ``session=`` of
-yours through requests) end here, so a failure reads the same whichever sent the request:
+Every way :class:`~sut_soap.HttpTransport` sends (its own ``http.client`` connections, urllib3
+through a proxy, or a ``session=`` of yours through requests) ends here, so a failure reads
+the same whichever sent the request:
 the host, the phase the watched connection reported (or the exception's kind tells), and
 from ``"send"`` on that the request may have reached the server. Messages never carry the
 exception's text beyond OpenSSL's verdict and the DNS or refusal cause.
@@ -9,6 +10,7 @@ exception's text beyond OpenSSL's verdict and the DNS or refusal cause.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 from typing import Any
@@ -21,7 +23,7 @@ from .._text import sanitise
 from .._watchdog import Watch
 from ..errors import TransportError
 
-__all__ = ["DURING", "HTTP_ERRORS", "PHASES", "cut_timeout", "host_of", "late", "not_sent", "request_error"]
+__all__ = ["DURING", "HTTP_ERRORS", "PHASES", "Failed", "cut_timeout", "host_of", "late", "not_sent", "request_error"]
 
 #: Where a request can be when it fails, in order (:attr:`TransportError.phase <sut_soap.errors.TransportError>`).
 PHASES = ("connect", "TLS", "send", "wait for headers", "body")
@@ -35,8 +37,16 @@ DURING = {
 # From here on the request (with the signed token) may have reached the server.
 _SENT = frozenset({"send", "wait for headers", "body"})
 
-#: The exceptions :func:`request_error` maps, from either library.
-HTTP_ERRORS = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
+class Failed(Exception):
+    """A request on one of the transport's own connections failed in ``phase``; ``__cause__`` says how."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(phase)
+        self.phase = phase
+
+
+#: The exceptions :func:`request_error` maps, from every way of sending.
+HTTP_ERRORS = (Failed, requests.exceptions.RequestException, urllib3.exceptions.HTTPError)
 
 
 def host_of(url: str) -> str:
@@ -74,8 +84,22 @@ def late(host: str, phase: str, limit: float | None, status: int | None = None) 
     )
 
 
+def _direct_kind(exc: Failed) -> str:
+    """What failed on a direct connection, from the standard library's exception behind ``exc``."""
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLError):  # a certificate's verdict too (SSLCertVerificationError)
+        return "tls"
+    if isinstance(cause, TimeoutError):
+        return "connect-timeout" if exc.phase in ("connect", "TLS") else "timeout"
+    if isinstance(cause, (OSError, http.client.HTTPException)):
+        return "connection"
+    return "other"
+
+
 def _kind(exc: BaseException) -> str:
-    """What failed, in the terms of both libraries: tls, connect-timeout, timeout, connection or other."""
+    """What failed, in the terms of every way of sending: tls, connect-timeout, timeout, connection or other."""
+    if isinstance(exc, Failed):
+        return _direct_kind(exc)
     if isinstance(exc, (requests.exceptions.SSLError, urllib3.exceptions.SSLError)):
         return "tls"
     if isinstance(exc, requests.exceptions.ConnectTimeout) or (
@@ -98,6 +122,8 @@ def _phase_of(exc: BaseException, kind: str, watch: Watch | None) -> str:
     """Where the request was: as its watched connection said, else as the exception's kind tells."""
     if watch is not None and watch.connection is not None:
         return watch.phase
+    if isinstance(exc, Failed):
+        return exc.phase
     if kind == "tls":
         return "TLS"
     if kind == "connect-timeout":

@@ -1,8 +1,9 @@
-"""The transport's own way of sending: urllib3 connection pools, one per origin, with watched connections.
+"""The transport's own way of sending: a route per origin, direct (``http.client``) or through a proxy (urllib3).
 
-No requests session sits in between: a request costs urllib3's pool and ``http.client``,
-plus the checks of the transport's policy. What requests would have decided per request is
-decided once:
+No requests session sits in between. An origin reached directly gets a pool of kept-alive
+``http.client`` connections (:mod:`sut_soap.transport._direct`); one the environment puts
+behind a proxy gets urllib3's ``ProxyManager``. What requests would have decided per
+request is decided once:
 
 - **Trust store**: one ``ssl.create_default_context()`` per transport, built at the first
   https request: the system's CA certificates (OpenSSL's default paths, which honour
@@ -17,10 +18,10 @@ decided once:
   ``*_proxy``/``all_proxy``/``no_proxy`` (CIDRs and suffixes included), then one urllib3
   ``ProxyManager`` per proxy (``CONNECT`` for https, as requests does; credentials in the
   proxy URL become ``Proxy-Authorization``). ``.netrc`` is never read.
-- **Pools**: ``maxsize`` connections kept per origin, ``block=False``: a thread beyond it
-  opens a connection of its own rather than waiting (a wait no deadline could cut), which
-  is then closed instead of pooled; :meth:`HttpTransport.ensure_pool` builds larger pools.
-- **No retries, no redirects**: ``retries=False``, ``redirect=False``; a 3xx comes back as it is.
+- **Pools**: ``maxsize`` connections kept per origin: a thread beyond it opens a connection
+  of its own rather than waiting (a wait no deadline could cut), which is then closed
+  instead of pooled; :meth:`HttpTransport.ensure_pool` builds larger pools.
+- **No retries, no redirects**: neither way retries or follows a 3xx; it comes back as it is.
 """
 
 from __future__ import annotations
@@ -39,10 +40,13 @@ import urllib3.util
 
 from .. import __version__
 from ..errors import ConfigurationError, TransportError
-from ._values import HeaderMap
-from ._watched import WatchedPool, WatchedTlsPool, watch_pools
+from ._direct import ACCEPT_ENCODING, DirectPool
+from ._values import HeaderMap, Sent
+from ._watched import watch_pools
 
 __all__ = [
+    "DIRECT_HEADERS",
+    "PROXY_HEADERS",
     "USER_AGENT",
     "Pools",
     "Route",
@@ -57,18 +61,21 @@ __all__ = [
 
 #: What the transport sends as ``User-Agent`` unless a request sets one.
 USER_AGENT = f"sut-soap/{__version__}"
-_BASE_HEADERS = {
+#: The default headers of a direct connection, which decodes exactly gzip and deflate.
+DIRECT_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING}
+#: The default headers through a proxy: urllib3 reads the answer, and decodes what it says it accepts.
+PROXY_HEADERS = {
     "User-Agent": USER_AGENT,
     "Accept-Encoding": urllib3.util.make_headers(accept_encoding=True)["accept-encoding"],
 }
 #: Never retry, never follow a redirect: one instance for every request (urllib3 would build one per call).
 NO_RETRY = urllib3.Retry(total=False, redirect=False)
-_BASE_NAMES = {name.lower(): name for name in _BASE_HEADERS}
+_BASE_NAMES = {"user-agent": "User-Agent", "accept-encoding": "Accept-Encoding"}
 
 
-def merge_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    """The default headers with ``headers`` over them, a name in any case replacing the default's."""
-    merged = dict(_BASE_HEADERS)
+def merge_headers(headers: Mapping[str, str] | None, base: Mapping[str, str] = DIRECT_HEADERS) -> dict[str, str]:
+    """The default headers ``base`` with ``headers`` over them, a name in any case replacing the default's."""
+    merged = dict(base)
     if headers:
         for name, value in headers.items():
             default = _BASE_NAMES.get(name.lower())
@@ -166,15 +173,48 @@ def invalid_url(host: str) -> TransportError:
     return TransportError(f"HTTP request to {host} failed: InvalidURL", retryable=False, host=host, phase="connect")
 
 
+#: What a route sends with: ``(method, target, body, headers, (connect, read) timeout) -> Sent``.
+Sender = Callable[[str, str, "bytes | None", "Mapping[str, str] | None", "tuple[Any, Any]"], Sent]
+
+
 class Route:
-    """How to reach one origin: a pool (or a proxy's manager), and the URL form it takes."""
+    """How to reach one origin: what sends to it, and the URL form it takes (absolute through a proxy)."""
 
-    __slots__ = ("absolute", "host", "open")
+    __slots__ = ("absolute", "host", "pool", "send")
 
-    def __init__(self, open: Callable[..., Any], host: str, *, absolute: bool) -> None:
-        self.open = open
+    def __init__(self, send: Sender, host: str, *, absolute: bool, pool: DirectPool | None = None) -> None:
+        self.send = send
         self.host = host
         self.absolute = absolute
+        self.pool = pool
+
+
+def _direct_sender(pool: DirectPool) -> Sender:
+    def send(
+        method: str, target: str, body: bytes | None, headers: Mapping[str, str] | None, timeout: tuple[Any, Any]
+    ) -> Sent:
+        return pool.send(method, target, body, merge_headers(headers), timeout)
+
+    return send
+
+
+def _proxy_sender(manager: urllib3.ProxyManager) -> Sender:
+    def send(
+        method: str, target: str, body: bytes | None, headers: Mapping[str, str] | None, timeout: tuple[Any, Any]
+    ) -> Sent:
+        raw = manager.urlopen(
+            method, target, body=body, headers=merge_headers(headers, PROXY_HEADERS),
+            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]), retries=NO_RETRY, redirect=False,
+            assert_same_host=False, preload_content=False,
+        )
+
+        def release() -> None:
+            raw.close()
+            raw.release_conn()
+
+        return Sent(raw, raw.status, UrllibHeaders(raw.headers), raw.reason or "", release)
+
+    return send
 
 
 class Pools:
@@ -192,7 +232,7 @@ class Pools:
         self._context = context
         self._proxies = proxies
         self._routes: dict[tuple[str, str], Route] = {}
-        self._pools: list[urllib3.HTTPConnectionPool] = []
+        self._pools: list[DirectPool] = []
         self._managers: dict[str, urllib3.ProxyManager] = {}
         self._lock = threading.Lock()
 
@@ -217,14 +257,11 @@ class Pools:
                 self._proxies[key] = proxy_from_environment(url)
             proxy = self._proxies[key]
             if proxy is not None:
-                route = Route(self._proxy_manager(proxy).urlopen, host, absolute=True)
+                route = Route(_proxy_sender(self._proxy_manager(proxy)), host, absolute=True)
             else:
-                pool: urllib3.HTTPConnectionPool
-                if parts.scheme == "https":
-                    pool = WatchedTlsPool(host, port, maxsize=self.size, block=False, ssl_context=self._context())
-                else:
-                    pool = WatchedPool(host, port, maxsize=self.size, block=False)
-                route = Route(pool.urlopen, host, absolute=False)
+                context = self._context() if parts.scheme == "https" else None
+                pool = DirectPool(host, port, maxsize=self.size, context=context)
+                route = Route(_direct_sender(pool), host, absolute=False, pool=pool)
                 self._pools.append(pool)
             self._routes[key] = route
             return route

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["HeaderMap", "HttpResponse", "Response"]
+__all__ = ["HeaderMap", "HttpResponse", "Response", "Sent"]
 
 
 @runtime_checkable
@@ -41,6 +41,17 @@ class HeaderMap(Mapping[str, str]):
     def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
         self._items: dict[str, tuple[str, str]] = {name.lower(): (name, value) for name, value in pairs}
+
+    @classmethod
+    def joined(cls, pairs: Iterable[tuple[str, str]]) -> HeaderMap:
+        """Headers from ``(name, value)`` pairs as received: a name sent twice reads as its values joined by ", "."""
+        headers = cls()
+        items = headers._items
+        for name, value in pairs:
+            key = name.lower()
+            seen = items.get(key)
+            items[key] = (name, value) if seen is None else (seen[0], f"{seen[1]}, {value}")
+        return headers
 
     def __getitem__(self, name: str) -> str:
         """The value of header ``name``, in any case; ``KeyError`` when absent."""
@@ -86,3 +97,13 @@ class HttpResponse:
 
     def __repr__(self) -> str:
         return f"HttpResponse(status_code={self.status_code}, content=<{len(self.content)} bytes>)"
+
+
+class Sent(NamedTuple):
+    """An answer whose headers arrived: its body still to read from ``raw``, then ``close()``."""
+
+    raw: Any
+    status: int
+    headers: HeaderMap
+    reason: str
+    close: Callable[[], None]

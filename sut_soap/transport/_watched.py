@@ -8,6 +8,7 @@ a caller's requests session) use them, and both read the body with :func:`read_c
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
 from typing import Any
@@ -128,10 +129,10 @@ def read_capped(
         raise ProtocolError(
             f"the answer's Content-Encoding from {host} could not be decoded", status=status
         ) from None
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
         if watch is not None and watch.cut:
             raise late(host, watch.phase, limit, status) from None
-        if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
             raise TransportError(
                 f"{host} stopped sending the response body within the read timeout",
                 status=status, retryable=True, host=host, phase="body",
