@@ -294,7 +294,10 @@ def _cmd_warm(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     ) as client:
         outcomes, interrupted = _run(client, tenants, workers, watched, _bar(args.progress, err, len(tenants)))
     seconds = time.monotonic() - started
-    report = _Report(tenants, outcomes, interrupted, seconds, shown_store, client.endpoint, secret)
+    report = _Report(
+        tenants, outcomes, interrupted=interrupted, seconds=seconds, store=shown_store, endpoint=client.endpoint,
+        secret=secret,
+    )
     if args.json:
         import json
 
@@ -426,6 +429,7 @@ class _Report:
         self,
         tenants: list[TenantEntry],
         outcomes: list[_Outcome | None],
+        *,
         interrupted: bool,
         seconds: float,
         store: str | None,
