@@ -276,10 +276,9 @@ def _jsonl_records(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, dict
         except RecursionError:
             yield line, {"": "is not JSON (nested too deeply)"}
             continue
-        except ValueError as exc:
-            # The position only: the decoder's message is fixed text, the document is not shown.
-            column = getattr(exc, "colno", None)
-            yield line, {"": "is not JSON" + (f" (column {column})" if column else "")}
+        except json.JSONDecodeError as exc:
+            # The position only: the document is not shown.
+            yield line, {"": f"is not JSON (column {exc.colno})"}
             continue
         if not isinstance(value, dict):
             yield line, {"": f"is JSON but not an object (a {type(value).__name__})"}

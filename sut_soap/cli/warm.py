@@ -336,9 +336,8 @@ def _run(
     outcomes: list[_Outcome | None] = [None] * len(tenants)
     ok = failed = 0
     stop = threading.Event()
-    ensure_pool = getattr(client.transport, "ensure_pool", None)
-    if callable(ensure_pool):
-        ensure_pool(workers)
+    # The default transport grows its pools to the workers, as get_tickets has it do.
+    getattr(client.transport, "ensure_pool", lambda _size: None)(workers)
     try:
         for index, outcome in _results(client, tenants, workers, watched, stop):
             outcomes[index] = outcome
