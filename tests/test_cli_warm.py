@@ -433,14 +433,17 @@ def test_interrupt_reports_what_was_done(emu: Emulator, key: str, tmp_path: Path
 
 def test_sigint_stops_a_real_run_quickly(emu: Emulator, key: str, tmp_path: Path) -> None:
     """A real SIGINT while exchanges hang: the process exits 130 at once, with the report and no traceback."""
-    emu.inject(Fault.LATENCY, seconds=20)
+    emu.inject(Fault.LATENCY, seconds=10)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "sut_soap", *warm_argv(emu, key, write(tmp_path, CSV), "--workers", "1")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
     )
     assert process.stderr is not None
-    assert "warm: 3 tenant(s)" in process.stderr.readline()
+    started_line = ""
+    while "warm: 3 tenant(s)" not in started_line:  # printed once the client is built, before the run
+        started_line = process.stderr.readline()
+        assert started_line, "the process ended before it started the run"
     time.sleep(0.3)  # the first exchange is under way
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
@@ -564,6 +567,12 @@ def test_store_from_its_variable_and_plaintext_warning(emu: Emulator, key: str, 
     assert code == 0, err
     assert "warning: --store redis://[fd00::5]:6379 is not TLS" in err
     assert "store-pass-77" not in out + err
+
+
+def test_key_prefix_needs_a_store(emu: Emulator, key: str, tmp_path: Path) -> None:
+    """--key-prefix without --store is a usage error rather than silently ignored."""
+    code, _out, err = warm(emu, key, write(tmp_path, CSV), "--key-prefix", "fleet-a")
+    assert code == 2 and "--key-prefix applies only with --store" in err
 
 
 def test_watched_store_passes_everything_else_to_the_store() -> None:

@@ -173,7 +173,7 @@ def _store_url(url: str, masker: _Masker) -> str:
     masker.add(url)
     try:
         parts = urlsplit(url)
-        masker.add(parts.password, parts.username)
+        masker.add(parts.password)
         port = parts.port
     except ValueError:
         parts, port = None, None
@@ -274,6 +274,10 @@ def _cmd_warm(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     timeout = _timeout(args)
     deadline = _deadline(args)
     shown_store = _store_url(args.store, args.masker) if args.store else None
+    if args.key_prefix is not None and shown_store is None:
+        raise ConfigurationError(
+            "--key-prefix applies only with --store", hint="give --store URL, or drop --key-prefix"
+        )
     tenants = _read_file(args)
     for tenant in tenants:
         args.masker.add(tenant.system_user_token)
@@ -285,13 +289,13 @@ def _cmd_warm(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         _probe(store, shown_store)
         watched = _WatchedStore(store)
     where = f"into the store {shown_store}" if shown_store else "checking only: no --store, nothing is shared"
-    print(f"sut-soap: warm: {len(tenants)} tenant(s) from {args.file}, {workers} at a time, {where}", file=err)
     started = time.monotonic()
     with SystemUserClient(
         client_secret=secret, private_key=key, environment=environment, endpoint=endpoint,
         jwks_url=args.jwks_url, public_key=args.public_key, timeout=timeout, deadline=deadline,
         cache=watched,
     ) as client:
+        print(f"sut-soap: warm: {len(tenants)} tenant(s) from {args.file}, {workers} at a time, {where}", file=err)
         outcomes, interrupted = _run(client, tenants, workers, watched, _bar(args.progress, err, len(tenants)))
     seconds = time.monotonic() - started
     report = _Report(
