@@ -85,7 +85,7 @@ KEY_SNIPPET = re.search(r"<D>\s*([A-Za-z0-9+/]{40})", XML_KEY.read_text(encoding
 PEM_SNIPPET = (KEYS / "test-partner-pkcs8.pem").read_text().splitlines()[5]
 
 
-COMMANDS = ("sign", "envelope", "ticket", "verify", "inspect", "convert-key", "doctor")
+COMMANDS = ("sign", "envelope", "ticket", "verify", "inspect", "convert-key", "doctor", "warm")
 
 
 # An answer that accepts doctor's dummy probe (a real service never would).

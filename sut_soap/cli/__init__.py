@@ -1,7 +1,7 @@
 """The ``sut-soap`` command line: the only reader of argv and environment variables.
 
 Commands: ``sign``, ``envelope``, ``ticket``, ``verify``, ``inspect``, ``convert-key``,
-``doctor``, and the pass-throughs ``emulator`` and ``replay`` (their modules parse their own
+``doctor``, ``warm``, and the pass-throughs ``emulator`` and ``replay`` (their modules parse their own
 arguments), and ``demo``. On failure each says which moving part is wrong (the key, the
 clock, the client secret, the tenant, the environment or the JWT) through its exit code and
 one or two plain lines on stderr.
@@ -41,10 +41,12 @@ from ._common import (
     _warning_printer,
 )
 from .doctor import _args_doctor, _cmd_doctor
-from .exitcodes import EXIT_OK, EXIT_TRANSPORT, EXIT_USAGE, exit_code_for
+from .exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_TRANSPORT, EXIT_USAGE, exit_code_for
 from .jwt import _args_inspect, _args_verify, _cmd_inspect, _cmd_verify
 from .keys import _args_convert_key, _cmd_convert_key
 from .tickets import _args_envelope, _args_sign, _args_ticket, _cmd_envelope, _cmd_sign, _cmd_ticket
+from .warm import DESCRIPTION as _WARM_DESCRIPTION
+from .warm import _args_warm, _cmd_warm
 
 # typing is not imported at run time: see the module docstring.
 TYPE_CHECKING = False
@@ -109,6 +111,8 @@ def _commands() -> list[tuple[str, str, str, Callable[[argparse.ArgumentParser],
          "Exit 0 when nothing failed (WARN and SKIP do not fail); 3 when a network check failed\n"
          "(endpoint, tls, soap, jwks); otherwise 2 when a local one failed (clock, private key, key pair).",
          _args_doctor, _cmd_doctor),
+        ("warm", "get a ticket for every tenant of a file, into a fleet's store (--store) or to check them",
+         _WARM_DESCRIPTION, _args_warm, _cmd_warm),
         ("emulator", "run the local PartnerSystemUserService emulator (see sut-soap emulator --help)", "",
          None, _cmd_emulator),
         ("replay", "run a recorded exchange through the client offline (see sut-soap replay --help)", "",
@@ -237,7 +241,7 @@ def main(
             _print_error(error, err, args.masker)
             return exit_code_for(error)
         except KeyboardInterrupt:
-            return 130
+            return EXIT_INTERRUPTED
         except SystemExit as exc:  # the emulator's own argparse
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         except Exception as exc:

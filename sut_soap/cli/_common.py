@@ -33,6 +33,8 @@ exit codes:
   2  usage or configuration (bad flags, unreadable or wrong key, bad endpoint)
   3  transport or protocol (network, timeout, HTTP error, malformed or hostile answer)
   4  the JWT failed validation
+  5  warm: not every tenant got a ticket (the report names each failure)
+  130  interrupted (Ctrl-C)
 """
 
 ENV_HELP = """\
@@ -387,6 +389,12 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
         help="sod, qaonline (alias stage) or online [SUT_SOAP_ENVIRONMENT]",
     )
     target.add_argument("--endpoint", metavar="URL", default=None, help="explicit service URL [SUT_SOAP_ENDPOINT]")
+
+
+def _add_jwt_keys(parser: argparse.ArgumentParser) -> None:
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--jwks-url", metavar="URL", help="JWKS that signs the JWT (default: the environment's)")
+    keys.add_argument("--public-key", metavar="FILE", help="PEM key, certificate or JWKS file for offline checks")
 
 
 def _add_timeout(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ from ..errors import (
 from ._common import (
     _add_context,
     _add_deadline,
+    _add_jwt_keys,
     _add_key,
     _add_secret,
     _add_target,
@@ -76,9 +77,7 @@ def _args_ticket(ticket: argparse.ArgumentParser) -> None:
     _add_key(ticket)
     _add_secret(ticket)
     _add_target(ticket)
-    keys = ticket.add_mutually_exclusive_group()
-    keys.add_argument("--jwks-url", metavar="URL", help="JWKS that signs the JWT (default: the environment's)")
-    keys.add_argument("--public-key", metavar="FILE", help="PEM key, certificate or JWKS file for offline checks")
+    _add_jwt_keys(ticket)
     _add_timeout(ticket)
     _add_deadline(ticket, "the exchange, a JWKS fetch included,")
     ticket.add_argument(
