@@ -45,7 +45,7 @@ from zeep.plugins import Plugin
 
 from ._answer import MAX_TOKEN_CHARS, Answer, _excerpt, _status_error, parse_retry_after
 from ._text import sanitise
-from .contract import OPERATION, SOAP11_ENV, SOAP12_ENV, SOAP_ACTION, TNS, WSA_NAMESPACES, XSI
+from .contract import OPERATION, PROBE_VALUE, SOAP11_ENV, SOAP12_ENV, SOAP_ACTION, TNS, WSA_NAMESPACES, XSI
 from .errors import ConfigurationError, ProtocolError, SoapFaultError
 from .safexml import hardened_parser, has_dtd, name_of
 from .transport import Response
@@ -353,8 +353,6 @@ class _Template:
         return b"".join(out)
 
 
-#: The value of every field of :func:`probe_request`: recognisably not a secret.
-PROBE_VALUE = "sut-soap-doctor-probe"
 
 
 def probe_request(endpoint: str, *, wsdl: str | Path | None = None) -> tuple[bytes, dict[str, str]]:
