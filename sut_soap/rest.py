@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -111,11 +112,9 @@ class _Refused(Exception):
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise _Refused(f"the answer names the member {sanitise(name, limit=40)!r} more than once")
-            seen.add(name)
+        counts = Counter(name for name, _ in pairs)
+        twice = max(counts, key=counts.__getitem__)
+        raise _Refused(f"the answer names the member {sanitise(twice, limit=40)!r} more than once")
     return document
 
 
@@ -212,9 +211,10 @@ def _document(body: bytes, status: int) -> dict[str, Any]:
         raise ProtocolError(str(refused), status=status) from None
     except RecursionError:
         raise ProtocolError("the JSON answer is nested too deeply", status=status) from None
-    except ValueError as exc:
-        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise ProtocolError(f"the answer is not well-formed JSON{where}", status=status) from None
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(
+            f"the answer is not well-formed JSON (line {exc.lineno}, column {exc.colno})", status=status
+        ) from None
     if not isinstance(document, dict):
         raise ProtocolError(f"the JSON answer is {_kind(document)} instead of an object", status=status)
     return document
