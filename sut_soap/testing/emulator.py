@@ -984,5 +984,7 @@ class Emulator:
             return reply
         if path == ENDPOINT_PATH.lower():
             return _Reply(200, _HELP_PAGE, "text/html; charset=utf-8")
+        if path == REST_PATH.lower():  # an ASP.NET action that only takes POST
+            return _Reply(405, content_type=None, headers=(("Allow", "POST"),))
         return _not_found()
 
