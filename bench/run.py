@@ -7,6 +7,8 @@ client's CPU can be measured on its own (sections 1-4):
    RSA-2048 PKCS#1 v1.5 signature + one RS256 verification + one bare ``http.client``
    keep-alive round trip), all interleaved in the same run: wall time and client CPU per
    exchange, their ratios, and the emulator's CPU per exchange;
+   1b. the same exchange over SOAP and over REST (``protocol="rest"``), interleaved: client CPU
+   and wall time per exchange of each, and their ratio;
 2. the cost split of one exchange, measured inside real exchanges: the library's steps
    (signing, envelope building, HTTP, answer parsing, JWT validation) are wrapped with wall and
    thread-CPU timers for the run, for both clients, interleaved; per-step medians, "the rest"
@@ -301,6 +303,34 @@ def exchange_against_handwritten(emu: EmulatorProcess, key: rsa.RSAPrivateKey, r
           f"hand-written client CPU {theirs.cpu / floor_cpu:5.3f}, wall {theirs.wall / floor_wall:5.3f}")
     print(f"   emulator CPU per exchange (one at a time): {emu_cpu / (ex1 - ex0) * 1000:.3f} ms "
           f"({ex1 - ex0} exchanges, /proc ticks)")
+
+
+def soap_against_rest(emu: EmulatorProcess, key: rsa.RSAPrivateKey) -> None:
+    """1b: authenticate() over SOAP and over REST against the same emulator process, interleaved."""
+    from sut_soap.contract import REST_PATH, SERVICE_PATH
+
+    rest_endpoint = emu.endpoint[: -len(SERVICE_PATH)] + REST_PATH
+    with sut_client(emu, key) as soap, SystemUserClient(
+        client_secret=SECRET, private_key=key, endpoint=rest_endpoint, protocol="rest"
+    ) as rest:
+        rest.authenticate(context_identifier=CTX, system_user_token=TOKEN)  # JWKS fetched, connection open
+        timings = {"SOAP": Timing(), "REST": Timing()}
+        fns = (
+            (lambda: soap.authenticate(context_identifier=CTX, system_user_token=TOKEN), timings["SOAP"]),
+            (lambda: rest.authenticate(context_identifier=CTX, system_user_token=TOKEN), timings["REST"]),
+        )
+        for _ in range(10):
+            for fn, _timing in fns:
+                fn()
+        for i in range(EXCHANGES):
+            for fn, timing in fns if i % 2 else fns[::-1]:
+                timed(fn, timing)
+    soap_t, rest_t = timings["SOAP"], timings["REST"]
+    print(f"1b. one exchange, SOAP vs REST, emulator in another process, {EXCHANGES} each, interleaved (medians):")
+    for label, t in (("SOAP  (envelope template, hardened lxml)", soap_t), ("REST  (json, strict reader)", rest_t)):
+        print(f"   {label:<48} wall {t.wall:7.3f} ms (p95 {t.p95():7.3f})  client CPU {t.cpu:7.3f} ms")
+    print(f"   ratio REST / SOAP: wall {rest_t.wall / soap_t.wall:5.3f}  client CPU {rest_t.cpu / soap_t.cpu:5.3f}  "
+          f"(client CPU {rest_t.cpu - soap_t.cpu:+.3f} ms per exchange)")
 
 
 STEPS = ("signing", "envelope", "HTTP", "parsing", "JWT validation")
@@ -780,6 +810,7 @@ def main() -> int:
     emu = EmulatorProcess(key)
     try:
         exchange_against_handwritten(emu, key, results)
+        soap_against_rest(emu, key)
         cost_split(emu, key)
         warm_cache_and_single_flight(emu, key, results)
         warm_up(emu, key, results)

@@ -35,6 +35,7 @@ __all__ = [
     "check_deadline",
     "check_lifetime",
     "check_max_workers",
+    "check_protocol",
     "check_timeout",
     "default_refresh_ahead",
     "effective_retry",
@@ -134,6 +135,22 @@ def check_cache(cache: object) -> TicketCache:
     if not all(callable(getattr(cache, name, None)) for name in ("get", "set", "delete")):
         raise ConfigurationError("cache must have get(key), set(key, entry, ttl) and delete(key) methods")
     return cache  # type: ignore[return-value]
+
+
+def check_protocol(protocol: object, wsdl: object) -> str:
+    """Return ``protocol=`` (``"soap"`` or ``"rest"``), once ``wsdl=`` fits it.
+
+    Raises:
+        ConfigurationError: another value, or ``wsdl=`` with ``"rest"`` (the REST form has no WSDL).
+    """
+    if protocol not in ("soap", "rest") or not isinstance(protocol, str):
+        raise ConfigurationError(
+            "protocol must be 'soap' or 'rest'",
+            hint="'soap' (the default) is the PartnerSystemUserService; 'rest' its JSON form at /Login/api/",
+        )
+    if protocol == "rest" and wsdl is not None:
+        raise ConfigurationError("wsdl= applies to protocol='soap' only: the REST exchange has no WSDL")
+    return protocol
 
 
 def check_max_workers(max_workers: object) -> int:

@@ -49,7 +49,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, SupportsIndex
 
-from . import _deadline
+from . import _deadline, rest
 from ._clock import Clock, as_clock
 from ._fork import not_picklable
 from ._options import (
@@ -61,6 +61,7 @@ from ._options import (
     check_deadline,
     check_lifetime,
     check_max_workers,
+    check_protocol,
     check_timeout,
     default_refresh_ahead,
     effective_retry,
@@ -71,6 +72,7 @@ from ._options import (
 from ._rejection import rejection
 from ._renewal import TicketRenewal
 from .cache import CachedTicket, InMemoryTicketCache, TicketCache
+from .contract import REST_PATH, SERVICE_PATH
 from .environments import normalise_environment, resolve_endpoint
 from .errors import ConfigurationError, ProtocolError, SutSoapError
 from .keys import PrivateKeyInput, load_private_key
@@ -201,9 +203,16 @@ class SystemUserClient(TicketRenewal):
         rejection_cooldown: seconds during which :meth:`get_ticket` answers a rejected tenant
             and token with the same error again without an exchange, 0 (off) to 86400.
             Default 60.
+        protocol: ``"soap"`` (default): the PartnerSystemUserService SOAP endpoint. ``"rest"``:
+            the same exchange as JSON at ``/Login/api/PartnerSystemUser/Authenticate`` (see
+            :mod:`sut_soap.rest`), for networks that block SOAP. Both sign, validate, cache and
+            retry alike and give the same :class:`~sut_soap.SystemUserTicket`; with
+            ``environment=`` the endpoint is that environment's URL for the protocol, an
+            explicit ``endpoint=`` is used as given. ``wsdl=`` is for ``"soap"`` only.
 
     Attributes:
         endpoint: the service URL every exchange is POSTed to.
+        protocol: ``"soap"`` or ``"rest"``, as given.
         environment: the canonical environment name, or None with an explicit ``endpoint``.
         jwks_url: the JWKS URL keys are fetched from; None with ``public_key``.
         deadline: as given, in seconds.
@@ -217,7 +226,8 @@ class SystemUserClient(TicketRenewal):
             loaded, an endpoint or JWKS URL that is not https, an unknown environment, a WSDL
             that cannot be read, a missing CA bundle, a ``verify=False`` session without
             ``allow_insecure_tls``, or conflicting options (``environment`` and ``endpoint``,
-            ``session`` and ``transport``, ``public_key`` and ``jwks_url``).
+            ``session`` and ``transport``, ``public_key`` and ``jwks_url``), a ``protocol``
+            other than ``"soap"`` or ``"rest"``, or ``wsdl`` with ``"rest"``.
     """
 
     def __init__(
@@ -244,6 +254,7 @@ class SystemUserClient(TicketRenewal):
         retry: RetryPolicy | None = _DEFAULT_RETRY,
         rejection_cooldown: float = DEFAULT_REJECTION_COOLDOWN,
         allow_insecure_tls: bool = False,
+        protocol: str = "soap",
     ) -> None:
         """Check every option and build the client; the options are described on the class."""
         self._client_secret = _Secret(check_text_value(client_secret, "client secret"))
@@ -259,8 +270,11 @@ class SystemUserClient(TicketRenewal):
         self._now: Callable[[], float] = self._clock.wall
         self._cache: TicketCache = InMemoryTicketCache(clock=self._clock) if cache is None else check_cache(cache)
         self._private_key = load_private_key(private_key, password=password)
+        self.protocol = check_protocol(protocol, wsdl)
         self.environment = normalise_environment(environment) if environment is not None else None
-        self.endpoint = resolve_endpoint(environment=self.environment, endpoint=endpoint)
+        self.endpoint = resolve_endpoint(
+            environment=self.environment, endpoint=endpoint, path=REST_PATH if self.protocol == "rest" else SERVICE_PATH
+        )
         timeout = check_timeout(timeout)
         self.deadline = check_deadline(deadline)
         self._transport: Transport = make_transport(
@@ -277,7 +291,13 @@ class SystemUserClient(TicketRenewal):
         self._validator = TokenValidator(
             self._key_source, leeway=leeway, expected_serial=expected_serial, clock=self._clock
         )
-        self._soap = SoapService(endpoint=self.endpoint, wsdl=Path(wsdl) if wsdl is not None else None)
+        # The one difference between the protocols: how the request is written and the answer read.
+        self._soap: SoapService | None = None
+        self._build: Callable[..., tuple[bytes, dict[str, str]]] = rest.build_request
+        self._parse: Callable[..., Answer] = rest.parse_answer
+        if self.protocol == "soap":
+            self._soap = SoapService(endpoint=self.endpoint, wsdl=Path(wsdl) if wsdl is not None else None)
+            self._build, self._parse = self._soap.build, parse_answer
         prepare = getattr(self._transport, "prepare", None)
         if callable(prepare):
             prepare((self.endpoint, self.jwks_url), allow_insecure_tls=allow_insecure_tls)
@@ -365,7 +385,7 @@ class SystemUserClient(TicketRenewal):
         secret = self._client_secret.reveal()
         now = self._clock.now()
         signed = sign_system_user_token(token, self._private_key, at=now)
-        body, headers = self._soap.build(signed_token=signed, client_secret=secret, context_identifier=context)
+        body, headers = self._build(signed_token=signed, client_secret=secret, context_identifier=context)
 
         started = self._clock.monotonic()
         response = call_transport(self._transport, "POST", self.endpoint, body=body, headers=headers)
@@ -373,7 +393,7 @@ class SystemUserClient(TicketRenewal):
             "exchange for %s: HTTP %s in %.1f ms",
             context, response.status_code, (self._clock.monotonic() - started) * 1000,
         )
-        answer = parse_answer(response, secrets=(secret, signed, token))
+        answer = self._parse(response, secrets=(secret, signed, token))
         if not answer.is_successful:
             raise rejection(context, answer.error_message)
         return answer, now
@@ -545,10 +565,11 @@ class SystemUserClient(TicketRenewal):
         return fingerprint
 
     def build_envelope(self, *, context_identifier: str, signed_system_token: str) -> tuple[bytes, dict[str, str]]:
-        """Return the exact request envelope and HTTP headers ``authenticate`` would send.
+        """Return the exact request body and HTTP headers ``authenticate`` would send.
 
-        Nothing is sent. The envelope carries the client secret and the signed token: treat
-        it as a secret (the command line's ``envelope`` masks both unless asked not to).
+        Nothing is sent. The body (the SOAP envelope, or the JSON of ``protocol="rest"``)
+        carries the client secret and the signed token: treat it as a secret (the command
+        line's ``envelope`` masks both unless asked not to).
 
         Args:
             context_identifier: the tenant, such as ``Cust12345``.
@@ -556,16 +577,15 @@ class SystemUserClient(TicketRenewal):
                 returns it.
 
         Returns:
-            ``(body, headers)``: the UTF-8 envelope and its ``Content-Type`` and ``SOAPAction``.
+            ``(body, headers)``: the UTF-8 envelope and its ``Content-Type`` and ``SOAPAction``;
+            for REST the UTF-8 JSON and its ``Content-Type`` and ``Accept``.
 
         Raises:
             ConfigurationError: an empty value or one with control characters.
         """
         context = check_text_value(context_identifier, "context identifier")
         signed = check_text_value(signed_system_token, "signed system token")
-        return self._soap.build(
-            signed_token=signed, client_secret=self._client_secret.reveal(), context_identifier=context
-        )
+        return self._build(signed_token=signed, client_secret=self._client_secret.reveal(), context_identifier=context)
 
     def close(self) -> None:
         """Close the transport and the key source's own transport, if it has one.

@@ -29,6 +29,12 @@ OPERATION = "Authenticate"
 SOAP_ACTION = f"{TNS}/IPartnerSystemUserService/{OPERATION}"
 #: Path of the service below an environment's base URL.
 SERVICE_PATH = "/Login/Services/PartnerSystemUserService.svc"
+#: Path of the REST form of the same exchange below an environment's base URL (JSON in and out).
+REST_PATH = "/Login/api/PartnerSystemUser/Authenticate"
+#: ``ReturnTokenType`` of a REST request, spelled as SuperOffice's documentation spells it.
+REST_TOKEN_TYPE = "JWT"  # noqa: S105 -- a token type, not a password
+#: The value of every field of the command line's ``doctor`` probe requests: recognisably not a secret.
+PROBE_VALUE = "sut-soap-doctor-probe"
 #: Path of the JWT signing keys below an environment's base URL.
 JWKS_PATH = "/login/.well-known/jwks"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from .contract import JWKS_PATH, SERVICE_PATH
+from .contract import JWKS_PATH, REST_PATH, SERVICE_PATH
 from .errors import ConfigurationError
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "jwks_url_for",
     "normalise_environment",
     "resolve_endpoint",
+    "rest_endpoint_for",
     "validate_endpoint",
 ]
 
@@ -61,6 +62,15 @@ def endpoint_for(environment: str) -> str:
         ConfigurationError: an unknown environment.
     """
     return ENVIRONMENTS[normalise_environment(environment)] + SERVICE_PATH
+
+
+def rest_endpoint_for(environment: str) -> str:
+    """Return the URL of the REST form of the exchange (``.../Login/api/PartnerSystemUser/Authenticate``).
+
+    Raises:
+        ConfigurationError: an unknown environment.
+    """
+    return ENVIRONMENTS[normalise_environment(environment)] + REST_PATH
 
 
 def jwks_url_for(environment: str) -> str:
@@ -119,8 +129,11 @@ def validate_endpoint(url: str, *, what: str = "endpoint") -> str:
     return url
 
 
-def resolve_endpoint(*, environment: str | None, endpoint: str | None) -> str:
+def resolve_endpoint(*, environment: str | None, endpoint: str | None, path: str = SERVICE_PATH) -> str:
     """Return the service URL from exactly one of ``environment`` or ``endpoint``.
+
+    ``path`` is the service's path below an environment's base URL: the SOAP service's by
+    default, :data:`~sut_soap.contract.REST_PATH` for the REST form.
 
     Raises:
         ConfigurationError: both or neither given, an unknown environment, or an endpoint
@@ -134,4 +147,4 @@ def resolve_endpoint(*, environment: str | None, endpoint: str | None) -> str:
         raise ConfigurationError(
             "no endpoint", hint="pass environment='sod' | 'qaonline' | 'online' or endpoint='https://...'"
         )
-    return endpoint_for(environment)
+    return ENVIRONMENTS[normalise_environment(environment)] + path

@@ -85,6 +85,7 @@ from sut_soap import (
     SystemUserTicket,
     TokenValidationError,
     TransportError,
+    rest,
 )
 from sut_soap.cache import CachedTicket, InMemoryTicketCache
 from sut_soap.keys import KeyFilePermissionWarning, load_private_key, private_key_to_pem, private_key_to_rsa_xml
@@ -178,10 +179,13 @@ class Canary:
         return ticket
 
     def harvest(self, body: bytes) -> None:
-        """The signed system tokens inside request envelopes (unescaped as well as escaped)."""
+        """The signed system tokens inside request envelopes (unescaped as well as escaped) or REST bodies."""
         for match in SIGNED_TOKEN.finditer(body):
             text = match.group(1).decode("utf-8", "replace")
             self.add(text, unescape(text))
+        if body.lstrip().startswith(b"{"):
+            with suppress(ValueError, AttributeError):
+                self.add(json.loads(body).get("SignedSystemToken"))
 
     def text(self) -> str:
         return "\n".join([self.stream.getvalue(), *(str(w.message) for w in self.caught)])
@@ -1812,6 +1816,301 @@ def test_case_84_fixtures_hold_no_canary(canary: Canary) -> None:
         if path.is_file():
             data = path.read_bytes()
             assert not [v for v in values if v in data], path
+
+
+# =================================================================================================
+# The REST form of the exchange: each case that has a REST counterpart, once more over REST
+# =================================================================================================
+
+# Cases whose input reaches the request builder or the answer reader, which differ per protocol. The
+# rest are the same code for both: key loading and signing (1-7, 14-18), the transport (19-24,
+# 28-29), JWT validation (56-74), the cache and single flight (75-81) and the canary (82-84,
+# which every test below runs under); SOAP Faults, envelopes and XML attacks (34-35, 39-42,
+# 48-55) have no JSON form (deep nesting and duplicates do: tests/test_rest.py and below).
+REST_COUNTERPARTS = (8, 9, 11, 12, 13, 25, 26, 27, 30, 31, 32, 33, 36, 37, 38, 43, 44, 45, 46, 47)
+REST_JSON = (("Content-Type", "application/json; charset=utf-8"),)
+
+
+def rest_parse(body: bytes | str, status: int = 200, content_type: str = "application/json") -> Answer:
+    data = body.encode() if isinstance(body, str) else body
+    return rest.parse_answer(FakeResponse(data, status, {"Content-Type": content_type}), secrets=(CLIENT_SECRET, TOKEN))
+
+
+def rest_client(make_client: Callable[..., SystemUserClient], url: str, **options: Any) -> SystemUserClient:
+    return make_client(url, protocol="rest", **options)
+
+
+def test_rest_case_08_plain_http_endpoint_is_refused_before_io(net: Net) -> None:
+    """HOSTILE 8 over REST: an http:// REST endpoint off loopback is a ConfigurationError; 0 connections."""
+    with raises(8):
+        SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, protocol="rest",
+                         endpoint="http://online.superoffice.com/Login/api/PartnerSystemUser/Authenticate")
+    assert net.connects == []
+
+
+@pytest.mark.parametrize("url", ["https://a@online.superoffice.com/Login/api/PartnerSystemUser/Authenticate",
+                                 "ftp://online.superoffice.com/x", "https:///nohost"])
+def test_rest_case_09_unusable_endpoint_is_refused_before_io(url: str, net: Net) -> None:
+    """HOSTILE 9 over REST: userinfo, another scheme or no host is a ConfigurationError; 0 connections."""
+    with raises(9):
+        SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, protocol="rest", endpoint=url)
+    assert net.connects == []
+
+
+@pytest.mark.parametrize("which", ["secret", "ctx", "token"])
+def test_rest_case_11_empty_values_are_refused(which: str, emu: Emulator,
+                                               make_client: Callable[..., SystemUserClient]) -> None:
+    """HOSTILE 11 over REST: an empty client secret, ContextIdentifier or system user token; nothing is sent."""
+    before = emu.exchange_count
+    with raises(11):
+        if which == "secret":
+            SystemUserClient(client_secret="", private_key=PARTNER_KEY, protocol="rest", endpoint=emu.rest_endpoint)
+        else:
+            authenticate(rest_client(make_client, emu.rest_endpoint), *(("", TOKEN) if which == "ctx" else (CTX, "")))
+    assert emu.exchange_count == before
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\x1b", "\n", "\ud800"], ids=["nul", "escape", "newline", "surrogate"])
+def test_rest_case_12_control_characters_are_refused(bad: str, emu: Emulator,
+                                                     make_client: Callable[..., SystemUserClient]) -> None:
+    """HOSTILE 12 over REST: NUL, control characters or a lone surrogate (which JSON escapes would carry) are refused."""
+    before = emu.exchange_count
+    with raises(12):
+        authenticate(rest_client(make_client, emu.rest_endpoint), CTX, f"Acme{bad}Sync")
+    assert emu.exchange_count == before
+
+
+def test_rest_case_13_json_special_characters_are_escaped_and_signed_raw(
+    server: ScriptedServer, canary: Canary
+) -> None:
+    """HOSTILE 13 over REST: quotes, backslashes and markup are JSON-escaped (no injection); the raw text is signed."""
+    token = 'Acme "Sync" \\ <&> ]]> {"x": 1}-canaryH0st1le'
+    secret = 'sec"ret\\",\n "ApplicationToken": "injected'.replace("\n", " ")
+    canary.add(token, secret)
+    server.default = Reply(503)
+    with SystemUserClient(client_secret=secret, private_key=PARTNER_KEY, protocol="rest", endpoint=server.url,
+                          retry=None, timeout=(1.0, 1.0)) as client, pytest.raises(TransportError):
+        client.authenticate(context_identifier=CTX, system_user_token=token)
+    document = json.loads(server.bodies[0])
+    assert list(document) == ["SignedSystemToken", "ApplicationToken", "ContextIdentifier", "ReturnTokenType"]
+    assert document["ApplicationToken"] == secret and document["ContextIdentifier"] == CTX
+    signed_text, stamp, signature = document["SignedSystemToken"].rsplit(".", 2)
+    assert signed_text == token
+    PARTNER_KEY.public_key().verify(base64.b64decode(signature), f"{token}.{stamp}".encode(), padding.PKCS1v15(),
+                                    hashes.SHA256())
+
+
+def test_rest_case_25_redirect_to_plain_http_is_refused(server: ScriptedServer,
+                                                        make_client: Callable[..., SystemUserClient], net: Net) -> None:
+    """HOSTILE 25 over REST: 307 -> http://evil.example is refused; exactly 1 request, nothing re-sent."""
+    server.default = Reply(307, b"", (("Location", "http://evil.example/steal"),))
+    sleeper = Sleeper()
+    with raises(25) as info:
+        get(rest_client(make_client, server.url, retry=sleeper.policy()))
+    assert info.value.status == 307 and info.value.retryable is False
+    assert server.posts == 1 and sleeper.waits == [] and "evil.example" not in net.lookups
+
+
+@pytest.mark.parametrize("status", [301, 302, 308])
+def test_rest_case_26_redirect_to_another_https_host_is_refused(
+    status: int, server: ScriptedServer, make_client: Callable[..., SystemUserClient], net: Net
+) -> None:
+    """HOSTILE 26 over REST: 301/302/308 -> another https host is refused; 1 request, nothing from the other origin."""
+    server.default = Reply(status, b'{"IsSuccessful": true, "Token": "a.b.c"}',
+                           (("Location", "https://other.example/x"), *REST_JSON))
+    with raises(26) as info:
+        get(rest_client(make_client, server.url, retry=Sleeper().policy()))
+    assert info.value.status == status and server.posts == 1 and "other.example" not in net.lookups
+
+
+def test_rest_case_27_oversized_answer_stops_at_the_cap(server: ScriptedServer,
+                                                        make_client: Callable[..., SystemUserClient]) -> None:
+    """HOSTILE 27 over REST: a 2 MiB JSON answer stops at the transport's 1 MiB cap; 100 KiB at the JSON cap."""
+    server.default = Reply(200, b'{"x": "' + b"x" * (2 * 1024 * 1024) + b'"}', REST_JSON)
+    with raises(27) as info:
+        get(rest_client(make_client, server.url, retry=Sleeper().policy()))
+    assert "larger than 1048576 bytes" in info.value.message
+    server.default = Reply(200, b'{"x": "' + b"x" * (100 * 1024) + b'"}', REST_JSON)
+    with raises(27) as small:
+        get(rest_client(make_client, server.url, retry=None))
+    assert f"larger than {rest.MAX_ANSWER_BYTES} bytes" in small.value.message
+    assert server.posts == 2
+
+
+def test_rest_case_30_503_retry_after_is_honoured(server: ScriptedServer,
+                                                  make_client: Callable[..., SystemUserClient]) -> None:
+    """HOSTILE 30 over REST: 503 with Retry-After: 2 is retried after 2 s each time, then a retryable TransportError."""
+    server.default = Reply(503, b"", (("Retry-After", "2"),))
+    sleeper = Sleeper()
+    with raises(30) as info:
+        get(rest_client(make_client, server.url, retry=sleeper.policy()))
+    assert (info.value.status, info.value.retryable, info.value.retry_after) == (503, True, 2.0)
+    assert sleeper.waits == [2.0, 2.0] and server.posts == 3
+
+
+def test_rest_case_31_retry_after_beyond_the_cap_fails_at_once(
+    server: ScriptedServer, make_client: Callable[..., SystemUserClient]
+) -> None:
+    """HOSTILE 31 over REST: 429 with Retry-After: 100000 is one request, no sleep, a TransportError."""
+    server.default = Reply(429, b'{"title": "Too Many Requests"}', (("Retry-After", "100000"),
+                                                                    ("Content-Type", "application/problem+json")))
+    sleeper = Sleeper()
+    with raises(31) as info:
+        get(rest_client(make_client, server.url, retry=sleeper.policy()))
+    assert info.value.status == 429 and (info.value.retry_after or 0) > 30
+    assert sleeper.waits == [] and server.posts == 1
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_rest_case_32_gateway_html_is_retried(status: int, server: ScriptedServer,
+                                              make_client: Callable[..., SystemUserClient]) -> None:
+    """HOSTILE 32 over REST: 502/504 nginx HTML is retried, then a TransportError with a short, tag-free excerpt."""
+    server.default = Reply(status, NGINX.format(status=status).encode(), (("Content-Type", "text/html"),))
+    sleeper = Sleeper()
+    with raises(32) as info:
+        get(rest_client(make_client, server.url, retry=sleeper.policy()))
+    error = info.value
+    assert error.status == status and error.retryable is True and server.posts == 3
+    assert error.excerpt and len(error.excerpt) <= 256 and "<" not in error.excerpt
+
+
+@pytest.mark.parametrize(("status", "body"), [(401, '{"title": "Unauthorized"}'), (403, "Forbidden")])
+def test_rest_case_33_unauthorised_is_not_retried(status: int, body: str, server: ScriptedServer,
+                                                  make_client: Callable[..., SystemUserClient]) -> None:
+    """HOSTILE 33 over REST: 401/403 (JSON or text) is a non-retryable TransportError, 0 retries."""
+    server.default = Reply(status, body.encode(), REST_JSON)
+    sleeper = Sleeper()
+    with raises(33) as info:
+        get(rest_client(make_client, server.url, retry=sleeper.policy()))
+    assert info.value.status == status and info.value.retryable is False
+    assert server.posts == 1 and sleeper.waits == []
+
+
+def test_rest_case_36_500_with_a_json_answer_is_final_and_scrubbed(
+    server: ScriptedServer, make_client: Callable[..., SystemUserClient]
+) -> None:
+    """HOSTILE 36 over REST: HTTP 500 with JSON (even an AuthenticationResponse) is a TransportError(500), scrubbed."""
+    body = json.dumps({"IsSuccessful": False, "ErrorMessage": f"{CLIENT_SECRET} " + "d" * 5000 + "END-OF-BODY"})
+    server.default = Reply(500, body.encode(), REST_JSON)
+    with raises(36) as info:
+        get(rest_client(make_client, server.url, retry=Sleeper().policy()))
+    error = info.value
+    assert error.status == 500 and error.retryable is False and server.posts == 1
+    assert "END-OF-BODY" not in str(error) and len(error.excerpt or "") <= 256
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"<html><body><h1>Welcome</h1></body></html>", "text/html"),
+        (envelope(response("<IsSuccessful>true</IsSuccessful><Token>a.b.c</Token>")), "text/xml; charset=utf-8"),
+        (b'{"IsSuccessful": true, "Token": "a.b.c"}', "text/xml"),
+        (bytes(range(256)), "application/octet-stream"),
+        (b"", "application/json"),
+        (b"[]", "application/json"),
+    ],
+    ids=["html", "soap", "json-as-xml", "binary", "empty", "array"],
+)
+def test_rest_case_37_200_that_is_not_a_json_answer(
+    body: bytes, content_type: str, server: ScriptedServer, make_client: Callable[..., SystemUserClient]
+) -> None:
+    """HOSTILE 37 over REST: HTTP 200 with HTML, SOAP, mislabelled JSON, binary, nothing or an array is a ProtocolError."""
+    server.default = Reply(200, body, (("Content-Type", content_type),))
+    with raises(37) as info:
+        get(rest_client(make_client, server.url, retry=Sleeper().policy()))
+    assert info.value.status == 200 and server.posts == 1
+
+
+def test_rest_case_38_truncated_json(emu: Emulator, make_client: Callable[..., SystemUserClient]) -> None:
+    """HOSTILE 38 over REST: truncated JSON is a ProtocolError (parsed directly and from the emulator's TRUNCATED_BODY)."""
+    good = b'{"IsSuccessful": true, "Token": "a.b.c", "ErrorMessage": null}'
+    for cut in (len(good) // 2, len(good) - 1, 1):
+        with raises(38):
+            rest_parse(good[:cut])
+    emu.inject(Fault.TRUNCATED_BODY, times=1)
+    before = emu.exchange_count
+    with raises(38):
+        get(rest_client(make_client, emu.rest_endpoint, retry=Sleeper().policy()))
+    assert emu.exchange_count == before + 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"IsSuccessful": true, "Token": "a.b.c", "Token": "d.e.f"}',
+     '{"IsSuccessful": false, "IsSuccessful": true, "Token": "a.b.c"}',
+     '{"IsSuccessful": true, "Token": "a.b.c", "TOKEN": "d.e.f"}'],
+    ids=["two-tokens", "two-flags", "case"],
+)
+def test_rest_case_43_duplicated_members(body: str) -> None:
+    """HOSTILE 43 over REST: a member given twice (in any case) is a ProtocolError, never first- or last-wins."""
+    with raises(43):
+        rest_parse(body)
+
+
+@pytest.mark.parametrize("flag", ["", '"IsSuccessful": null, ', '"IsSuccessful": "maybe", ', '"IsSuccessful": "true", ',
+                                  '"IsSuccessful": 1, ', '"IsSuccessful": 0, '],
+                         ids=["missing", "null", "maybe", "string", "one", "zero"])
+def test_rest_case_44_is_successful_must_be_a_json_boolean(flag: str) -> None:
+    """HOSTILE 44 over REST: IsSuccessful missing, null, a string or a number is a ProtocolError; true/false read."""
+    with raises(44):
+        rest_parse(f'{{{flag}"Token": "a.b.c"}}')
+    assert rest_parse('{"IsSuccessful": false, "Token": "a.b.c"}').is_successful is False
+
+
+@pytest.mark.parametrize("token", ["", ', "Token": ""', ', "Token": "   "', ', "Token": null', ', "Token": 7',
+                                   ', "Token": "' + "a" * (16 * 1024 + 1) + '"'],
+                         ids=["missing", "empty", "blank", "null", "number", "over-16KiB"])
+def test_rest_case_45_success_without_a_usable_token(token: str) -> None:
+    """HOSTILE 45 over REST: IsSuccessful true with the Token missing, empty, null, not a string or over 16 KiB."""
+    with raises(45):
+        rest_parse(f'{{"IsSuccessful": true{token}}}')
+
+
+def test_rest_case_46_rejection_is_final_sanitised_and_remembered(
+    server: ScriptedServer, emu: Emulator, make_client: Callable[..., SystemUserClient]
+) -> None:
+    """HOSTILE 46 over REST: IsSuccessful=false is final, ErrorMessage <= 256 and sanitised, remembered for 60 s."""
+    emu.inject(Fault.REJECT, message="Invalid signature")
+    sleeper = Sleeper()
+    client = rest_client(make_client, emu.rest_endpoint, retry=sleeper.policy())
+    before = emu.exchange_count
+    with raises(46) as info:
+        get(client)
+    assert info.value.error_message == "Invalid signature" and info.value.retryable is False
+    with raises(46) as again:
+        get(client)
+    assert "remembered" in again.value.message and emu.exchange_count == before + 1 and sleeper.waits == []
+
+    message = "Invalid\u0085 signature\u009f\t\r\n" + "z" * 10_000
+    server.default = Reply(200, json.dumps({"IsSuccessful": False, "ErrorMessage": message}).encode(), REST_JSON)
+    other = rest_client(make_client, server.url, retry=Sleeper().policy())
+    with raises(46) as long:
+        get(other)
+    text = long.value.error_message
+    assert text.startswith("Invalid signature z") and len(text) <= 256 and not re.search(r"[\x00-\x1f\x7f-\x9f]", text)
+    with raises(46):
+        get(other)
+    assert server.posts == 1
+
+
+def test_rest_case_47_rejection_with_a_token_never_uses_it(server: ScriptedServer,
+                                                           make_client: Callable[..., SystemUserClient]) -> None:
+    """HOSTILE 47 over REST: IsSuccessful=false with a Token is a rejection; the token is never validated or shown."""
+    token = mint(rsa_key(0), now=time.time(), kid=None)
+    canary_now().add_jwt(token)
+    body = json.dumps({"IsSuccessful": False, "Token": token, "ErrorMessage": f"Denied {token}"})
+    server.default = Reply(200, body.encode(), REST_JSON)
+    sleeper = Sleeper()
+    with raises(47) as info:
+        get(rest_client(make_client, server.url, retry=sleeper.policy()))
+    assert token not in info.value.error_message and "***" in info.value.error_message
+    assert server.posts == 1 and server.gets == 0 and sleeper.waits == []
+
+
+def test_rest_every_counterpart_has_exactly_one_test() -> None:
+    """Each case in REST_COUNTERPARTS has exactly one test_rest_case_NN_* here, and no other case has one."""
+    numbers = sorted(int(m.group(1)) for name in globals() if (m := re.fullmatch(r"test_rest_case_(\d+)_\w+", name)))
+    assert numbers == sorted(REST_COUNTERPARTS)
 
 
 # =================================================================================================

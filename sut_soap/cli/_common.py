@@ -83,6 +83,7 @@ class _Masker:
                 self._values.add(value)
                 self._values.add(value.strip())
                 self._values.add(_xml_escape(value))
+                self._values.add(_json_escape(value))
 
     def text(self, text: str) -> str:
         """``text`` with every known secret value replaced by ``***`` (longest first)."""
@@ -91,16 +92,24 @@ class _Masker:
         return text
 
     def envelope(self, data: bytes) -> str:
-        """A SOAP envelope for display: secret element texts and known secret values masked."""
+        """A SOAP envelope or REST body for display: secret element texts or members and known secret values masked."""
         import re
 
         text = data.decode("utf-8", errors="replace")
         names = "|".join(_SECRET_ELEMENTS)
+        # A REST body's secret members, in any case; up to the closing quote, or the end if cut off.
+        text = re.sub(rf'("(?i:{names})"\s*:\s*")(?:[^"\\]|\\.)*("|\Z)', rf"\g<1>{MASK}\g<2>", text)
         # Up to the next tag or the end: also masks an element cut off in a truncated answer.
         text = re.sub(rf"(<(?:[\w.-]+:)?(?:{names})(?:\s[^>]*)?(?<!/)>)[^<]*", rf"\g<1>{MASK}", text)
         text = re.sub(r"eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*){0,2}", MASK, text)
         text = self.text(text)
         return _mask_elements_parsed(text)
+
+
+def _json_escape(value: str) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)[1:-1]
 
 
 def _xml_escape(value: str) -> str:
@@ -389,6 +398,11 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
         help="sod, qaonline (alias stage) or online [SUT_SOAP_ENVIRONMENT]",
     )
     target.add_argument("--endpoint", metavar="URL", default=None, help="explicit service URL [SUT_SOAP_ENDPOINT]")
+    parser.add_argument(
+        "--protocol", choices=("soap", "rest"), default="soap",
+        help="soap (default): the PartnerSystemUserService; rest: the same exchange as JSON at "
+        "/Login/api/PartnerSystemUser/Authenticate",
+    )
 
 
 def _add_jwt_keys(parser: argparse.ArgumentParser) -> None:

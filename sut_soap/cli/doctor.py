@@ -1,4 +1,4 @@
-"""``doctor``: check endpoint, TLS, SOAP, clock, JWKS and keys without a tenant."""
+"""``doctor``: check endpoint, TLS, SOAP (or REST), clock, JWKS and keys without a tenant."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def _load_partner_public_key(path: str) -> RSAPublicKey:
 class _Report:
     """doctor's lines: one per check, and the exit code they add up to."""
 
-    REMOTE = ("endpoint", "tls", "soap", "jwks")
+    REMOTE = ("endpoint", "tls", "soap", "rest", "jwks")
 
     def __init__(self, out: TextIO, masker: _Masker) -> None:
         self._out = out
@@ -154,13 +154,14 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         endpoint_for,
         jwks_url_for,
         normalise_environment,
+        rest_endpoint_for,
         validate_endpoint,
     )
 
     environment, endpoint = _target(args)
     if environment is not None:
         environment = normalise_environment(environment)
-        endpoint = endpoint_for(environment)
+        endpoint = rest_endpoint_for(environment) if args.protocol == "rest" else endpoint_for(environment)
         jwks_url = args.jwks_url or jwks_url_for(environment)
     elif endpoint is not None:
         endpoint = validate_endpoint(endpoint)
@@ -179,7 +180,7 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     transport = HttpTransport(timeout=timeout, deadline=deadline)
     try:
         transport.prepare((endpoint, jwks_url))
-        _doctor_remote(report, transport, endpoint, jwks_url)
+        _doctor_remote(report, transport, endpoint, jwks_url, rest=args.protocol == "rest")
     finally:
         transport.close()
 
@@ -194,12 +195,24 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return report.exit_code()
 
 
-def _doctor_remote(report: _Report, transport: Transport, endpoint: str, jwks_url: str) -> None:
-    """The endpoint, tls, soap, clock and jwks lines, each from one request through ``transport``."""
+def _doctor_remote(report: _Report, transport: Transport, endpoint: str, jwks_url: str, *, rest: bool = False) -> None:
+    """The endpoint, tls, soap (or rest), clock and jwks lines, each from one request through ``transport``."""
     from urllib.parse import urlsplit
 
     from ..environments import is_loopback_host
-    from ..soap import parse_answer, probe_request
+
+    parse: Callable[..., Any]
+    if rest:
+        from .. import rest as rest_layer
+
+        body, headers = rest_layer.probe_request()
+        parse, show = rest_layer.parse_answer, _doctor_rest_line
+    else:
+        from .. import soap as soap_layer
+
+        body, headers = soap_layer.probe_request(endpoint)
+        parse, show = soap_layer.parse_answer, _doctor_soap_line
+    exchange = "rest" if rest else "soap"
 
     get: _Fetched | None = None
     https = urlsplit(endpoint).scheme == "https"
@@ -228,15 +241,14 @@ def _doctor_remote(report: _Report, transport: Transport, endpoint: str, jwks_ur
 
     post: _Fetched | None = None
     if get is None:
-        report.line("SKIP", "soap", "(endpoint unreachable)")
+        report.line("SKIP", exchange, "(endpoint unreachable)")
     else:
-        body, headers = probe_request(endpoint)
         try:
             post = _fetch(transport, "POST", endpoint, body=body, headers=headers)
         except (TransportError, ProtocolError) as error:
-            report.line("FAIL", "soap", f"POST of the probe: {error.message}")
+            report.line("FAIL", exchange, f"POST of the probe: {error.message}")
         else:
-            _doctor_soap_line(report, post, parse_answer)
+            show(report, post, parse)
 
     dated = next((f for f in (get, post) if f is not None and f.headers.get("Date")), None)
     if dated is None:
@@ -289,6 +301,19 @@ def _doctor_soap_line(report: _Report, post: _Fetched, parse_answer: Callable[..
         reason = (answer.error_message or "no ErrorMessage")[:120]
         report.line("OK", "soap", f"SOAP 1.1 AuthenticationResponse; the dummy probe was rejected as expected "
                     f"({reason})")
+
+
+def _doctor_rest_line(report: _Report, post: _Fetched, parse_answer: Callable[..., Any]) -> None:
+    try:
+        answer = parse_answer(post)
+    except (TransportError, ProtocolError) as error:
+        report.line("FAIL", "rest", f"the probe got no REST answer: {error.message}")
+        return
+    if answer.is_successful:
+        report.line("WARN", "rest", "the service ACCEPTED a dummy probe: is this really SuperOffice?")
+    else:
+        reason = (answer.error_message or "no ErrorMessage")[:120]
+        report.line("OK", "rest", f"JSON AuthenticationResponse; the dummy probe was rejected as expected ({reason})")
 
 
 def _doctor_clock_line(report: _Report, fetched: _Fetched) -> None:

@@ -174,7 +174,7 @@ def _cmd_envelope(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         args.masker.add(signed)
     with SystemUserClient(
         client_secret=secret, private_key=key,
-        environment=environment if environment or endpoint else "online", endpoint=endpoint,
+        environment=environment if environment or endpoint else "online", endpoint=endpoint, protocol=args.protocol,
     ) as client:
         body, headers = client.build_envelope(context_identifier=context, signed_system_token=signed)
         url = client.endpoint if environment or endpoint else None
@@ -222,7 +222,10 @@ def _print_prefixed(err: TextIO, prefix: str, text: str) -> None:
         print(prefix + line, file=err)
 
 
-_TOKEN_TEXT = re.compile(r"<(?:[\w.-]+:)?(?:SignedSystemToken|Token)(?:\s[^>]*)?>([^<]+)<")
+_TOKEN_TEXT = re.compile(
+    r"<(?:[\w.-]+:)?(?:SignedSystemToken|Token)(?:\s[^>]*)?>([^<]+)<"
+    r'|"(?i:SignedSystemToken|Token)"\s*:\s*"([^"\\]+)"'  # a REST body's member (escaped values are masked anyway)
+)
 
 
 class _ShowingTransport:
@@ -253,8 +256,8 @@ class _ShowingTransport:
             self.inner, method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes
         )
         received = time.time()
-        for value in _TOKEN_TEXT.findall(response.content.decode("utf-8", errors="replace")):
-            self._masker.add(value)
+        for found in _TOKEN_TEXT.findall(response.content.decode("utf-8", errors="replace")):
+            self._masker.add(*found)
         self._step(f"HTTP {response.status_code} in {(time.perf_counter() - started) * 1000:.0f} ms")
         if method != "POST":
             self._step(f"{len(response.content)} bytes")
@@ -268,7 +271,8 @@ class _ShowingTransport:
         return response
 
     def _show_request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None) -> None:
-        for value in _TOKEN_TEXT.findall((body or b"").decode("utf-8", errors="replace")):
+        for found in _TOKEN_TEXT.findall((body or b"").decode("utf-8", errors="replace")):
+            value = found[0] or found[1]
             self._masker.add(value)
             minute = _signed_minute(value)
             if minute:
@@ -297,8 +301,9 @@ class _TicketTransport:
     ``verify`` can show why.
     """
 
-    def __init__(self, inner: HttpTransport) -> None:
+    def __init__(self, inner: HttpTransport, protocol: str = "soap") -> None:
         self.inner = inner
+        self.protocol = protocol
         self.jwt: str | None = None
 
     def request(
@@ -311,9 +316,13 @@ class _TicketTransport:
         deadline: float | None = None,
         max_bytes: int | None = None,
     ) -> Response:
-        """Send through the inner transport; keep the Token of a SOAP answer."""
+        """Send through the inner transport; keep the Token of a SOAP or REST answer."""
         from ..errors import SutSoapError
-        from ..soap import parse_answer
+
+        if self.protocol == "rest":
+            from ..rest import parse_answer
+        else:
+            from ..soap import parse_answer
 
         response = self.inner.request(method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes)
         if method == "POST":
@@ -399,7 +408,7 @@ def _ticket_client(
     return SystemUserClient(
         client_secret=secret, private_key=key, environment=environment, endpoint=endpoint,
         jwks_url=args.jwks_url, public_key=args.public_key, timeout=_timeout(args), deadline=deadline,
-        transport=transport,
+        transport=transport, protocol=args.protocol,
     )
 
 
@@ -424,7 +433,7 @@ def _cmd_ticket(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     key = _load_key(args)
     step(f"private key: RSA {key.key_size} bits, public key {public_key_fingerprint(key)}")
-    shown = _TicketTransport(HttpTransport(timeout=timeout, deadline=deadline))
+    shown = _TicketTransport(HttpTransport(timeout=timeout, deadline=deadline), args.protocol)
     transport: Transport = _ShowingTransport(shown, args.masker, step, err) if args.verbose else shown
     recorder = None
     if args.record:

@@ -50,7 +50,25 @@ def _utf8_as_latin(text: str) -> str:
     return text.encode("utf-8").decode("latin-1")
 
 
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """``body`` as a JSON object (a REST request or answer), or None when it is not one."""
+    head = body[:8].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head.startswith(b"{"):
+        return None
+    try:
+        document = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
 def _element_value(body: bytes, local_name: str) -> str | None:
+    """The text of the first element with this local name, or of a REST body's member of that name (any case)."""
+    document = _json_object(body)
+    if document is not None:
+        lowered = local_name.lower()
+        value = next((v for k, v in document.items() if k.lower() == lowered), None)
+        return value.strip() or None if isinstance(value, str) else None
     match = _element_pattern(local_name).search(_latin(body))
     if match is None:
         return None

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from sut_soap.contract import SERVICE_PATH
+from sut_soap.contract import REST_PATH, SERVICE_PATH
 from sut_soap.testing._wcf import (
     _DISPATCHER,
     _WCF_INTERNAL,
@@ -90,11 +90,16 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
-        if self._path() != SERVICE_PATH.lower():
+        path = self._path()
+        if path == SERVICE_PATH.lower():
+            handle = self.server.emulator._handle_soap
+        elif path == REST_PATH.lower():
+            handle = self.server.emulator._handle_rest
+        else:
             self._send(_not_found())
             return
         headers = Headers(self.headers.items())
-        self._respond(lambda: self.server.emulator._handle_soap(headers, body))
+        self._respond(lambda: handle(headers, body))
 
     def _respond(self, produce: Callable[[], _Reply]) -> None:
         try:

@@ -45,12 +45,27 @@ says the real WCF service does:
     tolerates both. zeep in strict mode rejects the alphabetical order, and in lax mode it
     silently drops ``IsSuccessful`` and ``Token``.
 
+``POST /Login/api/PartnerSystemUser/Authenticate`` (path case-insensitive)
+    The REST form of the same exchange, as an ASP.NET Core API answers it: ``Content-Type``
+    must be JSON (``application/json``, ``text/json`` or ``+json``; UTF-8 if a charset is
+    given), otherwise HTTP 415 with a ProblemDetails body. The body must be a JSON object whose
+    ``SignedSystemToken``, ``ApplicationToken`` and ``ContextIdentifier`` are strings or null
+    and whose ``ReturnTokenType`` is ``Jwt`` or ``Saml`` by name in any case (``"JWT"``, as
+    SuperOffice documents it) or ``0``/``1``, default ``Jwt``; member names match in any case
+    and a repeated member keeps its last value; otherwise HTTP 400 ProblemDetails. Then the
+    same checks, in the same order, with the same :class:`Reason` codes as the SOAP endpoint,
+    answered HTTP 200 ``application/json; charset=utf-8``
+    ``{"IsSuccessful": ..., "Token": ..., "ErrorMessage": ...}`` (``null`` for empty members).
+    Every fault knob applies to it as to SOAP (one decision, two renderers); ``SOAP_FAULT_500``
+    becomes an HTTP 500 ProblemDetails (``message`` as its ``detail``). Its POSTs count in
+    ``exchange_count`` and ``requests`` like the SOAP ones.
+
 ``GET /login/.well-known/jwks`` and ``GET /login/.well-known/openid-configuration``
     The JWT signing keys (every published key; :meth:`Emulator.rotate_key` adds a new signing
     key and keeps the old one published unless told otherwise) and a minimal discovery
     document whose ``jwks_uri`` points at the JWKS.
 
-What it does not emulate: TLS, the REST variant of the exchange, SAML tokens, the WSDL
+What it does not emulate: TLS, SAML tokens, the WSDL
 (``?wsdl``), revocation and re-approval states (use :attr:`Fault.REJECT` with the message),
 the real service's error texts (undocumented), its rate limits, and the tenant APIs that
 accept the ticket. It has throwaway security: it refuses to bind a non-loopback address
@@ -97,7 +112,7 @@ Usage::
     partner_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with Emulator(client_secret="s3cret", partner_public_key=partner_key) as emu:
         emu.add_tenant("Cust12345", system_user_token="Acme Sync-8k8Q7DmBgo", serial="1234567")
-        print(emu.endpoint, emu.jwks_url)
+        print(emu.endpoint, emu.rest_endpoint, emu.jwks_url)
         emu.inject(Fault.SERVICE_UNAVAILABLE_HTML, times=1)   # the next exchange gets a 503
 
 In a pytest suite the plugin's ``superoffice_emulator`` fixture (see
@@ -105,7 +120,7 @@ In a pytest suite the plugin's ``superoffice_emulator`` fixture (see
 every test.
 
 ``exchange_count``, ``jwks_count``, ``connection_count`` and ``requests`` (the last 100 SOAP
-POSTs as ``(headers, body)``) let a test assert what its client sent; ``internal_errors``
+and REST POSTs as ``(headers, body)``) let a test assert what its client sent; ``internal_errors``
 should stay empty.
 
 From the shell, ``sut-soap emulator --port 8080`` (:mod:`sut_soap.cli.emulator`) generates a
@@ -139,8 +154,26 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from sut_soap._clock import Clock, as_clock
-from sut_soap.contract import CLAIM_PREFIX, ISSUER, JWKS_PATH, SERVICE_PATH, SOAP11_ENV, SOAP_ACTION, TNS, XSI
+from sut_soap.contract import (
+    CLAIM_PREFIX,
+    ISSUER,
+    JWKS_PATH,
+    REST_PATH,
+    SERVICE_PATH,
+    SOAP11_ENV,
+    SOAP_ACTION,
+    TNS,
+    XSI,
+)
 from sut_soap.errors import ConfigurationError
+from sut_soap.testing._aspnet import (
+    _JSON,
+    _json_answer,
+    _json_media_type_ok,
+    _parse_json_request,
+    _problem,
+    _unsupported_media_type,
+)
 from sut_soap.testing._server import _Server
 from sut_soap.testing._wcf import (
     _ADDRESSING_NONE,
@@ -477,6 +510,11 @@ class Emulator:
         return self.base_url + ENDPOINT_PATH
 
     @property
+    def rest_endpoint(self) -> str:
+        """The URL of the REST form of the exchange (``/Login/api/PartnerSystemUser/Authenticate``)."""
+        return self.base_url + REST_PATH
+
+    @property
     def jwks_url(self) -> str:
         """The JWKS URL."""
         return self.base_url + JWKS_PATH
@@ -726,10 +764,17 @@ class Emulator:
         return now.astimezone(timezone.utc)
 
     def _handle_soap(self, headers: Headers, body: bytes) -> _Reply:
+        return self._handle_exchange(headers, body, rest=False)
+
+    def _handle_rest(self, headers: Headers, body: bytes) -> _Reply:
+        return self._handle_exchange(headers, body, rest=True)
+
+    def _handle_exchange(self, headers: Headers, body: bytes, *, rest: bool) -> _Reply:
+        """The one place that decides an exchange's outcome; ``rest`` picks how it is read and written."""
         with self._lock:
             self._exchange_count += 1
             self._requests.append(RecordedRequest(headers, body))
-        parsed = _parse_request(body)
+        parsed = _parse_json_request(body) if rest else _parse_request(body)
         tenant = parsed.context_identifier if isinstance(parsed, _Request) else None
 
         delay = self._take_latency(tenant)
@@ -739,29 +784,56 @@ class Emulator:
         injected = self._take(_ANSWER_FAULTS, tenant)
         truncate = injected is not None and injected.fault is Fault.TRUNCATED_BODY
         if injected is not None and not truncate:
-            reply = self._injected_reply(injected)
+            reply = self._injected_reply(injected, rest=rest)
         else:
-            reply = self._answer(headers, parsed)
+            reply = self._answer(headers, parsed, rest=rest)
             if truncate:
                 reply.body = reply.body[: len(reply.body) // 2]
         reply.drip = drip
         return reply
 
-    def _injected_reply(self, injected: _Injection) -> _Reply:
+    def _injected_reply(self, injected: _Injection, *, rest: bool = False) -> _Reply:
         if injected.fault is Fault.SOAP_FAULT_500:
             text = injected.message or _WCF_INTERNAL
+            if rest:
+                return _problem(500, detail=injected.message)
             if injected.code:
                 return _soap_fault(f"s:{injected.code}", text)
             return _soap_fault("a:InternalServiceFault", text, code_namespace=_DISPATCHER)
         if injected.fault is Fault.SERVICE_UNAVAILABLE_HTML:
             return _unavailable(injected.retry_after)
         if injected.fault is Fault.EMPTY_BODY:
-            return _Reply(200)
+            return _Reply(200, content_type=_JSON if rest else _XML)
         if injected.fault is Fault.DISCONNECT:
             return _Reply(0, disconnect=True)
-        return _Reply(200, self._envelope(None, injected.message or "Denied"))  # REJECT
+        return self._success_or_rejection(None, injected.message or "Denied", rest=rest)  # REJECT
 
-    def _answer(self, headers: Headers, parsed: _Request | _Reply) -> _Reply:
+    def _success_or_rejection(self, token: str | None, error_message: str | None, *, rest: bool) -> _Reply:
+        """HTTP 200 with the AuthenticationResponse: the JWT, or IsSuccessful=false and the message."""
+        if rest:
+            return _Reply(200, _json_answer(token, error_message), _JSON)
+        return _Reply(200, self._envelope(token, error_message))
+
+    def _answer(self, headers: Headers, parsed: _Request | _Reply, *, rest: bool = False) -> _Reply:
+        checked = self._rest_checks(headers, parsed) if rest else self._soap_checks(headers, parsed)
+        if isinstance(checked, _Reply):
+            return checked
+        try:
+            token = self._authenticate(checked)
+        except _Rejected as rejected:
+            return self._success_or_rejection(None, rejected.error_message, rest=rest)
+        return self._success_or_rejection(token, None, rest=rest)
+
+    @staticmethod
+    def _rest_checks(headers: Headers, parsed: _Request | _Reply) -> _Request | _Reply:
+        """ASP.NET Core's answer to a REST request it cannot take, or the request to go on with."""
+        if not _json_media_type_ok(headers.get("Content-Type")):
+            return _unsupported_media_type()
+        return parsed
+
+    @staticmethod
+    def _soap_checks(headers: Headers, parsed: _Request | _Reply) -> _Request | _Reply:
+        """WCF's answer to a SOAP request it cannot take (content type, SOAPAction, envelope), or the request."""
         content_type = headers.get("Content-Type")
         if not _media_type_ok(content_type):
             text = (
@@ -779,13 +851,7 @@ class Emulator:
                 _WCF_ACTION_NOT_SUPPORTED.format(action=shown),
                 code_namespace=_ADDRESSING_NONE,
             )
-        if isinstance(parsed, _Reply):
-            return parsed
-        try:
-            token = self._authenticate(parsed)
-        except _Rejected as rejected:
-            return _Reply(200, self._envelope(None, rejected.error_message))
-        return _Reply(200, self._envelope(token, None))
+        return parsed
 
     def _authenticate(self, request: _Request) -> str:
         application_token = (request.application_token or "").encode("utf-8")
@@ -918,5 +984,7 @@ class Emulator:
             return reply
         if path == ENDPOINT_PATH.lower():
             return _Reply(200, _HELP_PAGE, "text/html; charset=utf-8")
+        if path == REST_PATH.lower():  # an ASP.NET action that only takes POST
+            return _Reply(405, content_type=None, headers=(("Allow", "POST"),))
         return _not_found()
 

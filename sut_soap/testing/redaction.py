@@ -119,7 +119,9 @@ def _scrub_shapes(text: str) -> str:
 
 
 def _variants(value: str) -> list[str]:
-    out = [value, _xml_escape(value), _xml_escape(value, {'"': "&quot;", "'": "&apos;"})]
+    # As written raw, in XML text or attributes, and inside a JSON string (REST bodies).
+    out = [value, _xml_escape(value), _xml_escape(value, {'"': "&quot;", "'": "&apos;"}), json.dumps(value)[1:-1],
+           json.dumps(value, ensure_ascii=False)[1:-1]]
     return list(dict.fromkeys(out))
 
 

@@ -19,7 +19,7 @@ from lxml import etree
 from sut_soap import errors as _errors
 from sut_soap._clock import as_clock
 from sut_soap.client import SystemUserClient
-from sut_soap.contract import CLAIM_TICKET, SOAP11_ENV, TNS, XSI
+from sut_soap.contract import CLAIM_TICKET, REST_PATH, SOAP11_ENV, TNS, XSI
 from sut_soap.environments import endpoint_for
 from sut_soap.errors import (
     ConfigurationError,
@@ -28,7 +28,7 @@ from sut_soap.errors import (
 )
 from sut_soap.keys import PrivateKeyInput
 from sut_soap.safexml import hardened_parser, has_dtd
-from sut_soap.testing._raw import _decode_jwt, _element_value, _request_values
+from sut_soap.testing._raw import _decode_jwt, _element_value, _json_object, _request_values
 from sut_soap.testing.exchanges import _PLACEHOLDER, Exchange, RecordedError, Recording, _substitutions
 from sut_soap.testing.minting import _shift_times, mint_test_jwt, new_ticket, sign_jwt, stand_in_key
 from sut_soap.testing.storage import _fill_body, _fill_json, _fill_text, load_recording
@@ -44,7 +44,7 @@ __all__ = [
     "ReplayClient", "ReplayMismatch", "ReplayTransport", "SentRequest", "replay_client"]
 
 
-_MATCHED_HEADERS = ("SOAPAction", "Content-Type")
+_MATCHED_HEADERS = ("SOAPAction", "Content-Type", "Accept")
 STAND_IN_CLIENT_SECRET = "sut-soap-replay-client-secret"  # noqa: S105 -- a stand-in, not a secret
 STAND_IN_SYSTEM_USER_TOKEN = "sut-soap-replay-system-user-token"  # noqa: S105
 _NS_SHORT = {SOAP11_ENV: "soap", TNS: "tns", XSI: "xsi"}
@@ -128,6 +128,14 @@ def _xml_lines(body: bytes) -> list[tuple[str, str, str]] | None:
     return lines
 
 
+def _body_lines(body: bytes) -> list[tuple[str, str, str]] | None:
+    """A REST body's members, or an envelope's elements, as :func:`_xml_lines` gives them; None if neither."""
+    document = _json_object(body)
+    if document is None:
+        return _xml_lines(body)
+    return [(json.dumps(k), v if isinstance(v, str) else json.dumps(v), k) for k, v in document.items()]
+
+
 def _text_pattern(template: str, values: Mapping[str, str]) -> re.Pattern[str]:
     pieces: list[str] = []
     for index, part in enumerate(_PLACEHOLDER.split(template)):
@@ -185,8 +193,8 @@ def _request_diff(
         actual = _header(headers, name)
         pair(f"{name}: {expected}", f"{name}: {actual}" if actual is not None else f"({name} not sent)",
              expected == actual)
-    template_xml = _xml_lines(recorded.request_body or b"")
-    sent_xml = _xml_lines(body)
+    template_xml = _body_lines(recorded.request_body or b"")
+    sent_xml = _body_lines(body)
     if template_xml is None:
         raise ConfigurationError("the recorded request is not well-formed XML", hint="re-record the exchange")
     if sent_xml is None:
@@ -444,7 +452,8 @@ def replay_client(
     ``public_key=`` to validate it. ``client_secret`` and ``private_key`` default to stand-ins
     (the signature is not checked in a replay); a given ``client_secret``,
     ``context_identifier`` or ``system_user_token`` must match what was recorded. The endpoint
-    is the recorded URL. ``client_options`` go to ``SystemUserClient`` (``clock=``,
+    is the recorded URL, and a recording of the REST endpoint replays with ``protocol="rest"``.
+    ``client_options`` go to ``SystemUserClient`` (``clock=``,
     ``leeway=``, ...); ``client.replay`` is the :class:`ReplayTransport`.
     """
     if jwt is not None and public_key is None:
@@ -470,6 +479,8 @@ def replay_client(
     if endpoint is None:
         recorded_urls = [e.url for e in transport.recording.exchanges if e.url.startswith(("http://", "https://"))]
         endpoint = recorded_urls[0] if recorded_urls else endpoint_for("sod")
+    if urlsplit(endpoint).path.lower() == REST_PATH.lower():  # recorded over REST: replay it over REST
+        client_options.setdefault("protocol", "rest")
     client = ReplayClient(
         client_secret=client_secret or STAND_IN_CLIENT_SECRET,
         private_key=private_key if private_key is not None else stand_in_key(),

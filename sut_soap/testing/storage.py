@@ -289,9 +289,13 @@ def _fill_text(text: str, values: Mapping[str, str], *, xml: bool = False) -> st
 def _fill_body(data: bytes, values: Mapping[str, str]) -> bytes:
     if b"{{SUT_SOAP:" not in data:
         return data
-    return _fill_text(data.decode("utf-8", errors="surrogateescape"), values, xml=True).encode(
-        "utf-8", errors="surrogateescape"
-    )
+    text = data.decode("utf-8", errors="surrogateescape")
+    if data.lstrip()[:1] == b"{":  # a REST body: each value goes inside a JSON string
+        def swap(match: re.Match[str]) -> str:
+            return json.dumps(values.get(match.group(1), match.group(0)), ensure_ascii=False)[1:-1]
+
+        return _PLACEHOLDER.sub(swap, text).encode("utf-8", errors="surrogateescape")
+    return _fill_text(text, values, xml=True).encode("utf-8", errors="surrogateescape")
 
 
 def _fill_json(value: Any, values: Mapping[str, str]) -> Any:
