@@ -337,7 +337,7 @@ STEPS = ("signing", "envelope", "HTTP", "parsing", "JWT validation")
 STEP_LABELS = {
     "signing": "signing (RSA-2048 PKCS#1 v1.5)",
     "envelope": "envelope building (zeep-made template | template)",
-    "HTTP": "HTTP POST + read (urllib3 | requests)",
+    "HTTP": "HTTP POST + read (http.client | requests)",
     "parsing": "answer parsing (hardened lxml | lxml find)",
     "JWT validation": "JWT validation (RS256 + claims | PyJWT)",
 }

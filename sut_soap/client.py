@@ -172,8 +172,8 @@ class SystemUserClient(TicketRenewal):
             :class:`~sut_soap.errors.TransportError` within a few milliseconds of it (README:
             "Every call ends on time"). ``RetryPolicy(deadline=)`` can only shorten it.
         session: your own ``requests.Session`` (proxies, CA bundle, adapters), used as it is
-            and left open by :meth:`close`. Default: urllib3 pools of the client's own (16
-            connections per host, proxies and CA bundle read from the environment once). Not
+            and left open by :meth:`close`. Default: kept-alive connections of the client's own
+            (16 per host, proxies and CA bundle read from the environment once). Not
             with ``transport``.
         transport: your own :class:`~sut_soap.Transport`, through which every request goes (a
             recording, a replay, a test double). Default: an :class:`~sut_soap.HttpTransport`.

@@ -6,7 +6,8 @@ touch the network themselves, so a test (or a recording, or a replay) swaps one 
 see or script everything that goes over the wire.
 
 :class:`HttpTransport`, the default, is the only package that imports the HTTP libraries
-(urllib3 for its own requests; requests for a ``session=`` of yours). Its policy, in one place:
+(``http.client`` connections of its own, urllib3 for a host behind a proxy, requests for a
+``session=`` of yours). Its policy, in one place:
 
 - **Time**: a ``(connect, read)`` timeout on every socket operation, and a total ``deadline``
   per request. A socket timeout bounds one read, not an answer, so a watchdog thread (one per
@@ -193,12 +194,12 @@ def _timeout_of(timeout: Any) -> tuple[Any, Any]:
 
 
 class HttpTransport:
-    """The default :class:`Transport`: urllib3 connection pools of its own, or a ``requests.Session`` of yours.
+    """The default :class:`Transport`: kept-alive connections of its own, or a ``requests.Session`` of yours.
 
     Args:
         session: a ``requests.Session`` to send with (your proxies, CA bundle, adapters); it is
             used as it is and left open by :meth:`close`. Default: no session; the transport
-            keeps urllib3 pools of its own (one per origin), the system trust store (or the CA
+            keeps connection pools of its own (one per origin), the system trust store (or the CA
             bundle ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` names, read now), proxies from the
             environment read once per origin. In a child forked after the transport was built,
             either gets new connection pools, so no socket is shared with the parent (README:
