@@ -433,9 +433,9 @@ def cost_split(emu: EmulatorProcess, key: rsa.RSAPrivateKey) -> None:
     with sut_client(emu, key) as client:
         ours_targets: list[tuple[str, object, str]] = [
             ("signing", sut_soap.client, "sign_system_user_token"),
-            ("envelope", client._soap, "build"),
+            ("envelope", client, "_build"),  # the protocol's builder and reader, chosen at construction
             ("HTTP", sut_soap.client, "call_transport"),
-            ("parsing", sut_soap.client, "parse_answer"),
+            ("parsing", client, "_parse"),
             ("JWT validation", client._validator, "validate"),
         ]
         theirs_targets: list[tuple[str, object, str]] = [
