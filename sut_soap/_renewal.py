@@ -80,7 +80,8 @@ class TicketRenewal:
         :func:`~sut_soap._options.exchange_bound`): the lock's timeout.
         """
         self._store_lock = getattr(self._cache, "lock", None) if callable(getattr(self._cache, "lock", None)) else None
-        self._store_lease = getattr(self._cache, "lease", None) if callable(getattr(self._cache, "lease", None)) else None
+        lease = getattr(self._cache, "lease", None)
+        self._store_lease = lease if callable(lease) else None
         self._exchange_bound = bound
         self._flights = Flights()
         self._backoff = {}
@@ -147,7 +148,7 @@ class TicketRenewal:
                 continue  # the leader was interrupted without an outcome: try again
             try:
                 try:
-                    ticket = self._lead(key, context, token, fingerprint, flight_key, usable)
+                    ticket = self._lead(key, context, token, fingerprint, flight_key, due=usable)
                 except _HeldElsewhere:
                     if usable is None:
                         raise TransportError(
@@ -166,7 +167,7 @@ class TicketRenewal:
                 self._flights.land(flight_key, flight)
 
     def _lead(
-        self, key: str, context: str, token: str, fingerprint: str, flight_key: str, due: CachedTicket | None
+        self, key: str, context: str, token: str, fingerprint: str, flight_key: str, *, due: CachedTicket | None
     ) -> SystemUserTicket:
         with self._fleet_lock(key, wait=due is None):
             usable: CachedTicket | None = None
@@ -268,5 +269,5 @@ class TicketRenewal:
         )
 
 
-class _HeldElsewhere(Exception):  # noqa: N818 - control flow, never leaves this module
+class _HeldElsewhere(Exception):
     """The fleet-wide lease is held by another process and this call's wait for it ran out."""

@@ -281,7 +281,7 @@ class LockingTicketCache(TicketCache, Protocol):
         ...
 
 
-class LockWaitTimeout(Exception):  # noqa: N818 - the store's word for it, not an error of the caller
+class LockWaitTimeout(Exception):
     """Raised by a store's ``lease`` (or ``lock``): the lease is held elsewhere and the wait ran out.
 
     Not "the store is unavailable": the client never exchanges on it, it serves a still-valid

@@ -49,6 +49,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, SupportsIndex
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from . import _deadline
 from ._clock import Clock, as_clock
 from ._fork import not_picklable
@@ -629,8 +632,5 @@ def _store_key(client_secret: str, endpoint: str) -> bytes:
     HKDF-SHA256 of the client secret, bound to the endpoint: the store never sees the secret, and
     the key tells nothing about it.
     """
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
     info = b"sut-soap ticket cache at rest v1\x00" + endpoint.encode("utf-8")
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(client_secret.encode("utf-8"))
