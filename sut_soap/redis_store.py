@@ -525,15 +525,31 @@ class RedisTicketCache:
         with self._state_lock:
             self._down_until = None
             self._probing = False
-        _log.warning("Redis ticket store reachable again; sharing tickets with the fleet again")
+        _log.info("Redis ticket store reachable again; sharing tickets with the fleet again")
 
     def _failed(self, operation: str, exc: Exception) -> None:
         with self._state_lock:
             first = self._down_until is None
             self._down_until = self._monotonic() + self.cooloff
             self._probing = False
+        # Idle pooled connections to a Redis that went away are dead too: without this, each
+        # would fail once after Redis is back, and reopen the breaker each time.
+        try:
+            pool = getattr(self._redis, "connection_pool", None)
+            if pool is not None:
+                pool.disconnect(inuse_connections=False)
+            else:
+                self._redis.disconnect_connection_pools()  # type: ignore[union-attr]
+        except Exception as error:
+            _log.debug("Redis ticket store: dropping idle connections failed (%s)", type(error).__name__)
+        # One WARNING per outage; a Redis that flaps (or a pooled connection that dies just after
+        # it came back) gets at most one a minute.
+        last = self._warned.get("outage")
+        warn = first and (last is None or self._monotonic() - last >= _WARNING_INTERVAL)
+        if warn:
+            self._warned["outage"] = self._monotonic()
         _log.log(
-            logging.WARNING if first else logging.DEBUG,
+            logging.WARNING if warn else logging.DEBUG,
             "Redis ticket store: %s failed (%s); using this process's tickets and single flight, "
             "trying Redis again in %g s", operation, type(exc).__name__, self.cooloff,
         )
