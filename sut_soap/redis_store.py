@@ -445,11 +445,9 @@ class RedisTicketCache:
         sealed = aead.encrypt(nonce, entry.to_json().encode("utf-8"), f"{name}\x00{digest}".encode())
         return f"{_FORMAT}.{digest}.{base64.urlsafe_b64encode(nonce + sealed).decode('ascii')}"
 
-    def _open(self, name: str, value: object, aeads: list[AESGCM]) -> CachedTicket | None:
+    def _open(self, name: str, value: bytes | str, aeads: list[AESGCM]) -> CachedTicket | None:
         try:
             text = value.decode("ascii") if isinstance(value, bytes) else value
-            if not isinstance(text, str):
-                raise ValueError("not a string")
             version, digest, blob = text.split(".")
             if version != _FORMAT:
                 raise ValueError("unknown format")
@@ -512,8 +510,6 @@ class RedisTicketCache:
         if self._monotonic() < down:
             return False
         with self._state_lock:  # cool-off over: one caller probes, the others keep out meanwhile
-            if self._down_until is None:
-                return True
             if self._probing:
                 return False
             self._probing = True

@@ -461,6 +461,57 @@ def test_read_only_out_of_memory_or_garbage_opens_the_breaker(tmp_path: Path, st
         server.stop()
 
 
+def test_writes_that_fail_open_the_breaker_and_never_raise(tmp_path: Path, stores: Any) -> None:
+    """delete and delete_if against a Redis that just died log, open the breaker and return what the local tier did."""
+    server = RedisServer(tmp_path / "redis").start()
+    store = stores(server.url, encryption_key=KEY_A, cooloff=0.01)
+    store.set("k", entry_for(ticket="7T:one"), 60)
+    server.kill()
+    store.delete("k")
+    assert not store.available
+    time.sleep(0.02)
+    store.set("k", entry_for(ticket="7T:one"), 60)
+    time.sleep(0.02)
+    assert store.delete_if("k", "7T:one") is True and not store.available
+
+
+def test_dropping_idle_connections_that_fails_is_quiet(redis_url: str, stores: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure whose clean-up of the pool fails too is still just a failure: logged, not raised."""
+    store = stores(redis_url)
+
+    def broken(**kwargs: Any) -> None:
+        raise OSError("gone")
+
+    monkeypatch.setattr(store._redis.connection_pool, "disconnect", broken)
+    store._failed("get", ConnectionError())
+    monkeypatch.undo()
+    assert not store.available
+
+
+def test_a_store_on_your_client_leaves_it_open(redis_server: RedisServer, redis_url: str) -> None:
+    """close() on a store built from your redis.Redis stops its listener but does not close your client."""
+    client = redis.Redis.from_url(redis_url)
+    store = RedisTicketCache(client, encryption_key=KEY_A)
+    store.get("k")
+    store._start_listener()  # already running: nothing more
+    store.close()
+    assert client.ping()
+    client.close()
+
+
+def test_each_client_prefix_uses_its_own_derived_key(redis_url: str, stores: Any) -> None:
+    """With two clients' derived keys, each key prefix's entries are sealed with its own key."""
+    store = stores(redis_url)
+    store.use_derived_key("one:", KEY_A)
+    store.use_derived_key("two:", KEY_B)
+    store.set("two:k", entry_for(), 60)
+    reader = stores(redis_url, encryption_key=KEY_B)
+    assert reader.get("two:k") is not None
+    store._reset_after_fork()  # what a forked child runs: a new origin and breaker, entries kept
+    assert store.get("two:k") is not None
+
+
 def test_probe_after_the_cooloff_lets_one_caller_through(redis_url: str, stores: Any) -> None:
     """Once the cool-off is over, one caller probes; the others keep away until it answered."""
     store = stores(redis_url, encryption_key=KEY_A, cooloff=0.05)
@@ -531,6 +582,9 @@ def test_cluster_entry_and_lease_share_a_slot_and_work(redis_cluster: Any, clien
         first_client.invalidate("Fleet001", ticket=first)
         eventually(lambda: len(other._local) == 0, 1.0)
         assert get(second_client, "Fleet001", FLEET["Fleet001"]).ticket != first.ticket
+        one._failed("get", ConnectionError())  # a cluster's pools are dropped node by node
+        one._recovered()
+        assert get(first_client, "Fleet001", FLEET["Fleet001"]).ticket != first.ticket
     finally:
         one.close(), other.close()
 
