@@ -26,7 +26,11 @@ client's CPU can be measured on its own (sections 1-4):
    test suites hit it this way): how many were served, how many dropped;
 9. deadline: how long a dripping server holds a call: ``authenticate()`` with ``deadline=`` 2, 5
    and 30 s and ``timeout=(1, 1)`` against an answer sent one byte every 0.1 s (``Fault.DRIP``,
-   the emulator in the client's process; only wall time matters), the three at once.
+   the emulator in the client's process; only wall time matters), the three at once;
+10. a fleet on one Redis (``python bench/run.py --only redis`` runs it alone; it starts its own
+   redis-server and emulator): 4 processes x the same 1,000 cold tenants against 1 process,
+   exchanges counted; get_ticket from Redis (process-cold) and from the local tier; a lease
+   holder SIGKILLed mid-exchange; Redis stopped mid-run (failed calls, cost once the breaker is open).
 Targets are printed with the measured figures at the end. ``BENCH_EXCHANGES`` sets the number
 of exchanges in sections 1, 2 and 7 (default 300). The bench measures the checkout it is in
 (its parent directory goes first on ``sys.path``, and into ``PYTHONPATH`` for the processes it
@@ -761,6 +765,249 @@ def dripping_server(key: rsa.RSAPrivateKey, results: Results) -> None:
               f"overshoot {call.overshoot_ms:7.1f} ms   {call.outcome}")
 
 
+# -- 10. a fleet on one Redis (python bench/run.py --only redis runs this section alone) ----------
+
+FLEET_TENANTS = 1000
+FLEET_PROCESSES = 4
+FLEET_LOCAL_GOAL_US = 2.0
+FLEET_REDIS_GOAL_MS = 0.5
+FLEET_BREAKER_GOAL_US = 50.0
+
+# Its own emulator process: 1,000 tenants at 50 ms and one that answers after 3 s (the SIGKILL).
+FLEET_EMULATOR = """
+import sys
+from sut_soap.testing.emulator import Emulator, Fault
+key = open(sys.argv[1], "rb").read()
+with Emulator(client_secret=sys.argv[2], partner_public_key=key) as emu:
+    for i in range(int(sys.argv[3])):
+        emu.add_tenant(f"Fleet{i:04d}", system_user_token=f"Fleet Sync-{i:04d}")
+        emu.inject(Fault.LATENCY, tenant=f"Fleet{i:04d}", seconds=0.05)
+    emu.add_tenant("Slow0001", system_user_token="Slow Sync-0001")
+    emu.inject(Fault.LATENCY, tenant="Slow0001", seconds=3.0)
+    print(emu.endpoint, flush=True)
+    for line in sys.stdin:
+        print(emu.exchange_count, flush=True)
+"""
+
+# One process of the fleet: waits for "go", then warms the tenants named on the line (or gets one).
+FLEET_WORKER = """
+import json, sys, time
+from sut_soap import RedisTicketCache, SystemUserClient
+url, endpoint, secret, key, deadline = sys.argv[1:6]
+client = SystemUserClient(client_secret=secret, private_key=open(key, "rb").read(), endpoint=endpoint,
+                          cache=RedisTicketCache.from_url(url), deadline=float(deadline))
+print("ready", flush=True)
+for line in sys.stdin:
+    tenants = json.loads(line)
+    started = time.perf_counter()
+    results = client.get_tickets(tenants, max_workers=64)
+    errors = sum(not hasattr(r, "ticket") for r in results.values())
+    print(json.dumps({"seconds": time.perf_counter() - started, "errors": errors}), flush=True)
+"""
+
+
+class BenchRedis:
+    """A redis-server of the bench's own on a free loopback port, persistence off."""
+
+    def __init__(self) -> None:
+        import shutil
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix="sut-soap-bench-redis-")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", self.dir], stdout=subprocess.DEVNULL)
+        for _ in range(500):
+            try:
+                if redis.Redis(port=self.port).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.01)
+        raise RuntimeError("redis-server did not start")
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis(port=self.port).flushall()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+def fleet_on_redis(key: rsa.RSAPrivateKey) -> None:
+    from sut_soap import RedisTicketCache
+
+    key_file = Path(tempfile.mkdtemp(prefix="sut-soap-bench-")) / "partner.pem"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    public_file = key_file.with_name("partner.pub.pem")
+    public_file.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    emu = subprocess.Popen([sys.executable, "-c", FLEET_EMULATOR, str(public_file), SECRET, str(FLEET_TENANTS)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert emu.stdin is not None and emu.stdout is not None
+    endpoint = emu.stdout.readline().strip()
+
+    def exchanges() -> int:
+        emu.stdin.write("count\n")  # type: ignore[union-attr]
+        emu.stdin.flush()  # type: ignore[union-attr]
+        return int(emu.stdout.readline())  # type: ignore[union-attr]
+
+    server = BenchRedis()
+    server.start()
+    workers: list[subprocess.Popen[str]] = []
+
+    def worker(deadline: float = 30.0) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-c", FLEET_WORKER, server.url, endpoint, SECRET, str(key_file),
+                                 str(deadline)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        workers.append(proc)
+        return proc
+
+    def ask(procs: list[subprocess.Popen[str]], tenants: dict[str, str]) -> list[dict[str, Any]]:
+        line = json.dumps(tenants) + "\n"
+        for proc in procs:
+            proc.stdin.write(line)  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+        return [json.loads(proc.stdout.readline()) for proc in procs]  # type: ignore[union-attr]
+
+    tenants = {f"Fleet{i:04d}": f"Fleet Sync-{i:04d}" for i in range(FLEET_TENANTS)}
+    print(f"10. a fleet on one Redis ({FLEET_TENANTS:,} tenants, 50 ms emulator latency, emulator and "
+          "redis-server in their own processes):")
+    try:
+        alone = worker()
+        before = exchanges()
+        [one] = ask([alone], tenants)
+        alone_count = exchanges() - before
+        alone.kill()
+        server.flush()
+        fleet = [worker() for _ in range(FLEET_PROCESSES)]
+        before = exchanges()
+        answers = ask(fleet, tenants)
+        fleet_count = exchanges() - before
+        fleet_wall = max(a["seconds"] for a in answers)
+        errors = sum(a["errors"] for a in answers)
+        print(f"   1 process, cold store: {one['seconds']:.2f} s, {alone_count} exchanges")
+        print(f"   {FLEET_PROCESSES} processes at once, same tenants, cold store: {fleet_wall:.2f} s (slowest), "
+              f"{fleet_count} exchanges in total, {errors} errors "
+              f"({fleet_wall / one['seconds']:.2f}x the 1-process time)")
+
+        # Reads in this process: from Redis (a store that never saw the tenants), then from the local tier.
+        with SystemUserClient(client_secret=SECRET, private_key=key, endpoint=endpoint,
+                              cache=RedisTicketCache.from_url(server.url)) as client:
+            names = list(tenants.items())
+            cold = []
+            for ctx, token in names:
+                t0 = time.perf_counter()
+                client.get_ticket(context_identifier=ctx, system_user_token=token)
+                cold.append(time.perf_counter() - t0)
+            ctx, token = names[0]
+            n = 100_000
+            t0 = time.perf_counter()
+            for _ in range(n):
+                client.get_ticket(context_identifier=ctx, system_user_token=token)
+            local_us = (time.perf_counter() - t0) / n * 1e6
+            redis_ms = statistics.median(cold) * 1000
+            print(f"   get_ticket from Redis (process-cold, {len(cold):,} tenants): median {redis_ms:.3f} ms, "
+                  f"p95 {sorted(cold)[int(0.95 * len(cold))] * 1000:.3f} ms; from the local tier: {local_us:.2f} µs")
+
+        # SIGKILL of a lease holder in the middle of a 3 s exchange.
+        holder = worker(deadline=2.0)  # its lease: deadline + 5 s margin = 7 s
+        other = worker(deadline=30.0)
+        before = exchanges()
+        slow = {"Slow0001": "Slow Sync-0001"}
+        holder.stdin.write(json.dumps(slow) + "\n")  # type: ignore[union-attr]
+        holder.stdin.flush()  # type: ignore[union-attr]
+        while exchanges() == before:
+            time.sleep(0.01)
+        other.stdin.write(json.dumps(slow) + "\n")  # type: ignore[union-attr]
+        other.stdin.flush()  # type: ignore[union-attr]
+        time.sleep(0.2)
+        holder.kill()
+        killed = time.perf_counter()
+        answer = json.loads(other.stdout.readline())  # type: ignore[union-attr]
+        kill_wait = time.perf_counter() - killed
+        kill_count = exchanges() - before
+        print(f"   lease holder SIGKILLed mid-exchange (lease 7 s, each exchange of this tenant 3 s): another process "
+              f"had the ticket "
+              f"{kill_wait:.2f} s later ({answer['errors']} errors), {kill_count} exchanges in all (the killed one's "
+              "included)")
+
+        # Redis stopped mid-run: calls that fail, and what a call costs once the breaker is open.
+        store = RedisTicketCache.from_url(server.url, cooloff=30.0)
+        with SystemUserClient(client_secret=SECRET, private_key=key, endpoint=endpoint, cache=store) as client:
+            sample = names[:50]
+            failed = calls = 0
+
+            def round_of_calls() -> float:
+                nonlocal failed, calls
+                t0 = time.perf_counter()
+                for ctx, token in sample:
+                    calls += 1
+                    try:
+                        client.get_ticket(context_identifier=ctx, system_user_token=token)
+                    except Exception:
+                        failed += 1
+                return (time.perf_counter() - t0) / len(sample)
+
+            for _ in range(20):
+                round_of_calls()
+            up = statistics.median([round_of_calls() for _ in range(200)]) * 1e6
+            probe_key = client._key_prefix + "never-seen"
+            t0 = time.perf_counter()
+            for _ in range(1000):
+                store.get(probe_key)
+            miss_up = (time.perf_counter() - t0) / 1000 * 1e6
+            server.stop()
+            store.clear_local()  # every tenant needs Redis now: the first call finds it gone
+            for _ in range(20):
+                round_of_calls()
+            down = statistics.median([round_of_calls() for _ in range(200)]) * 1e6
+            t0 = time.perf_counter()
+            for _ in range(100_000):
+                store.get(probe_key)
+            miss_down = (time.perf_counter() - t0) / 100_000 * 1e6
+            print(f"   Redis stopped mid-run: {failed} of {calls:,} calls failed; warm get_ticket {up:.2f} µs with "
+                  f"Redis up, {down:.2f} µs with the breaker open ({down - up:+.2f} µs); a local miss costs "
+                  f"{miss_up:.1f} µs with Redis up (one round trip), {miss_down:.2f} µs with the breaker open")
+        print("   targets (section 10):")
+        rows = [
+            (f"exchanges, {FLEET_PROCESSES} processes x {FLEET_TENANTS:,} tenants, cold", fleet_count,
+             f"== {FLEET_TENANTS}", fleet_count == FLEET_TENANTS, "{}"),
+            ("warm get_ticket from the local tier, µs", local_us, f"<= {FLEET_LOCAL_GOAL_US:g}",
+             local_us <= FLEET_LOCAL_GOAL_US, "{:.2f}"),
+            ("get_ticket from Redis (process-cold), median ms", redis_ms, f"<= {FLEET_REDIS_GOAL_MS:g}",
+             redis_ms <= FLEET_REDIS_GOAL_MS, "{:.3f}"),
+            ("exchanges around a SIGKILLed lease holder", kill_count, "== 2", kill_count == 2, "{}"),
+            ("calls failed with Redis stopped mid-run", failed, "== 0", failed == 0, "{}"),
+            ("extra µs per call once the breaker is open (local miss)", miss_down, f"< {FLEET_BREAKER_GOAL_US:g}",
+             miss_down < FLEET_BREAKER_GOAL_US, "{:.2f}"),
+        ]
+        for label, value, target, ok, fmt in rows:
+            print(f"   {label:<70} {fmt.format(value):>9}   target {target:<8} {'met' if ok else 'MISSED'}")
+    finally:
+        for proc in workers:
+            proc.kill()
+            proc.wait()
+        server.stop()
+        emu.kill()
+        emu.wait()
+
+
 def summary(results: Results) -> int:
     floor_ratio = results.exchange_cpu_ms / results.floor_cpu_ms
     wall_ratio = results.exchange_wall_ms / results.handwritten_wall_ms
@@ -806,6 +1053,9 @@ def main() -> int:
     print(f"sut-soap benchmarks on {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}, "
           f"sut_soap from {Path(sut_soap.__file__).parent}")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if sys.argv[1:] == ["--only", "redis"]:  # section 10 alone
+        fleet_on_redis(key)
+        return 0
     results = Results()
     emu = EmulatorProcess(key)
     try:
@@ -825,6 +1075,7 @@ def main() -> int:
     finally:
         emu.stop()
     dripping_server(key, results)
+    fleet_on_redis(key)
     return summary(results)
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .cache import CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
     from .client import SystemUserClient
     from .keys import load_private_key
+    from .redis_store import RedisTicketCache
     from .retry import RetryPolicy
     from .signing import sign_system_user_token
     from .ticket import SystemUserTicket
@@ -43,6 +44,7 @@ __all__ = [
     "InMemoryTicketCache",
     "LockingTicketCache",
     "ProtocolError",
+    "RedisTicketCache",
     "Response",
     "RetryPolicy",
     "SoapFaultError",
@@ -66,6 +68,7 @@ _LAZY = {
     "HttpTransport": "transport",
     "InMemoryTicketCache": "cache",
     "LockingTicketCache": "cache",
+    "RedisTicketCache": "redis_store",
     "Response": "transport",
     "RetryPolicy": "retry",
     "SystemUserClient": "client",

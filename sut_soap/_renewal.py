@@ -10,14 +10,18 @@ the client's :class:`TicketRenewal` base:
 3. join the tenant's single flight (:class:`~sut_soap._flight.Flights`). A follower returns the
    due ticket if there is one, else waits for the leader's ticket or error, until its own
    call's deadline at most;
-4. the leader takes the store's fleet lock when it has one, reads the store once more (another
-   process may have renewed meanwhile), and exchanges: with the client's retry policy when no
-   valid ticket is at hand, without it otherwise;
+4. the leader takes the store's fleet-wide lease when it has one (``lease``, or the older
+   ``lock``), reads the store once more (another process may have renewed meanwhile), and
+   exchanges: with the client's retry policy when no valid ticket is at hand, without it
+   otherwise. With a still-valid ticket in hand it does not wait for a lease held elsewhere:
+   it serves that ticket. Without one it waits up to its own deadline; a wait that runs out
+   (:class:`~sut_soap.cache.LockWaitTimeout`) raises a retryable ``TransportError`` and never
+   leads to an exchange;
 5. a retryable failure of a renewal falls back to the still-valid ticket (one WARNING, then
    no new attempt for 30 s); the new ticket is stored with a TTL of what is left of its
    lifetime.
 
-A store that raises is treated as unavailable: logged (WARNING at most once a minute per
+A store that raises anything else is treated as unavailable: logged (WARNING at most once a minute per
 operation, else DEBUG, naming only the exception type) and skipped.
 """
 
@@ -30,7 +34,7 @@ from contextlib import AbstractContextManager, contextmanager
 from . import _deadline
 from ._clock import Clock
 from ._flight import Flights, Freshness, Rejections, freshness
-from .cache import CachedTicket, TicketCache
+from .cache import CachedTicket, LockWaitTimeout, TicketCache
 from .errors import AuthenticationRejectedError, SutSoapError, TransportError
 from .retry import RetryPolicy
 from .ticket import SystemUserTicket
@@ -66,6 +70,7 @@ class TicketRenewal:
     _rejections: Rejections
     _store_warned: dict[str, float]
     _store_lock: Callable[..., AbstractContextManager[object]] | None
+    _store_lease: Callable[..., AbstractContextManager[object]] | None
     _authenticate: Callable[[str, str, RetryPolicy | None], SystemUserTicket]
 
     def _init_renewal(self, bound: float) -> None:
@@ -75,6 +80,8 @@ class TicketRenewal:
         :func:`~sut_soap._options.exchange_bound`): the lock's timeout.
         """
         self._store_lock = getattr(self._cache, "lock", None) if callable(getattr(self._cache, "lock", None)) else None
+        lease = getattr(self._cache, "lease", None)
+        self._store_lease = lease if callable(lease) else None
         self._exchange_bound = bound
         self._flights = Flights()
         self._backoff = {}
@@ -140,7 +147,17 @@ class TicketRenewal:
                     raise flight.error
                 continue  # the leader was interrupted without an outcome: try again
             try:
-                ticket = self._lead(key, context, token, fingerprint, flight_key)
+                try:
+                    ticket = self._lead(key, context, token, fingerprint, flight_key, due=usable)
+                except _HeldElsewhere:
+                    if usable is None:
+                        raise TransportError(
+                            f"the exchange for tenant {context} in another process did not finish within "
+                            "this call's deadline",
+                            retryable=True,
+                            hint="try again: the other process's ticket is then in the shared store",
+                        ) from None
+                    ticket = usable.ticket  # another process is renewing it; this one is still valid
                 flight.ticket = ticket
                 return ticket
             except BaseException as error:
@@ -149,8 +166,10 @@ class TicketRenewal:
             finally:
                 self._flights.land(flight_key, flight)
 
-    def _lead(self, key: str, context: str, token: str, fingerprint: str, flight_key: str) -> SystemUserTicket:
-        with self._fleet_lock(key):
+    def _lead(
+        self, key: str, context: str, token: str, fingerprint: str, flight_key: str, *, due: CachedTicket | None
+    ) -> SystemUserTicket:
+        with self._fleet_lock(key, wait=due is None):
             usable: CachedTicket | None = None
             entry = self._read(key, context, fingerprint)  # renewed meanwhile by a thread or process?
             if entry is not None:
@@ -206,18 +225,28 @@ class TicketRenewal:
         )
 
     @contextmanager
-    def _fleet_lock(self, key: str) -> Iterator[None]:
-        """The store's cross-process lock for ``key`` if it has one; a failing store is skipped."""
+    def _fleet_lock(self, key: str, *, wait: bool) -> Iterator[None]:
+        """The store's fleet-wide lease (or lock) for ``key`` if it has one; a failing store is skipped.
+
+        Raises _HeldElsewhere when the store says the lease is held elsewhere and the wait ran out.
+        """
         held: AbstractContextManager[object] | None = None
-        if self._store_lock is not None:
-            # Waiting for the lock is part of this call, so it ends within the call's deadline;
-            # the holder's own call ends within its deadline too, so the lock outlives it.
+        if self._store_lease is not None or self._store_lock is not None:
+            # Waiting for the lease is part of this call, so it ends within the call's deadline;
+            # the holder's own call ends within its deadline too, so a lease of the exchange
+            # bound (deadline + margin) outlives it.
             left = _deadline.remaining()
             timeout = self._exchange_bound if left is None else min(self._exchange_bound, max(0.001, left))
             try:
-                candidate = self._store_lock(key, timeout)
+                if self._store_lease is not None:
+                    candidate = self._store_lease(key, lease=self._exchange_bound, wait=timeout if wait else 0.0)
+                else:
+                    assert self._store_lock is not None
+                    candidate = self._store_lock(key, timeout)
                 candidate.__enter__()
                 held = candidate
+            except LockWaitTimeout:
+                raise _HeldElsewhere from None
             except Exception as exc:
                 self._store_failed("lock", exc)
         try:
@@ -238,3 +267,7 @@ class TicketRenewal:
         _log.log(
             level, "ticket cache %s failed (%s); carrying on without the cache", operation, type(exc).__name__
         )
+
+
+class _HeldElsewhere(Exception):
+    """The fleet-wide lease is held by another process and this call's wait for it ran out."""

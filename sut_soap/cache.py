@@ -13,12 +13,36 @@ The seam, :class:`TicketCache`, is three methods:
 - ``set(key, entry, ttl)``: keep ``entry``; after ``ttl`` seconds it is useless and may go
 - ``delete(key)``: forget it (idempotent)
 
-and, optionally, ``lock(key, timeout)`` (:class:`LockingTicketCache`): a context manager
-holding a cross-process lock while one process exchanges, so that a fleet asking for the same
-cold tenant exchanges once, not once per process. Without it, single flight holds per
-process. A shared store's lock must expire on its own (a crashed holder must not block the
-fleet) and must let the caller in after ``timeout`` seconds rather than fail; the client
-reads the store again once it holds the lock.
+and three optional methods, each used when a store has it:
+
+- ``lease(key, *, lease, wait)`` (:class:`LeasingTicketCache`): a context manager holding a
+  fleet-wide lease while one process exchanges, so that a fleet asking for the same cold tenant
+  exchanges once, not once per process. ``lease`` is how long the lease lives without its
+  holder (seconds; the client passes its exchange bound, the call's deadline plus a margin, so
+  the lease cannot run out under a holder that is still exchanging, and a holder that died
+  holds the fleet up for at most that long); ``wait`` is how long entering may wait for a lease
+  held elsewhere (what is left of the caller's deadline, or 0 when it has a still-valid ticket
+  to serve meanwhile). Entering raises :class:`LockWaitTimeout` when the lease is still held
+  elsewhere after ``wait``: the client then serves its still-valid ticket, or raises a
+  retryable :class:`~sut_soap.TransportError`, and never exchanges just because it waited.
+  Any other exception means the store is unavailable: the client carries on with single
+  flight in its own process. The client reads the store again once it holds the lease.
+- ``delete_if(key, ticket) -> bool``: forget the entry only if it still holds ``ticket`` (the
+  ticket string) and say whether it did; :meth:`SystemUserClient.invalidate` uses it for
+  ``invalidate(tenant, ticket=T)``, so a slow process never deletes the newer ticket another
+  one just stored. A shared store should compare and delete in one step on the server.
+  Without it, the client reads the entry and calls ``delete``.
+- ``use_derived_key(prefix, key)``: the client calls it once, when it is built, with its
+  key prefix (every key it uses starts with it) and 32 bytes derived from its client secret
+  by HKDF-SHA256 (info ``b"sut-soap ticket cache at rest v1\\x00"`` + the endpoint). A store
+  that encrypts entries at rest may key them with it; the client secret itself never reaches a
+  store.
+
+The earlier optional ``lock(key, timeout)`` (:class:`LockingTicketCache`) still works for a
+store that has no ``lease``: one number served as both its lease and its wait, and any
+exception from it (a redis-py ``LockError`` after a timed-out wait included) counts as the store
+being unavailable, so the client goes ahead and exchanges. A ``lock`` that raises
+:class:`LockWaitTimeout` is treated like ``lease``. New stores should implement ``lease``.
 
 Keys are ``sut-soap:v1:<namespace>:<ContextIdentifier>``: the namespace is a keyed hash of the
 endpoint and the application (client secret), so two applications or environments never
@@ -35,25 +59,12 @@ Entries are secrets: whoever can read the store can call the tenant's APIs as th
 user, and whoever can write it can hand your processes any ticket. A shared store belongs on
 a private network with TLS, authentication and access control, and its own persistence and
 backups count as secret storage. :meth:`CachedTicket.to_json` / :meth:`CachedTicket.from_json`
-are the wire format for such a store, for example (redis-py)::
-
-    class RedisTicketCache:
-        def __init__(self, redis): self.redis = redis
-        def get(self, key):
-            raw = self.redis.get(key)
-            return None if raw is None else CachedTicket.from_json(raw)
-        def set(self, key, entry, ttl):
-            self.redis.set(key, entry.to_json(), px=max(1, int(ttl * 1000)))
-        def delete(self, key):
-            self.redis.delete(key)
-        def lock(self, key, timeout):
-            # expires by itself; a timed-out wait raises LockError and the client goes ahead
-            return self.redis.lock(key + ":lock", timeout=timeout, blocking_timeout=timeout)
-
-(redis-py's ``Lock`` raises ``LockError`` when it is not acquired within ``blocking_timeout``;
-the client treats an exception from a store as the store being unavailable: it logs a
-warning and carries on without it, exchanging if it has to. A store that fails therefore
-costs extra exchanges, never a failed call and never a stale ticket.)
+are the wire format for such a store. For Redis, use :class:`sut_soap.RedisTicketCache`
+(``pip install 'sut-soap[redis]'``): fleet-wide leases, entries encrypted and authenticated
+at rest, a local tier in front, invalidation across processes and a circuit breaker. A store
+that raises is treated as unavailable: the client logs a warning and carries on without it,
+exchanging if it has to; a store that fails costs extra exchanges, never a failed call and
+never a stale ticket.
 """
 
 from __future__ import annotations
@@ -73,7 +84,15 @@ from .contract import CLAIM_SYSTEM_TOKEN
 from .errors import ConfigurationError
 from .ticket import SystemUserTicket
 
-__all__ = ["DEFAULT_MAX_ENTRIES", "CachedTicket", "InMemoryTicketCache", "LockingTicketCache", "TicketCache"]
+__all__ = [
+    "DEFAULT_MAX_ENTRIES",
+    "CachedTicket",
+    "InMemoryTicketCache",
+    "LeasingTicketCache",
+    "LockWaitTimeout",
+    "LockingTicketCache",
+    "TicketCache",
+]
 
 #: The most entries an :class:`InMemoryTicketCache` holds unless told otherwise.
 DEFAULT_MAX_ENTRIES = 100_000
@@ -262,6 +281,30 @@ class LockingTicketCache(TicketCache, Protocol):
         ...
 
 
+class LockWaitTimeout(Exception):
+    """Raised by a store's ``lease`` (or ``lock``): the lease is held elsewhere and the wait ran out.
+
+    Not "the store is unavailable": the client never exchanges on it, it serves a still-valid
+    ticket or raises a retryable :class:`~sut_soap.TransportError`. The message must name no
+    secret (a key holds the tenant's ContextIdentifier at most).
+    """
+
+
+@runtime_checkable
+class LeasingTicketCache(TicketCache, Protocol):
+    """A store that can hold a fleet-wide lease per key while one process exchanges (module docstring)."""
+
+    def lease(self, key: str, *, lease: float, wait: float) -> AbstractContextManager[object]:
+        """Return a context manager that holds the fleet-wide lease for ``key`` while entered.
+
+        The lease lives ``lease`` seconds unless released first (a crashed holder blocks the
+        fleet for at most that long). Entering waits up to ``wait`` seconds for a lease held
+        elsewhere, then raises :class:`LockWaitTimeout`; any other exception means the store
+        is unavailable.
+        """
+        ...
+
+
 class InMemoryTicketCache:
     """The default store: an LRU dict in this process, guarded by one short lock.
 
@@ -340,6 +383,15 @@ class InMemoryTicketCache:
         """Forget the entry under ``key``, if any."""
         with self._lock:
             self._entries.pop(key, None)
+
+    def delete_if(self, key: str, ticket: str) -> bool:
+        """Forget the entry under ``key`` only if it holds ``ticket`` (the ticket string); say whether it did."""
+        with self._lock:
+            item = self._entries.get(key)
+            if item is None or item[0].ticket.ticket != ticket:
+                return False
+            del self._entries[key]
+            return True
 
     def clear(self) -> None:
         """Forget every entry."""

@@ -49,6 +49,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, SupportsIndex
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from . import _deadline, rest
 from ._clock import Clock, as_clock
 from ._fork import not_picklable
@@ -189,8 +192,9 @@ class SystemUserClient(TicketRenewal):
             ticket age, cache TTL, retry waits, JWT times, JWKS cooldown), or a callable
             returning an aware ``datetime`` (wall time only), for tests. Default: the system.
         cache: where :meth:`get_ticket` keeps tickets: a :class:`~sut_soap.TicketCache`
-            (``get``, ``set``, ``delete``; with ``lock`` a
-            :class:`~sut_soap.LockingTicketCache`, for one exchange per fleet). Default: an
+            (``get``, ``set``, ``delete``; with ``lease`` or ``lock``, for one exchange per
+            fleet; see :mod:`sut_soap.cache` for the optional methods), such as a
+            :class:`~sut_soap.RedisTicketCache` shared by many processes. Default: an
             :class:`~sut_soap.InMemoryTicketCache` of the client's own.
         ticket_lifetime: seconds a ticket is used after its exchange started, above 0 and at
             most 86400. Default 21600 (SuperOffice keeps a ticket 6 hours after its last use).
@@ -302,6 +306,9 @@ class SystemUserClient(TicketRenewal):
         if callable(prepare):
             prepare((self.endpoint, self.jwks_url), allow_insecure_tls=allow_insecure_tls)
         self._hash_key, self._key_prefix = _cache_keys(self._client_secret.reveal(), self.endpoint)
+        use_derived_key = getattr(self._cache, "use_derived_key", None)
+        if callable(use_derived_key):
+            use_derived_key(self._key_prefix, _store_key(self._client_secret.reveal(), self.endpoint))
         self._init_renewal(exchange_bound(self.deadline))
         self._fingerprints = _TokenMemo()
 
@@ -482,7 +489,18 @@ class SystemUserClient(TicketRenewal):
         """
         context = check_text_value(context_identifier, "context identifier")
         key = self._key_prefix + context
-        if ticket is not None:
+        delete_if = getattr(self._cache, "delete_if", None)
+        deleted = False
+        if ticket is not None and callable(delete_if):
+            given = ticket.ticket if isinstance(ticket, SystemUserTicket) else ticket
+            try:
+                # One step in the store: a slow process never deletes the newer ticket another stored.
+                if not delete_if(key, given):
+                    return
+                deleted = True
+            except Exception as exc:
+                self._store_failed("delete", exc)  # then delete() below, as for an unreadable store
+        elif ticket is not None:
             given = ticket.ticket if isinstance(ticket, SystemUserTicket) else ticket
             try:
                 entry = self._cache.get(key)
@@ -497,10 +515,11 @@ class SystemUserClient(TicketRenewal):
             self._backoff.pop(flight_key, None)
         if ticket is None:
             self._rejections.forget(lambda flight_key: flight_key.startswith(key + "\x00"))
-        try:
-            self._cache.delete(key)
-        except Exception as exc:
-            self._store_failed("delete", exc)
+        if not deleted:
+            try:
+                self._cache.delete(key)
+            except Exception as exc:
+                self._store_failed("delete", exc)
         _log.debug("ticket for %s invalidated", context)
 
     def get_tickets(
@@ -625,3 +644,13 @@ def _cache_keys(client_secret: str, endpoint: str) -> tuple[bytes, str]:
     hash_key = hashlib.blake2b(b"sut-soap ticket cache v1\x00" + client_secret.encode("utf-8"), digest_size=32).digest()
     namespace = hashlib.blake2b(endpoint.encode("utf-8"), key=hash_key, digest_size=8).hexdigest()
     return hash_key, f"sut-soap:v1:{namespace}:"
+
+
+def _store_key(client_secret: str, endpoint: str) -> bytes:
+    """The 32-byte key a store may encrypt this client's entries at rest with (``use_derived_key``).
+
+    HKDF-SHA256 of the client secret, bound to the endpoint: the store never sees the secret, and
+    the key tells nothing about it.
+    """
+    info = b"sut-soap ticket cache at rest v1\x00" + endpoint.encode("utf-8")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(client_secret.encode("utf-8"))

@@ -1,11 +1,13 @@
 """Every test starts without the user's sut-soap settings or CA bundle from the environment; the per-test
-``emu`` over a module's ``emulator`` fixture."""
+``emu`` over a module's ``emulator`` fixture; real redis-server processes (one node, a cluster) for the session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from redis_support import MISSING as REDIS_MISSING
+from redis_support import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisServer
 from support import reset_emulator
 
 from sut_soap.testing.emulator import Emulator
@@ -25,3 +27,30 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def emu(emulator: Emulator) -> Iterator[Emulator]:
     """The module's ``emulator`` with no faults before or after the test, and no internal error."""
     yield from reset_emulator(emulator)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server on loopback for the session (persistence off); skips without the binary."""
+    if REDIS_SERVER is None:
+        pytest.skip(REDIS_MISSING)
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's redis-server, emptied for this test."""
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real three-master Redis Cluster on loopback for the session; skips without the binaries."""
+    if REDIS_SERVER is None or REDIS_CLI is None:
+        pytest.skip(REDIS_MISSING)
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()

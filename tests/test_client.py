@@ -644,7 +644,12 @@ def test_fingerprint_memo_is_bounded_and_cleared_when_full(
 
 
 class FlakyStore(InMemoryTicketCache):
-    """An in-memory store whose get or delete can be made to fail, like a Redis that blips."""
+    """An in-memory store whose get or delete can be made to fail, like a Redis that blips.
+
+    It has the three methods of the protocol only: no ``delete_if``, so ``invalidate(ticket=)`` reads first.
+    """
+
+    delete_if = None
 
     def __init__(self) -> None:
         super().__init__()
