@@ -468,6 +468,32 @@ def test_store_is_the_clients_cache(emu: Emulator, key: str, tmp_path: Path, fak
     assert "store-pass-77" not in out + err
 
 
+def test_a_real_redis_store_is_shared_with_another_process(emu: Emulator, key: str, tmp_path: Path, redis_url: str) -> None:
+    """Against a real redis-server: a second warm in another process finds every ticket, encrypted at rest; no exchange."""
+    path = write(tmp_path, CSV)
+    code, _out, err = warm(emu, key, path, "--store", redis_url, "--key-prefix", "fleet-a:")
+    assert code == 0, err
+    assert sorted(exchanged_tenants(emu)) == sorted(TENANTS)
+    before = emu.exchange_count
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    second = subprocess.run(
+        [sys.executable, "-m", "sut_soap", *warm_argv(emu, key, path, "--store", redis_url, "--key-prefix",
+                                                     "fleet-a:", "--json")],
+        check=False, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+    )
+    assert second.returncode == 0, second.stderr
+    assert emu.exchange_count == before
+    assert {r["source"] for r in json.loads(second.stdout)["results"]} == {"store"}
+    import redis
+
+    dump = b"".join(
+        key_ + (redis.Redis.from_url(redis_url).dump(key_) or b"") for key_ in redis.Redis.from_url(redis_url).keys("*")
+    )
+    assert dump and all(key_.startswith(b"fleet-a:") for key_ in redis.Redis.from_url(redis_url).keys("*"))
+    for secret in (*TENANTS, *TENANTS.values(), SECRET, "7T:"):
+        assert secret.encode() not in dump
+
+
 def test_a_warm_store_costs_no_exchange(emu: Emulator, key: str, tmp_path: Path, fake_store: DictStore) -> None:
     """A second run over the same store finds every ticket there: no exchange, source 'store'."""
     path = write(tmp_path, CSV)

@@ -214,7 +214,8 @@ def _open_store(url: str, key_prefix: str | None) -> TicketCache:
             hint="pip install --upgrade 'sut-soap[redis]'",
         ) from None
     try:
-        store: TicketCache = store_class.from_url(url, key_prefix=key_prefix)
+        options = {} if key_prefix is None else {"key_prefix": key_prefix}  # else the store's own default
+        store: TicketCache = store_class.from_url(url, **options)
     except SutSoapError:
         raise
     except Exception as exc:  # its text could hold the URL, and with it the password
