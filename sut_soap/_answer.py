@@ -19,7 +19,7 @@ from ._text import sanitise
 from .contract import SERVICE_PATH
 from .errors import TransportError
 
-__all__ = ["MAX_TOKEN_CHARS", "Answer", "parse_retry_after"]
+__all__ = ["MAX_TOKEN_CHARS", "Answer", "parse_retry_after", "utf8_media_type"]
 
 MAX_TOKEN_CHARS = 16 * 1024
 _EXCERPT_CHARS = 200
@@ -65,6 +65,18 @@ def _header(headers: object, name: str) -> str | None:
         lowered = name.lower()
         value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == lowered), None)
     return value if isinstance(value, str) else None
+
+
+def utf8_media_type(content_type: str | None) -> str | None:
+    """The media type of a ``Content-Type`` value, lower-cased, if its ``charset`` is UTF-8 or absent; else None."""
+    if not content_type:
+        return None
+    media, *params = (part.strip() for part in content_type.split(";"))
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return None
+    return media.lower()
 
 
 def parse_retry_after(value: str | None, *, date: str | None = None, now: float | None = None) -> float | None:

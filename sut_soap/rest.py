@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._answer import MAX_TOKEN_CHARS, Answer, _excerpt, _header, _status_error
+from ._answer import MAX_TOKEN_CHARS, Answer, _excerpt, _header, _status_error, utf8_media_type
 from ._text import sanitise
 from .contract import PROBE_VALUE, REST_PATH, REST_TOKEN_TYPE
 from .errors import ConfigurationError, ProtocolError
@@ -138,16 +138,7 @@ def _constant(name: str) -> Any:
 
 
 def _is_json(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    media, *params = (part.strip() for part in content_type.split(";"))
-    if media.lower() != "application/json":
-        return False
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            return False
-    return True
+    return utf8_media_type(content_type) == "application/json"
 
 
 def parse_answer(response: Response, *, secrets: Iterable[str] = ()) -> Answer:

@@ -15,6 +15,7 @@ import json
 import uuid
 from typing import Any
 
+from sut_soap._answer import utf8_media_type
 from sut_soap.testing._wcf import _Reply, _Request
 
 __all__: list[str] = []
@@ -49,16 +50,8 @@ def _invalid(member: str, text: str) -> _Reply:
 
 def _json_media_type_ok(content_type: str | None) -> bool:
     """Whether ASP.NET Core's JSON input formatter takes a body of this content type."""
-    if not content_type:
-        return False
-    media, *params = (part.strip() for part in content_type.split(";"))
-    if media.lower() not in ("application/json", "text/json") and not media.lower().endswith("+json"):
-        return False
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            return False
-    return True
+    media = utf8_media_type(content_type)
+    return media is not None and (media in ("application/json", "text/json") or media.endswith("+json"))
 
 
 def _unsupported_media_type() -> _Reply:

@@ -11,6 +11,7 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
+from sut_soap._answer import utf8_media_type
 from sut_soap.contract import SOAP11_ENV, TNS, XSI
 from sut_soap.safexml import hardened_parser, has_dtd, name_of
 
@@ -211,16 +212,7 @@ def _read_body_element(soap_body: etree._Element) -> tuple[str | None, str] | _R
 
 
 def _media_type_ok(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    media, *params = (part.strip() for part in content_type.split(";"))
-    if media.lower() != "text/xml":
-        return False
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            return False
-    return True
+    return utf8_media_type(content_type) == "text/xml"
 
 
 def _unquoted(action: str | None) -> str | None:
