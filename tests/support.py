@@ -171,6 +171,28 @@ def make_cert(tmp: Path, name: str, *, san: x509.GeneralName, expired: bool = Fa
     return cert_path, key_path
 
 
+def read_request(conn: socket.socket, data: bytes = b"") -> tuple[bytes, bytes, bool]:
+    """One HTTP request from ``conn`` (after ``data`` already read): its bytes, what came after, whether whole.
+
+    The body is as long as its ``Content-Length`` says (none without one); at an EOF the
+    request is what arrived and ``complete`` is False.
+    """
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data, b"", False
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(rest) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return head + b"\r\n\r\n" + rest, b"", False
+        rest += chunk
+    return head + b"\r\n\r\n" + rest[:length], rest[length:], True
+
+
 class TlsServer:
     """A loopback TLS server: counts handshakes and any application bytes received, answers HTTP 503."""
 
@@ -198,21 +220,8 @@ class TlsServer:
             try:
                 with self.context.wrap_socket(raw, server_side=True) as conn:
                     self.handshakes += 1
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                    head, _, body = data.partition(b"\r\n\r\n")
-                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                                   if line.lower().startswith(b"content-length:")), 0)
-                    while len(body) < length:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        body += chunk
-                    self.received += data[: len(head) + 4] + body
+                    request, _rest, _complete = read_request(conn)
+                    self.received += request
                     conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             except (OSError, ssl.SSLError):
                 raw.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from support import make_cert
+from support import make_cert, read_request
 
 from sut_soap.errors import ProtocolError, TransportError
 from sut_soap.transport import HttpTransport
@@ -72,21 +72,10 @@ class _Scripted:
         served, data = 0, b""
         with conn:
             while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, rest = data.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                while len(rest) < length:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    rest += chunk
-                self.requests.append(head + b"\r\n\r\n" + rest[:length])
-                data = rest[length:]
+                request, data, complete = read_request(conn, data)
+                if not complete:
+                    return
+                self.requests.append(request)
                 reply = self.replies.pop(0) if self.replies else self.default
                 if reply is None:
                     return
