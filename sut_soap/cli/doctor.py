@@ -295,12 +295,7 @@ def _doctor_soap_line(report: _Report, post: _Fetched, parse_answer: Callable[..
     except (TransportError, ProtocolError) as error:
         report.line("FAIL", "soap", f"the probe got no SOAP answer: {error.message}")
         return
-    if answer.is_successful:
-        report.line("WARN", "soap", "the service ACCEPTED a dummy probe: is this really SuperOffice?")
-    else:
-        reason = (answer.error_message or "no ErrorMessage")[:120]
-        report.line("OK", "soap", f"SOAP 1.1 AuthenticationResponse; the dummy probe was rejected as expected "
-                    f"({reason})")
+    _probe_answer_line(report, "soap", "SOAP 1.1 AuthenticationResponse", answer)
 
 
 def _doctor_rest_line(report: _Report, post: _Fetched, parse_answer: Callable[..., Any]) -> None:
@@ -309,11 +304,16 @@ def _doctor_rest_line(report: _Report, post: _Fetched, parse_answer: Callable[..
     except (TransportError, ProtocolError) as error:
         report.line("FAIL", "rest", f"the probe got no REST answer: {error.message}")
         return
+    _probe_answer_line(report, "rest", "JSON AuthenticationResponse", answer)
+
+
+def _probe_answer_line(report: _Report, check: str, what: str, answer: Any) -> None:
+    """The verdict on an answer to the dummy probe: rejected is right, accepted is suspicious."""
     if answer.is_successful:
-        report.line("WARN", "rest", "the service ACCEPTED a dummy probe: is this really SuperOffice?")
+        report.line("WARN", check, "the service ACCEPTED a dummy probe: is this really SuperOffice?")
     else:
         reason = (answer.error_message or "no ErrorMessage")[:120]
-        report.line("OK", "rest", f"JSON AuthenticationResponse; the dummy probe was rejected as expected ({reason})")
+        report.line("OK", check, f"{what}; the dummy probe was rejected as expected ({reason})")
 
 
 def _doctor_clock_line(report: _Report, fetched: _Fetched) -> None:
