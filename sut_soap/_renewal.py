@@ -69,8 +69,7 @@ class TicketRenewal:
     _backoff: dict[str, float]
     _rejections: Rejections
     _store_warned: dict[str, float]
-    _store_lock: Callable[..., AbstractContextManager[object]] | None
-    _store_lease: Callable[..., AbstractContextManager[object]] | None
+    _fleet_acquire: Callable[[str, float, bool], AbstractContextManager[object]] | None
     _authenticate: Callable[[str, str, RetryPolicy | None], SystemUserTicket]
 
     def _init_renewal(self, bound: float) -> None:
@@ -79,9 +78,7 @@ class TicketRenewal:
         ``bound`` is the longest a renewal may hold the fleet lock (see
         :func:`~sut_soap._options.exchange_bound`): the lock's timeout.
         """
-        self._store_lock = getattr(self._cache, "lock", None) if callable(getattr(self._cache, "lock", None)) else None
-        lease = getattr(self._cache, "lease", None)
-        self._store_lease = lease if callable(lease) else None
+        self._fleet_acquire = _fleet_acquirer(self._cache, bound)
         self._exchange_bound = bound
         self._flights = Flights()
         self._backoff = {}
@@ -231,18 +228,14 @@ class TicketRenewal:
         Raises _HeldElsewhere when the store says the lease is held elsewhere and the wait ran out.
         """
         held: AbstractContextManager[object] | None = None
-        if self._store_lease is not None or self._store_lock is not None:
+        if self._fleet_acquire is not None:
             # Waiting for the lease is part of this call, so it ends within the call's deadline;
             # the holder's own call ends within its deadline too, so a lease of the exchange
             # bound (deadline + margin) outlives it.
             left = _deadline.remaining()
             timeout = self._exchange_bound if left is None else min(self._exchange_bound, max(0.001, left))
             try:
-                if self._store_lease is not None:
-                    candidate = self._store_lease(key, lease=self._exchange_bound, wait=timeout if wait else 0.0)
-                else:
-                    assert self._store_lock is not None
-                    candidate = self._store_lock(key, timeout)
+                candidate = self._fleet_acquire(key, timeout, wait)
                 candidate.__enter__()
                 held = candidate
             except LockWaitTimeout:
@@ -267,6 +260,23 @@ class TicketRenewal:
         _log.log(
             level, "ticket cache %s failed (%s); carrying on without the cache", operation, type(exc).__name__
         )
+
+
+def _fleet_acquirer(
+    cache: TicketCache, bound: float
+) -> Callable[[str, float, bool], AbstractContextManager[object]] | None:
+    """How to take ``cache``'s fleet-wide lease for ``(key, timeout, wait)``: ``lease``, else ``lock``, else None.
+
+    A lease lasts ``bound`` (the longest an exchange may take) and waits ``timeout`` only when
+    ``wait``; the older ``lock(key, timeout)`` has one number for both.
+    """
+    lease = getattr(cache, "lease", None)
+    if callable(lease):
+        return lambda key, timeout, wait: lease(key, lease=bound, wait=timeout if wait else 0.0)
+    lock = getattr(cache, "lock", None)
+    if callable(lock):
+        return lambda key, timeout, wait: lock(key, timeout)
+    return None
 
 
 class _HeldElsewhere(Exception):
