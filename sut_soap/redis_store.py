@@ -8,8 +8,8 @@ fleet. It is a :class:`~sut_soap.TicketCache` with every optional method of
 
 - **Two tiers.** A local :class:`~sut_soap.InMemoryTicketCache` in front of Redis answers a
   warm ``get`` in about a microsecond; a process that has not seen a tenant reads it from Redis
-  (one round trip: a Lua script returns the entry and its remaining TTL), and keeps it locally
-  no longer than the shared entry lives.
+  (one ``GET``; the entry carries the wall-clock time it expires), and keeps it locally no
+  longer than the shared entry lives.
 - **Fleet-wide single flight** (``lease``). ``SET key token NX PX lease`` with a random owner
   token; released (and extended) only by compare-and-delete (compare-and-set) in a Lua script,
   so a holder never frees a lease that has passed to another process. The client asks for a
@@ -54,8 +54,8 @@ command can add at most that to a call. A ``redis.Redis`` of your own should hav
 own defaults are 5 s and three retries.
 
 On the Redis side the ACL user needs, on keys ``<key_prefix>*`` and channel
-``<key_prefix>invalidations``: ``GET SET DEL PTTL PUBLISH SUBSCRIBE EVALSHA EVAL SCRIPT|LOAD
-PING`` (redis-py's scripts send EVALSHA and load the script on NOSCRIPT).
+``<key_prefix>invalidations``: ``GET SET DEL PUBLISH SUBSCRIBE EVALSHA EVAL SCRIPT|LOAD PING``
+(redis-py's scripts send EVALSHA and load the script on NOSCRIPT).
 """
 
 from __future__ import annotations
@@ -99,7 +99,10 @@ DEFAULT_TIMEOUT = 0.25
 #: Seconds Redis is left alone after a failure before one probe.
 DEFAULT_COOLOFF = 2.0
 
-_FORMAT = "s1"  # entry layout: "s1.<32 hex ticket digest>.<base64url(nonce + AES-GCM ciphertext)>"
+# Entry layout: "s2.<32 hex ticket digest>.<expiry, Unix ms>.<base64url(nonce + AES-GCM ciphertext)>".
+# The expiry lets a reader keep its local copy no longer than the entry lives with a plain GET,
+# which costs a quarter less than a script returning the entry and its PTTL.
+_FORMAT = "s2"
 _NONCE = 12
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.02
@@ -108,8 +111,6 @@ _LISTEN_RETRY = 0.5  # after the listener lost Redis
 _WARNING_INTERVAL = 60.0
 _MAX_TIMEOUT = 60.0
 
-# KEYS[1] the entry. The entry and its remaining TTL in one round trip, or nil.
-_READ = "local v = redis.call('GET', KEYS[1]) if not v then return false end return {v, redis.call('PTTL', KEYS[1])}"
 # KEYS[1] the lease, ARGV[1] the owner token: delete it only if this owner still holds it.
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 # ARGV[2] milliseconds: give the lease a new lifetime only if this owner still holds it.
@@ -203,9 +204,10 @@ class RedisTicketCache:
         self._redis = client
         self._owns_client = False
         self._local = InMemoryTicketCache(clock=clock, max_entries=max_entries)
+        self._local_get = self._local.get
         self._max_names = 2 * max_entries
         self._monotonic = (clock or SYSTEM_CLOCK).monotonic
-        self._read_script = client.register_script(_READ)
+        self._wall = (clock or SYSTEM_CLOCK).wall
         self._release_script = client.register_script(_RELEASE)
         self._extend_script = client.register_script(_EXTEND)
         self._delete_if_script = client.register_script(_DELETE_IF)
@@ -309,7 +311,7 @@ class RedisTicketCache:
             self._refresh.discard(key)
             shared = self._shared_get(key)
             return shared if shared is not None else self._local.get(key)
-        entry = self._local.get(key)
+        entry = self._local_get(key)
         return entry if entry is not None else self._shared_get(key)
 
     def set(self, key: str, entry: CachedTicket, ttl: float) -> None:
@@ -323,9 +325,10 @@ class RedisTicketCache:
         if not self._available():
             return
         name = self._name(key)
-        value = self._seal(name, entry, aeads[0])
+        px = max(1, math.ceil(ttl * 1000))
+        value = self._seal(name, entry, aeads[0], px)
         try:
-            self._redis.set(name, value, px=max(1, math.ceil(ttl * 1000)))
+            self._redis.set(name, value, px=px)
         except Exception as exc:
             self._failed("set", exc)
             return
@@ -439,20 +442,21 @@ class RedisTicketCache:
                 return aeads
         return None
 
-    def _seal(self, name: str, entry: CachedTicket, aead: AESGCM) -> str:
+    def _seal(self, name: str, entry: CachedTicket, aead: AESGCM, px: int) -> str:
         digest = _ticket_digest(entry.ticket.ticket)
+        expires = int(self._wall() * 1000) + px
         nonce = os.urandom(_NONCE)
-        sealed = aead.encrypt(nonce, entry.to_json().encode("utf-8"), f"{name}\x00{digest}".encode())
-        return f"{_FORMAT}.{digest}.{base64.urlsafe_b64encode(nonce + sealed).decode('ascii')}"
+        sealed = aead.encrypt(nonce, entry.to_json().encode("utf-8"), f"{name}\x00{digest}\x00{expires}".encode())
+        return f"{_FORMAT}.{digest}.{expires}.{base64.urlsafe_b64encode(nonce + sealed).decode('ascii')}"
 
-    def _open(self, name: str, value: bytes | str, aeads: list[AESGCM]) -> CachedTicket | None:
+    def _open(self, name: str, value: bytes | str, aeads: list[AESGCM]) -> tuple[CachedTicket, int] | None:
         try:
             text = value.decode("ascii") if isinstance(value, bytes) else value
-            version, digest, blob = text.split(".")
-            if version != _FORMAT:
+            version, digest, expires, blob = text.split(".")
+            if version != _FORMAT or not expires.isdigit():
                 raise ValueError("unknown format")
             raw = base64.urlsafe_b64decode(blob)
-            data = f"{name}\x00{digest}".encode()
+            data = f"{name}\x00{digest}\x00{expires}".encode()
             for aead in aeads:
                 try:
                     plain = aead.decrypt(raw[:_NONCE], raw[_NONCE:], data)
@@ -461,7 +465,7 @@ class RedisTicketCache:
                     continue
             else:
                 raise ValueError("authentication failed")
-            return CachedTicket.from_json(plain)
+            return CachedTicket.from_json(plain), int(expires)
         except (ValueError, binascii.Error):
             self._warn(
                 "entry", "a Redis ticket entry failed authentication or could not be read (tampered, another "
@@ -476,11 +480,8 @@ class RedisTicketCache:
         name = self._name(key)
         generation = self._generation
         try:
-            reply = self._read_script(keys=[name])
-            if reply is not None and not (
-                isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], int)
-                and isinstance(reply[0], (bytes, str))
-            ):
+            reply = self._redis.get(name)
+            if reply is not None and not isinstance(reply, (bytes, str)):
                 raise TypeError("unexpected reply")
         except Exception as exc:
             self._failed("get", exc)
@@ -488,10 +489,14 @@ class RedisTicketCache:
         self._recovered()
         if reply is None:
             return None
-        entry = self._open(name, reply[0], aeads)
-        # Kept locally only if no invalidation arrived meanwhile, and never past the shared TTL.
-        if entry is not None and reply[1] > 0 and generation == self._generation:
-            self._local.set(key, entry, reply[1] / 1000)
+        opened = self._open(name, reply, aeads)
+        if opened is None:
+            return None
+        entry, expires = opened
+        # Kept locally only if no invalidation arrived meanwhile, and never past the shared entry.
+        left = expires / 1000 - self._wall()
+        if left > 0 and generation == self._generation:
+            self._local.set(key, entry, left)
         return entry
 
     def _publish(self, name: str) -> None:
