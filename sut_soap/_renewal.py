@@ -90,9 +90,15 @@ class TicketRenewal:
 
     def _age(self, entry: CachedTicket) -> float:
         # A ticket this process obtained is aged on the monotonic clock alone: a wall clock set
-        # back or jumping ahead changes nothing. Only another process's entry needs the wall.
-        local = entry.local_age(self._clock.monotonic())
-        return self._now() - entry.obtained_ts if local is None else local
+        # back or jumping ahead changes nothing. Only another process's entry needs the wall,
+        # once: it is then adopted, so a local tier holding it ages it on the monotonic clock.
+        now = self._clock.monotonic()
+        local = entry.local_age(now)
+        if local is not None:
+            return local
+        age = self._now() - entry.obtained_ts
+        entry.adopt(now - age)
+        return age
 
     def _read(self, key: str, context: str, fingerprint: str) -> CachedTicket | None:
         try:

@@ -193,6 +193,16 @@ class CachedTicket:
             return None
         return monotonic_now - self._monotonic
 
+    def adopt(self, monotonic_start: float) -> None:
+        """Age this entry on this process's monotonic clock from now on, as if obtained at ``monotonic_start``.
+
+        For an entry read back from elsewhere, once its wall-clock age is known: later reads of
+        the same object then need no wall clock (cheaper, and a wall clock set back or jumping
+        ahead no longer changes its age).
+        """
+        self._monotonic = float(monotonic_start)
+        self._mark = _PROCESS_MARK
+
     def to_json(self) -> str:
         """Serialise for a shared store: the ticket (a secret) and claims, without the JWT or system token.
 

@@ -458,8 +458,12 @@ class SystemUserClient(TicketRenewal):
             entry = self._read(
                 self._key_prefix + context_identifier, context_identifier, self._fingerprint(system_user_token)
             )
-            if entry is not None and self._age(entry) < self._renew_after:
-                return entry.ticket
+            if entry is not None:
+                age = entry.local_age(self._clock.monotonic())  # _age's first step, inlined on the hot path
+                if age is None:
+                    age = self._age(entry)
+                if age < self._renew_after:
+                    return entry.ticket
         context = check_text_value(context_identifier, "context identifier")
         token = check_text_value(system_user_token, "system user token")
         budget = _deadline.open_budget(self.deadline, self._clock.monotonic)

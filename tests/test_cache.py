@@ -304,6 +304,39 @@ def test_ticket_from_a_shared_store_ages_on_the_wall_clock(
     assert emu.exchange_count == before + 1
 
 
+class ForeignEntriesKeptByReference:
+    """A two-tier store's local side: entries as another process wrote them (read back once), then the same object."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, CachedTicket] = {}
+
+    def get(self, key: str) -> CachedTicket | None:
+        return self.data.get(key)
+
+    def set(self, key: str, entry: CachedTicket, ttl: float) -> None:
+        self.data[key] = CachedTicket.from_json(entry.to_json())
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+def test_ticket_from_a_shared_store_ages_on_the_monotonic_clock_once_read(
+    make_client: Callable[..., SystemUserClient], emu: Emulator
+) -> None:
+    """Once read, another process's ticket ages on the monotonic clock: a wall clock set back cannot keep it past its lifetime."""
+    store = ForeignEntriesKeptByReference()
+    clock = SteppingClock()
+    client = make_client(cache=store, clock=clock.clock, ticket_lifetime=120, refresh_ahead=0)
+    first = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert client.get_ticket(context_identifier=CTX, system_user_token=TOKEN).ticket == first.ticket  # read: adopted
+    clock.jump_wall(-3600)
+    clock.advance(121)
+    before = emu.exchange_count
+    with pytest.raises(AuthenticationRejectedError):  # renewed; the exchange itself fails: the clock is an hour off
+        client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+    assert emu.exchange_count == before + 1
+
+
 def test_invalidate_forces_exchange(make_client: Callable[..., SystemUserClient], emu: Emulator) -> None:
     """After invalidate the next get_ticket exchanges for a new ticket."""
     client = make_client()
