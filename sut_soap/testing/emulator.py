@@ -93,6 +93,9 @@ Fault knobs (:meth:`Emulator.inject`, per tenant or global, ``times=N`` or until
   whole answer as late as you like. Tests a client's overall deadline.
 - ``JWKS_UNAVAILABLE``: HTTP 503 on the JWKS and openid-configuration (global only).
 - ``JWKS_DRIP``: the JWKS and openid-configuration answers sent like ``DRIP`` (global only).
+- ``API_UNAUTHORIZED``: the tenant API answers 401 whatever the ticket (say ``times=2``: a
+  request and its resend).
+- ``API_LATENCY``: the tenant API waits ``seconds`` before answering (one request per ``times``).
 
 When several faults match a request, all latencies add up, then the first matching
 answer-changing fault wins (tenant-specific ones before global ones, then in injection
@@ -252,6 +255,7 @@ class Fault(enum.Enum):
     DRIP = "drip"
     JWKS_DRIP = "jwks_drip"
     API_UNAUTHORIZED = "api_unauthorized"
+    API_LATENCY = "api_latency"
 
 
 class Reason:
@@ -324,8 +328,9 @@ _ALLOWED_OPTIONS: dict[Fault, frozenset[str]] = {
     Fault.JWKS_UNAVAILABLE: frozenset({"retry_after"}),
     Fault.DRIP: frozenset({"seconds"}),
     Fault.JWKS_DRIP: frozenset({"seconds"}),
+    Fault.API_LATENCY: frozenset({"seconds"}),
 }
-_NEEDS_SECONDS = (Fault.LATENCY, Fault.DRIP, Fault.JWKS_DRIP)
+_NEEDS_SECONDS = (Fault.LATENCY, Fault.DRIP, Fault.JWKS_DRIP, Fault.API_LATENCY)
 _GLOBAL_ONLY = (Fault.JWKS_UNAVAILABLE, Fault.JWKS_DRIP)
 
 
@@ -1071,6 +1076,9 @@ class Emulator:
             api_state = self._states.get(tenant.context_identifier, "Running") if tenant else None
         if tenant is None:
             return _not_found()
+        delay = self._take((Fault.API_LATENCY,), tenant.context_identifier)
+        if delay is not None and self._stopping.wait(delay.seconds):
+            return json_reply(503, {"Error": "Unavailable", "Message": "the emulator is stopping"})
         if api_state not in RUNNING_STATES:
             return json_reply(503, {"Error": "Unavailable", "Message": f"the tenant is {api_state}"})
         if self._take((Fault.API_UNAUTHORIZED,), tenant.context_identifier) is not None:
