@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from . import _deadline, _fork
@@ -52,7 +52,9 @@ from .contract import STATE_PATH
 from .environments import is_loopback_host
 from .errors import ProtocolError, TenantNotRunningError, TransportError
 from .rest import _document
-from .transport import Transport, call_transport
+
+if TYPE_CHECKING:
+    from .transport import Transport
 
 __all__ = ["DEFAULT_MAX_STATES", "MAX_STATE_BYTES", "MAX_STATE_SECONDS", "TenantState", "TenantStates", "state_url"]
 
@@ -326,6 +328,8 @@ class TenantStates:
                     self._reading.pop(key, None)
 
     def _read(self, context_identifier: str, key: str) -> TenantState:
+        from .transport import call_transport  # noqa: PLC0415 -- TenantState alone loads no HTTP library
+
         url = state_url(self.base_url, context_identifier)
         started = self._clock.monotonic()
         response = call_transport(

@@ -752,12 +752,13 @@ class ApiCaller:
 class RecordingServer:
     """A loopback HTTP server that records every request (method, path, headers) and answers from a script.
 
-    Each scripted step is ``(status, headers)``; when the script is empty it answers ``default``
-    (200 with ``{}``). Use it as a context manager.
+    Each scripted step is ``(status, headers)``; when the script is empty it answers 200. Every
+    answer's body is ``body`` (default ``{}``, labelled JSON). Use it as a context manager.
     """
 
     def __init__(self) -> None:
         self.script: list[tuple[int, dict[str, str]]] = []
+        self.body = b"{}"
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         outer = self
 
@@ -770,7 +771,7 @@ class RecordingServer:
                     self.rfile.read(length)
                 outer.seen.append((self.command, self.path, dict(self.headers.items())))
                 status, headers = outer.script.pop(0) if outer.script else (200, {})
-                body = b"{}"
+                body = outer.body
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)

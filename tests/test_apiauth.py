@@ -544,3 +544,13 @@ def test_a_state_without_api_url_is_a_configuration_error() -> None:
     credentials = _decide.Credentials(Double(), None, CTX, TOKEN, None)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="names no API URL"):
         credentials.base_url  # noqa: B018
+
+
+def test_stripping_keeps_an_authorization_that_is_not_ours() -> None:
+    """Before a hop to another origin SO-AppToken always goes; an Authorization of the caller's own (not SOTicket) stays."""
+    from sut_soap.apiauth._requests import _strip
+
+    request = requests.Request("GET", "https://a.example/", headers={
+        "Authorization": "Bearer caller's", "SO-AppToken": "s"}).prepare()
+    _strip(request)
+    assert dict(request.headers) == {"Authorization": "Bearer caller's"}
