@@ -305,7 +305,7 @@ def test_hostile_answer_is_refused_naming_what_to_check(
 
 def test_loopback_state_may_not_point_elsewhere() -> None:
     """A state read from loopback (the emulator) may not send the ticket to another host, even one of SuperOffice."""
-    with pytest.raises(ProtocolError, match="outside 127.0.0.1"):
+    with pytest.raises(ProtocolError, match=r"outside 127\.0\.0\.1"):
         parse(answer(), source="127.0.0.1")
 
 
