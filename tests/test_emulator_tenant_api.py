@@ -133,9 +133,10 @@ def test_echo_answers_the_body(api: Emulator, method: str) -> None:
     ("GET", f"/{CTX}/api/v1/Echo", 405), ("PUT", f"/{CTX}/api/v1/User/currentPrincipal", 405),
     ("GET", f"/{CTX}/api/v1/Nothing", 404), ("GET", "/Cust00000/api/v1/User/currentPrincipal", 404),
     ("PUT", "/elsewhere", 404), ("POST", "/elsewhere", 404),
+    ("GET", "/Login/api/PartnerSystemUser/Authenticate", 405),
 ])
 def test_other_routes(api: Emulator, method: str, path: str, status: int) -> None:
-    """Wrong methods get 405, unknown paths and tenants 404."""
+    """Wrong methods get 405, unknown paths and tenants 404; /Login/api/... stays the login service's."""
     assert call(api, path, ticket=ticket_for(api), method=method, body=b"" if method != "GET" else None).status_code == status
 
 

@@ -57,9 +57,12 @@ def state_context(path: str) -> str | None:
 
 
 def tenant_route(path: str) -> tuple[str, str] | None:
-    """``(ctx, rest)`` of a tenant API path (``/{ctx}/api/{rest}``, rest in lower case), else None."""
+    """``(ctx, rest)`` of a tenant API path (``/{ctx}/api/{rest}``, rest in lower case), else None.
+
+    ``/Login/...`` is the login service's (the REST exchange is ``/Login/api/...``), never a tenant's.
+    """
     match = _TENANT_PATH.fullmatch(path)
-    if match is None:
+    if match is None or match.group(1).lower() == "login":
         return None
     return unquote(match.group(1)), match.group(2).lower().rstrip("/")
 
