@@ -12,6 +12,7 @@ from .errors import (
     ProtocolError,
     SoapFaultError,
     SutSoapError,
+    TenantNotRunningError,
     TokenValidationError,
     TransportError,
 )
@@ -22,12 +23,14 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._clock import Clock
+    from .apiauth import TenantAuth
     from .cache import CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
     from .client import SystemUserClient
     from .keys import load_private_key
     from .redis_store import RedisTicketCache
     from .retry import RetryPolicy
     from .signing import sign_system_user_token
+    from .tenantstate import TenantState
     from .ticket import SystemUserTicket
     from .transport import HeaderMap, HttpResponse, HttpTransport, Response, Transport
 
@@ -51,6 +54,9 @@ __all__ = [
     "SutSoapError",
     "SystemUserClient",
     "SystemUserTicket",
+    "TenantAuth",
+    "TenantNotRunningError",
+    "TenantState",
     "TicketCache",
     "TokenValidationError",
     "Transport",
@@ -73,6 +79,8 @@ _LAZY = {
     "RetryPolicy": "retry",
     "SystemUserClient": "client",
     "SystemUserTicket": "ticket",
+    "TenantAuth": "apiauth",
+    "TenantState": "tenantstate",
     "TicketCache": "cache",
     "Transport": "transport",
     "load_private_key": "keys",

@@ -48,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, SupportsIndex
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -76,12 +77,13 @@ from ._rejection import rejection
 from ._renewal import TicketRenewal
 from .cache import CachedTicket, InMemoryTicketCache, TicketCache
 from .contract import REST_PATH, SERVICE_PATH
-from .environments import normalise_environment, resolve_endpoint
+from .environments import ENVIRONMENTS, normalise_environment, resolve_endpoint
 from .errors import ConfigurationError, ProtocolError, SutSoapError
 from .keys import PrivateKeyInput, load_private_key
 from .retry import RetryPolicy
 from .signing import check_text_value, sign_system_user_token
 from .soap import Answer, SoapService, parse_answer
+from .tenantstate import TenantState, TenantStates
 from .ticket import SystemUserTicket
 from .tokens import DEFAULT_LEEWAY, TokenValidator
 from .transport import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, Transport, call_transport
@@ -89,6 +91,8 @@ from .transport import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, Transport, call_transp
 if TYPE_CHECKING:
     import requests
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+    from .apiauth import TenantAuth
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
@@ -311,6 +315,8 @@ class SystemUserClient(TicketRenewal):
             use_derived_key(self._key_prefix, _store_key(self._client_secret.reveal(), self.endpoint))
         self._init_renewal(exchange_bound(self.deadline))
         self._fingerprints = _TokenMemo()
+        self._states = TenantStates(self._transport, _state_base(self.environment, self.endpoint), self._clock,
+                                    deadline=self.deadline)
 
     @property
     def transport(self) -> Transport:
@@ -526,6 +532,74 @@ class SystemUserClient(TicketRenewal):
                 self._store_failed("delete", exc)
         _log.debug("ticket for %s invalidated", context)
 
+    def tenant_state(self, context_identifier: str) -> TenantState:
+        """The tenant's state from SuperOffice's tenant state API: running, where its API is, until when.
+
+        ``GET {environment}/api/state/{context_identifier}`` (with an explicit ``endpoint=``, on
+        its scheme and host) through the client's transport, within the client's ``deadline``;
+        the answer is kept until its ``ValidUntil`` (at most a day, at most 10,000 tenants), so
+        calling this before each use of the tenant's API costs a request only now and then, as
+        SuperOffice asks. Details in :mod:`sut_soap.tenantstate`.
+
+        Args:
+            context_identifier: the tenant, such as ``Cust12345``.
+
+        Returns:
+            The :class:`~sut_soap.TenantState` of a running tenant (``Running`` or
+            ``OnlineMaintenance``); ``api_url`` is where its API is now.
+
+        Raises:
+            ConfigurationError: an empty ``context_identifier`` or one with control characters.
+            TenantNotRunningError: the state says the tenant is not running (``.state`` names it,
+                ``.retry_after`` says when to look again); raised again until then without a request.
+            TransportError: no answer, a redirect, or an HTTP status other than 200.
+            ProtocolError: an answer that is not the state API's JSON for this tenant, or whose
+                URLs are not https or point outside SuperOffice (the message says which).
+        """
+        context = check_text_value(context_identifier, "context identifier")
+        return self._states.get(context)
+
+    def auth(
+        self, *, context_identifier: str, system_user_token: str, base_url: str | None = None
+    ) -> TenantAuth:
+        """An auth object for calling the tenant's API with ``requests`` or ``httpx``.
+
+        Use it as ``requests.Session().auth`` (or ``auth=`` of one request) or as
+        ``httpx.Client(auth=...)``. Each request gets ``Authorization: SOTicket <ticket>`` with
+        the tenant's current ticket from :meth:`get_ticket` (cached) and ``SO-AppToken: <client
+        secret>``. A 401 invalidates exactly the ticket that request carried (so many requests
+        that all get 401 on it cause one exchange), and the request is sent once more with the
+        new ticket if its body can be replayed (none, bytes, text, a seekable file, which is
+        rewound; for httpx a body held in memory); a generator or stream gets the 401 back
+        unsent, with one WARNING. A second 401 is returned as it is. The two headers are sent
+        only to the tenant's API origin: a request elsewhere raises ``ConfigurationError``, and
+        they are dropped from a followed redirect to another origin (with httpx, add
+        ``auth.redirect_guard`` to the request event hooks for that). README: "Calling the
+        tenant's API".
+
+        Args:
+            context_identifier: the tenant.
+            system_user_token: the tenant's system user token.
+            base_url: the tenant's API base URL (https, or http on loopback). Default None: the
+                ``Api`` of :meth:`tenant_state`, read on the first request and kept until its
+                ``ValidUntil``, so a tenant that is not running raises
+                :class:`~sut_soap.errors.TenantNotRunningError` before anything is sent.
+
+        Returns:
+            A :class:`~sut_soap.TenantAuth`; with httpx installed also an ``httpx.Auth``
+            (building the first one imports httpx). ``auth.base_url`` is the URL to build
+            requests from.
+
+        Raises:
+            ConfigurationError: an empty or malformed value, or a ``base_url`` that is not https
+                (http on loopback only) or carries credentials or a fragment.
+        """
+        from .apiauth import build  # noqa: PLC0415 -- the auth adapters load only for callers of the tenant's API
+
+        context = check_text_value(context_identifier, "context identifier")
+        token = check_text_value(system_user_token, "system user token")
+        return build(self, self._client_secret, context, token, base_url)
+
     def get_tickets(
         self, tenants: Mapping[str, str], *, max_workers: int = DEFAULT_MAX_WORKERS
     ) -> dict[str, SystemUserTicket | SutSoapError]:
@@ -637,6 +711,14 @@ class SystemUserClient(TicketRenewal):
     def __repr__(self) -> str:
         """The endpoint and JWKS URL; the client secret shows as ``***``."""
         return f"SystemUserClient(endpoint={self.endpoint!r}, jwks_url={self.jwks_url!r}, client_secret='***')"
+
+
+def _state_base(environment: str | None, endpoint: str) -> str:
+    """Where the tenant state API lives: the environment's base URL, else the endpoint's scheme and host."""
+    if environment is not None:
+        return ENVIRONMENTS[environment]
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _cache_keys(client_secret: str, endpoint: str) -> tuple[bytes, str]:

@@ -37,6 +37,19 @@ REST_TOKEN_TYPE = "JWT"  # noqa: S105 -- a token type, not a password
 PROBE_VALUE = "sut-soap-doctor-probe"
 #: Path of the JWT signing keys below an environment's base URL.
 JWKS_PATH = "/login/.well-known/jwks"
+#: Path of the tenant state API below an environment's base URL; the ContextIdentifier follows.
+STATE_PATH = "/api/state/"
+#: Scheme of the ``Authorization`` header that carries a ticket to the tenant's API.
+TICKET_SCHEME = "SOTicket"
+#: Header that carries the application's client secret to the tenant's API.
+APP_TOKEN_HEADER = "SO-AppToken"  # noqa: S105 -- a header name
+#: The values of the state API's ``State`` for which ``IsRunning`` is true (its API is available).
+RUNNING_STATES = frozenset({"Running", "OnlineMaintenance"})
+#: The documented values of ``State`` whose ``IsRunning`` is false.
+NOT_RUNNING_STATES = frozenset(
+    {"Unknown", "Provisioning", "Deleted", "Suspended", "OfflineMaintenance", "ProvisioningFailed", "Deleting",
+     "DeleteFailed", "MigrationPending"}
+)
 
 #: ``iss`` of every SuperOffice JWT.
 ISSUER = "SuperOffice AS"

@@ -11,6 +11,7 @@ Every failure the library reports is a :class:`SutSoapError`; third-party except
      +-- SoapFaultError               the service answered with a SOAP Fault
      +-- AuthenticationRejectedError  IsSuccessful=false, with SuperOffice's ErrorMessage
      +-- TokenValidationError         the returned JWT failed a named check
+     +-- TenantNotRunningError        the tenant's state API says it is not running (maintenance, ...)
 
 No message ever carries a secret (client secret, private key, system user token, signed
 token, JWT or ticket). Each error says what to check next (``hint``) and whether trying the
@@ -39,6 +40,7 @@ __all__ = [
     "ProtocolError",
     "SoapFaultError",
     "SutSoapError",
+    "TenantNotRunningError",
     "TokenValidationError",
     "TransportError",
 ]
@@ -267,3 +269,46 @@ class TokenValidationError(SutSoapError):
     def __init__(self, message: str, *, check: str, hint: str | None = None) -> None:
         self.check = check
         super().__init__(message, hint=hint, retryable=False)
+
+
+class TenantNotRunningError(SutSoapError):
+    """SuperOffice's tenant state API says the tenant is not running: its API cannot be called now.
+
+    Raised by :meth:`~sut_soap.SystemUserClient.tenant_state` (and by the auth object of
+    :meth:`~sut_soap.SystemUserClient.auth` before it sends anything) when the state's
+    ``IsRunning`` is false: ``OfflineMaintenance`` (an upgrade, minutes), ``Provisioning``,
+    ``MigrationPending``, ``Suspended``, ``Deleted``, ``Deleting``, ``DeleteFailed``,
+    ``ProvisioningFailed`` or ``Unknown``. Not a rejected exchange
+    (:class:`AuthenticationRejectedError`): the tenant's approval is fine, its installation is
+    not available. The state is remembered until its ``ValidUntil``, so asking again before then
+    raises the same error without a request.
+
+    Attributes:
+        context_identifier: the tenant.
+        state: the state's name as SuperOffice sent it (sanitised), such as ``OfflineMaintenance``.
+        tenant_state: the whole :class:`~sut_soap.tenantstate.TenantState`.
+        retry_after: seconds until the state's ``ValidUntil``, when SuperOffice says to look
+            again (0 when it has passed).
+        retryable: True for the states that end by themselves (``OfflineMaintenance``,
+            ``Provisioning``, ``MigrationPending``); False for the others, which need the
+            customer or SuperOffice to act.
+    """
+
+    default_hint = "the tenant's status (SuperOffice's tenant state API) before calling its API again"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        context_identifier: str,
+        state: str,
+        tenant_state: object,
+        retry_after: float | None = None,
+        hint: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        self.context_identifier = context_identifier
+        self.state = state
+        self.tenant_state = tenant_state
+        self.retry_after = retry_after
+        super().__init__(message, hint=hint, retryable=retryable)

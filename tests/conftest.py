@@ -1,14 +1,16 @@
 """Every test starts without the user's sut-soap settings or CA bundle from the environment; the per-test
-``emu`` over a module's ``emulator`` fixture; real redis-server processes (one node, a cluster) for the session."""
+``emu`` over a module's ``emulator`` fixture; real redis-server processes (one node, a cluster) for the session;
+callers of a tenant's API (requests or httpx) and a header-recording server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from redis_support import MISSING as REDIS_MISSING
 from redis_support import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisServer
-from support import reset_emulator
+from support import ApiCaller, RecordingServer, reset_emulator
 
 from sut_soap.testing.emulator import Emulator
 
@@ -54,3 +56,25 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def api_caller() -> Iterator[Callable[..., ApiCaller]]:
+    """Makes ApiCallers (requests or httpx with an auth object) and closes each at teardown."""
+    made: list[ApiCaller] = []
+
+    def make(library: str, auth: Any, **options: Any) -> ApiCaller:
+        caller = ApiCaller(library, auth, **options)
+        made.append(caller)
+        return caller
+
+    yield make
+    for caller in made:
+        caller.close()
+
+
+@pytest.fixture
+def recording_server() -> Iterator[RecordingServer]:
+    """A loopback server recording every request's headers, answering from its script (else 200 ``{}``)."""
+    with RecordingServer() as server:
+        yield server

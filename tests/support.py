@@ -1,6 +1,6 @@
 """Test helpers and data shared by several test files: known-answer signatures, envelope patterns and
 answer builders, clocks, a log canary, loopback HTTP and TLS servers, a scripted caller's transport,
-the per-test emulator reset and a client factory."""
+the per-test emulator reset and a client factory, and callers of a tenant's API with requests or httpx."""
 
 from __future__ import annotations
 
@@ -289,7 +289,7 @@ def error_texts(error: BaseException) -> list[str]:
 class LogCanary:
     """Every log record at DEBUG on every logger, and every warning, checked for ``secrets``."""
 
-    LOGGERS = ("", "zeep", "zeep.transports", "urllib3", "requests", "sut_soap")
+    LOGGERS = ("", "zeep", "zeep.transports", "urllib3", "requests", "httpx", "httpcore", "sut_soap")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self.stream = io.StringIO()
@@ -706,3 +706,96 @@ def unanswered_port() -> Iterator[int]:
     finally:
         filler.close()
         server.close()
+
+
+# --- calling a tenant's API with requests or httpx ----------------------------------------------
+
+HTTP_LIBRARIES = ("requests", "httpx")
+
+
+class ApiCaller:
+    """One request at a time to a tenant's API through ``requests`` or ``httpx`` with the auth object.
+
+    ``follow_redirects`` is requests' default (True) unless told otherwise; ``guard`` adds the
+    auth object's ``redirect_guard`` to httpx's request event hooks. A body may be bytes, text, a
+    file, a generator or a dict (JSON).
+    """
+
+    def __init__(self, library: str, auth: Any, *, follow_redirects: bool = True, guard: bool = False) -> None:
+        self.library = library
+        if library == "requests":
+            import requests
+
+            self.session: Any = requests.Session()
+            self.session.auth = auth
+        else:
+            import httpx
+
+            hooks = {"request": [auth.redirect_guard]} if guard else {}
+            self.session = httpx.Client(auth=auth, follow_redirects=follow_redirects, timeout=10, event_hooks=hooks)
+        self.follow_redirects = follow_redirects
+
+    def __call__(self, method: str, url: str, body: Any = None) -> Any:
+        """The response (a requests or httpx Response; both have ``status_code``, ``content`` and ``json()``)."""
+        if self.library == "requests":
+            data = None if isinstance(body, dict) else body
+            return self.session.request(method, url, data=data, json=body if isinstance(body, dict) else None,
+                                        timeout=10, allow_redirects=self.follow_redirects)
+        if isinstance(body, dict):
+            return self.session.request(method, url, json=body)
+        return self.session.request(method, url, content=body)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class RecordingServer:
+    """A loopback HTTP server that records every request (method, path, headers) and answers from a script.
+
+    Each scripted step is ``(status, headers)``; when the script is empty it answers 200. Every
+    answer's body is ``body`` (default ``{}``, labelled JSON). Use it as a context manager.
+    """
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, dict[str, str]]] = []
+        self.body = b"{}"
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+        outer = self
+
+        class _H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                if length:
+                    self.rfile.read(length)
+                outer.seen.append((self.command, self.path, dict(self.headers.items())))
+                status, headers = outer.script.pop(0) if outer.script else (200, {})
+                body = outer.body
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = _any
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = QuietServer(("127.0.0.1", 0), _H)
+        self.port = int(self.httpd.server_address[1])
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        serve_in_background(self.httpd)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> RecordingServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

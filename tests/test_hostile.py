@@ -2127,7 +2127,10 @@ def test_every_case_has_exactly_one_test() -> None:
 
 def test_figure_15_every_public_error_class_has_a_case() -> None:
     """Figure 15: each public error class is expected by >= 1 case, and no case expects a bare Exception or the base."""
-    public = {getattr(sut_soap.errors, name) for name in sut_soap.errors.__all__} - {SutSoapError}
+    # TenantNotRunningError belongs to the tenant state API, which HOSTILE.md does not catalogue: its
+    # hostile answers are tests/test_tenantstate.py's.
+    public = {getattr(sut_soap.errors, name) for name in sut_soap.errors.__all__} - {
+        SutSoapError, sut_soap.errors.TenantNotRunningError}
     expected = {cls for cls in EXPECTED.values() if cls is not None}
     assert public <= expected
     for cls in expected:

@@ -20,6 +20,7 @@ HEAVY = ("zeep", "requests", "urllib3", "lxml", "jwt", "cryptography")
         "from sut_soap import Clock",
         "import sut_soap.testing",
         "import sut_soap.testing.pytest_plugin",
+        "from sut_soap import TenantAuth, TenantState, TenantNotRunningError",
     ],
 )
 def test_light_imports_load_no_heavy_dependency(statement: str) -> None:
@@ -132,3 +133,41 @@ def test_only_the_transport_package_imports_the_http_libraries() -> None:
             if any(name.split(".")[0] in ("requests", "urllib3") for name in names):
                 offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert offenders == []
+
+
+def test_httpx_is_imported_by_its_adapter_only() -> None:
+    """httpx is imported (outside type checking) by sut_soap/apiauth/_httpx.py alone, and the auth decisions import no HTTP library."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "sut_soap"
+    importers = set()
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {
+            id(inner) for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) for inner in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            for name in names:
+                if name.split(".")[0] in ("httpx", "requests", "urllib3", "aiohttp") and "apiauth" in str(path):
+                    importers.add((str(path.relative_to(root)), name.split(".")[0]))
+    assert importers == {("apiauth/_httpx.py", "httpx")}
+
+
+def test_auth_package_loads_no_http_library_until_an_auth_object_is_built() -> None:
+    """Importing the client does not load the auth package; the package itself loads neither requests nor httpx."""
+    probe = (
+        "import sys, sut_soap.client\n"
+        "print('sut_soap.apiauth' in sys.modules)\n"
+        "for name in [m for m in sys.modules if m.split('.')[0] in ('httpx', 'requests', 'urllib3', 'zeep')]:\n"
+        "    del sys.modules[name]\n"
+        "import sut_soap.apiauth\n"
+        "print('httpx' in sys.modules, 'requests' in sys.modules, 'sut_soap.apiauth._httpx' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["False", "False", "False", "False"]

@@ -83,8 +83,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _path(self) -> str:
         return self.path.split("?", 1)[0].split("#", 1)[0].lower()
 
+    def _tenant(self, method: str, body: bytes = b"") -> _Reply | None:
+        """The emulator's state API or tenant API answer, or None when the path is neither's."""
+        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        return self.server.emulator._handle_tenant(method, path, Headers(self.headers.items()), body)
+
     def do_GET(self) -> None:
-        self._respond(lambda: self.server.emulator._handle_get(self._path()))
+        def produce() -> _Reply:
+            return self._tenant("GET") or self.server.emulator._handle_get(self._path())
+
+        self._respond(produce)
 
     def do_POST(self) -> None:
         body = self._read_body()
@@ -96,10 +104,16 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == REST_PATH.lower():
             handle = self.server.emulator._handle_rest
         else:
-            self._send(_not_found())
+            self._respond(lambda: self._tenant("POST", body) or _not_found())
             return
         headers = Headers(self.headers.items())
         self._respond(lambda: handle(headers, body))
+
+    def do_PUT(self) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        self._respond(lambda: self._tenant("PUT", body) or _not_found())
 
     def _respond(self, produce: Callable[[], _Reply]) -> None:
         try:

@@ -93,6 +93,9 @@ Fault knobs (:meth:`Emulator.inject`, per tenant or global, ``times=N`` or until
   whole answer as late as you like. Tests a client's overall deadline.
 - ``JWKS_UNAVAILABLE``: HTTP 503 on the JWKS and openid-configuration (global only).
 - ``JWKS_DRIP``: the JWKS and openid-configuration answers sent like ``DRIP`` (global only).
+- ``API_UNAUTHORIZED``: the tenant API answers 401 whatever the ticket (say ``times=2``: a
+  request and its resend).
+- ``API_LATENCY``: the tenant API waits ``seconds`` before answering (one request per ``times``).
 
 When several faults match a request, all latencies add up, then the first matching
 answer-changing fault wins (tenant-specific ones before global ones, then in injection
@@ -142,7 +145,7 @@ import socket
 import threading
 import uuid
 import zlib
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -155,10 +158,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from sut_soap._clock import Clock, as_clock
 from sut_soap.contract import (
+    APP_TOKEN_HEADER,
     CLAIM_PREFIX,
     ISSUER,
     JWKS_PATH,
+    NOT_RUNNING_STATES,
     REST_PATH,
+    RUNNING_STATES,
     SERVICE_PATH,
     SOAP11_ENV,
     SOAP_ACTION,
@@ -175,6 +181,16 @@ from sut_soap.testing._aspnet import (
     _unsupported_media_type,
 )
 from sut_soap.testing._server import _Server
+from sut_soap.testing._tenantapi import (
+    CURRENT_PRINCIPAL,
+    ECHO,
+    ApiRequest,
+    json_reply,
+    state_answer,
+    state_context,
+    tenant_route,
+    unauthorized,
+)
 from sut_soap.testing._wcf import (
     _ADDRESSING_NONE,
     _DIAGNOSTICS,
@@ -197,7 +213,7 @@ from sut_soap.testing._wcf import (
     _unquoted,
     _xml_text,
 )
-from sut_soap.testing.minting import sign_jwt, superoffice_claims
+from sut_soap.testing.minting import new_ticket, sign_jwt, superoffice_claims
 
 __all__ = [
     "CLAIM_PREFIX",
@@ -207,6 +223,7 @@ __all__ = [
     "OPENID_CONFIGURATION_PATH",
     "SERVICE_NAMESPACE",
     "SOAP_ACTION",
+    "ApiRequest",
     "Emulator",
     "Fault",
     "Headers",
@@ -220,6 +237,7 @@ ENDPOINT_PATH = SERVICE_PATH
 OPENID_CONFIGURATION_PATH = "/login/.well-known/openid-configuration"
 
 _MAX_RECORDED = 100
+_MAX_TICKETS = 100_000
 _EXPIRED_AGO = 3600.0
 class Fault(enum.Enum):
     """The faults :meth:`Emulator.inject` can make the emulator produce (see the module docstring)."""
@@ -236,6 +254,8 @@ class Fault(enum.Enum):
     JWKS_UNAVAILABLE = "jwks_unavailable"
     DRIP = "drip"
     JWKS_DRIP = "jwks_drip"
+    API_UNAUTHORIZED = "api_unauthorized"
+    API_LATENCY = "api_latency"
 
 
 class Reason:
@@ -308,8 +328,9 @@ _ALLOWED_OPTIONS: dict[Fault, frozenset[str]] = {
     Fault.JWKS_UNAVAILABLE: frozenset({"retry_after"}),
     Fault.DRIP: frozenset({"seconds"}),
     Fault.JWKS_DRIP: frozenset({"seconds"}),
+    Fault.API_LATENCY: frozenset({"seconds"}),
 }
-_NEEDS_SECONDS = (Fault.LATENCY, Fault.DRIP, Fault.JWKS_DRIP)
+_NEEDS_SECONDS = (Fault.LATENCY, Fault.DRIP, Fault.JWKS_DRIP, Fault.API_LATENCY)
 _GLOBAL_ONLY = (Fault.JWKS_UNAVAILABLE, Fault.JWKS_DRIP)
 
 
@@ -436,6 +457,15 @@ class Emulator:
         self._drips_called_off = threading.Event()
         self._connections: set[socket.socket] = set()
         self._baseline: tuple[dict[str, Tenant], list[_SigningKey]] = ({}, list(self._keys))
+        # The tenant API: tickets minted (ticket -> tenant), revoked ones, states other than Running.
+        self._tickets: OrderedDict[str, str] = OrderedDict()
+        self._revoked: set[str] = set()
+        self._states: dict[str, str] = {}
+        #: Seconds from now the state API's ``ValidUntil`` says (0 or less: already passed).
+        self.state_valid_for = 300.0
+        self._api_count = 0
+        self._state_count = 0
+        self._api_requests: deque[ApiRequest] = deque(maxlen=_MAX_RECORDED)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -562,6 +592,30 @@ class Emulator:
         with self._lock:
             self._tenants.pop(context_identifier, None)
 
+    def set_tenant_state(self, context_identifier: str, state: str = "Running") -> None:
+        """Make the state API report ``state`` for a tenant (``Running`` by default, as every tenant starts).
+
+        ``state`` is one of SuperOffice's documented states: ``Running`` and ``OnlineMaintenance``
+        (``IsRunning`` true, the tenant API answers) or ``Unknown``, ``Provisioning``, ``Deleted``,
+        ``Suspended``, ``OfflineMaintenance``, ``ProvisioningFailed``, ``Deleting``, ``DeleteFailed``,
+        ``MigrationPending`` (``IsRunning`` false, the tenant API answers 503).
+
+        Raises:
+            ValueError: a state SuperOffice does not document.
+        """
+        if state not in RUNNING_STATES and state not in NOT_RUNNING_STATES:
+            raise ValueError(f"unknown tenant state {state!r}")
+        with self._lock:
+            if state == "Running":
+                self._states.pop(context_identifier, None)
+            else:
+                self._states[context_identifier] = state
+
+    def revoke_ticket(self, ticket: str) -> None:
+        """Make the tenant API answer 401 for ``ticket`` from now on (an exchange mints a new one)."""
+        with self._lock:
+            self._revoked.add(ticket)
+
     @property
     def tenants(self) -> dict[str, Tenant]:
         """The registered tenants by ContextIdentifier, URLs resolved when running."""
@@ -680,6 +734,12 @@ class Emulator:
             self._exchange_count = self._jwks_count = self._connection_count = 0
             self._tenants = dict(tenants)
             self._keys = list(keys)
+            self._tickets.clear()
+            self._revoked.clear()
+            self._states.clear()
+            self._api_requests.clear()
+            self._api_count = self._state_count = 0
+            self.state_valid_for = 300.0
 
     def _take(self, kinds: tuple[Fault, ...], tenant: str | None) -> _Injection | None:
         """The first matching fault (tenant-specific first), consumed once."""
@@ -744,6 +804,24 @@ class Emulator:
         """The last SOAP POSTs received (at most 100), oldest first."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def api_request_count(self) -> int:
+        """Requests to the tenant API (``/{ctx}/api/...``) so far, answered 401 or not (to count resends)."""
+        with self._lock:
+            return self._api_count
+
+    @property
+    def state_request_count(self) -> int:
+        """GETs of the tenant state API (``/api/state/{ctx}``) so far."""
+        with self._lock:
+            return self._state_count
+
+    @property
+    def api_requests(self) -> list[ApiRequest]:
+        """The last requests to the tenant API (at most 100), oldest first; their headers carry secrets."""
+        with self._lock:
+            return list(self._api_requests)
 
     @property
     def internal_errors(self) -> list[BaseException]:
@@ -923,9 +1001,15 @@ class Emulator:
                 others = [t for t in self._tenants.values() if t.context_identifier != tenant.context_identifier]
             tenant = others[0] if others else Tenant("Cust99999", "Other Sync-0000000000", "9999999")
         tenant = self._resolve(tenant)
+        ticket = new_ticket()
+        with self._lock:
+            self._tickets[ticket] = tenant.context_identifier
+            while len(self._tickets) > _MAX_TICKETS:
+                self._tickets.popitem(last=False)
         claims = superoffice_claims(
             context_identifier=tenant.context_identifier,
             serial=tenant.serial,
+            ticket=ticket,
             issued_at=issued,
             lifetime=self.token_lifetime,
             webapi_url=tenant.webapi_url,
@@ -967,6 +1051,82 @@ class Emulator:
             "response_types_supported": ["code", "id_token", "code id_token"],
             "subject_types_supported": ["public"],
         }
+
+    def _handle_tenant(self, method: str, path: str, headers: Headers, body: bytes) -> _Reply | None:
+        """The state API or the tenant API for a request to ``path`` (as sent), or None for neither."""
+        ctx = state_context(path)
+        if ctx is not None:
+            if method != "GET":
+                return _Reply(405, content_type=None, headers=(("Allow", "GET"),))
+            with self._lock:
+                self._state_count += 1
+                known = self._find_tenant(ctx)
+                state = self._states.get(known.context_identifier, "Running") if known else "Unknown"
+            return state_answer(
+                known.context_identifier if known else ctx, state, base_url=self.base_url, now=self._now(),
+                valid_for=self.state_valid_for, known=known is not None,
+            )
+        route = tenant_route(path)
+        if route is None:
+            return None
+        with self._lock:
+            self._api_count += 1
+            self._api_requests.append(ApiRequest(method, path, headers, body))
+            tenant = self._find_tenant(route[0])
+            api_state = self._states.get(tenant.context_identifier, "Running") if tenant else None
+        if tenant is None:
+            return _not_found()
+        delay = self._take((Fault.API_LATENCY,), tenant.context_identifier)
+        if delay is not None and self._stopping.wait(delay.seconds):
+            return json_reply(503, {"Error": "Unavailable", "Message": "the emulator is stopping"})
+        if api_state not in RUNNING_STATES:
+            return json_reply(503, {"Error": "Unavailable", "Message": f"the tenant is {api_state}"})
+        if self._take((Fault.API_UNAUTHORIZED,), tenant.context_identifier) is not None:
+            return unauthorized("refused (Fault.API_UNAUTHORIZED)")
+        refused = self._check_api_credentials(ApiRequest(method, path, headers, body), tenant.context_identifier)
+        if refused is not None:
+            return unauthorized(refused)
+        return self._api_answer(method, route[1], tenant, body)
+
+    def _find_tenant(self, ctx: str) -> Tenant | None:
+        """The tenant named ``ctx`` in any case (IIS paths are case-insensitive); the caller holds the lock."""
+        tenant = self._tenants.get(ctx)
+        if tenant is None:
+            folded = ctx.casefold()
+            tenant = next((t for k, t in self._tenants.items() if k.casefold() == folded), None)
+        return tenant
+
+    def _check_api_credentials(self, request: ApiRequest, ctx: str) -> str | None:
+        """Why the tenant API refuses the request's ``SOTicket`` and ``SO-AppToken``, or None when it takes them."""
+        app_token = (request.app_token or "").encode("utf-8")
+        if request.app_token is None or not hmac.compare_digest(app_token, self._client_secret):
+            return f"the {APP_TOKEN_HEADER} header is not the application's client secret"
+        ticket = request.ticket
+        if ticket is None:
+            return "no Authorization: SOTicket header"
+        with self._lock:
+            owner = self._tickets.get(ticket)
+            revoked = ticket in self._revoked
+        if owner is None or owner != ctx:
+            return "the ticket was not issued for this tenant"
+        if revoked:
+            return "the ticket was revoked"
+        return None
+
+    def _api_answer(self, method: str, rest: str, tenant: Tenant, body: bytes) -> _Reply:
+        if rest == CURRENT_PRINCIPAL and method == "GET":
+            resolved = self._resolve(tenant)
+            return json_reply(200, {
+                "ContextIdentifier": resolved.context_identifier,
+                "AssociateId": int(resolved.associate_id) if resolved.associate_id.isdigit() else 0,
+                "UserName": resolved.upn, "EMailAddress": resolved.email, "IsSystemUser": True,
+            })
+        if rest == ECHO and method in ("POST", "PUT"):
+            return json_reply(200, {"Method": method, "Length": len(body), "Body": body.decode("utf-8", "replace")})
+        if rest in (CURRENT_PRINCIPAL, ECHO):
+            allowed = "GET" if rest == CURRENT_PRINCIPAL else "POST, PUT"
+            return _Reply(405, content_type=None, headers=(("Allow", allowed),))
+        return _not_found()
 
     def _handle_get(self, path: str) -> _Reply:
         if path in (JWKS_PATH.lower(), OPENID_CONFIGURATION_PATH.lower()):

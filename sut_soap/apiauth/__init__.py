@@ -1,0 +1,85 @@
+"""Calling the tenant's API with the ticket: one auth object for requests and httpx.
+
+:meth:`SystemUserClient.auth <sut_soap.SystemUserClient.auth>` returns a :class:`TenantAuth`
+for one tenant. Give it to ``requests.Session().auth`` (or ``auth=`` of one request), or to
+``httpx.Client(auth=...)``: each request gets ``Authorization: SOTicket <ticket>`` with the
+tenant's current ticket (``get_ticket``, so cached) and ``SO-AppToken: <client secret>``, a 401
+invalidates exactly that ticket and sends the request once more with a new one when its body can
+be replayed, and neither header goes to another origin.
+
+The package keeps the HTTP libraries apart, so that using one never loads the other:
+
+- :mod:`~sut_soap.apiauth._decide`: every decision (where credentials go, what a 401 means, what
+  a redirect strips), and the calls to the client; imports no HTTP library;
+- :mod:`~sut_soap.apiauth._requests`: the requests adapter; duck-typed, imports nothing of requests;
+- :mod:`~sut_soap.apiauth._httpx`: the httpx adapter, an :class:`httpx.Auth` subclass; the only
+  module that imports httpx, and only when an auth object is built with httpx installed.
+
+This is not the library's network seam (:mod:`sut_soap.transport`): these requests are the
+caller's, sent by the caller's HTTP library; the library's own requests (the exchange, the JWKS,
+the tenant state) still go through the client's transport.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
+
+from .._fork import not_picklable
+from ._decide import Credentials
+from ._requests import RequestsAdapter
+
+if TYPE_CHECKING:
+    from ..client import SystemUserClient
+
+__all__ = ["TenantAuth", "build"]
+
+
+class TenantAuth(RequestsAdapter):
+    """Auth for one tenant's API: ``requests`` (``session.auth = auth``) and, with httpx installed, ``httpx``.
+
+    Built by :meth:`~sut_soap.SystemUserClient.auth`; see the README's "Calling the tenant's API".
+    Safe to share between threads; its ``repr`` shows no secret.
+
+    Attributes:
+        context_identifier: the tenant.
+    """
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self.context_identifier = credentials.context_identifier
+
+    @property
+    def base_url(self) -> str:
+        """The tenant's API URL, without a trailing slash: build request URLs from it.
+
+        The ``base_url=`` given to :meth:`~sut_soap.SystemUserClient.auth`, else the ``Api`` of the
+        tenant's state (:meth:`~sut_soap.SystemUserClient.tenant_state`, read on first use and kept
+        until its ``ValidUntil``; the tenant moves between hosts, so read it again rather than keep
+        it). Requests to any other origin are refused.
+
+        Raises:
+            TenantNotRunningError: the tenant's state says it is not running.
+            SutSoapError: the state could not be read (``TransportError``, ``ProtocolError``).
+        """
+        return self._credentials.base_url
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        """Refuse pickling and copying: the object holds a client and its secret."""
+        raise not_picklable("a TenantAuth")
+
+    def __repr__(self) -> str:
+        """The tenant and base URL; the client secret shows as ``***``."""
+        return type(self).__name__ + repr(self._credentials)
+
+
+def build(client: SystemUserClient, secret: Any, context_identifier: str, system_user_token: str,
+          base_url: str | None) -> TenantAuth:
+    """A :class:`TenantAuth`, an ``httpx.Auth`` as well when httpx can be imported."""
+    credentials = Credentials(client, secret, context_identifier, system_user_token, base_url)
+    try:
+        adapter = import_module(f"{__name__}._httpx")
+    except ImportError:  # no httpx: a requests auth only
+        return TenantAuth(credentials)
+    auth: TenantAuth = adapter.HttpxTenantAuth(credentials)
+    return auth
