@@ -435,7 +435,7 @@ def error_texts(error: BaseException) -> list[str]:
 class LogCanary:
     """Every log record at DEBUG on every logger, and every warning, checked for ``secrets``."""
 
-    LOGGERS = ("", "zeep", "zeep.transports", "urllib3", "requests", "sut_soap")
+    LOGGERS = ("", "zeep", "zeep.transports", "urllib3", "requests", "sut_soap", "aiohttp", "asyncio")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self.stream = io.StringIO()

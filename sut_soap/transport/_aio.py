@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.connector
 import requests.utils
 import urllib3.exceptions
 import urllib3.util
@@ -104,17 +105,17 @@ class _Flight:
         return self.phase
 
 
-# The request the socket factory works for: aiohttp creates sockets deep inside, in the request's own context.
-_flight: contextvars.ContextVar[_Flight | None] = contextvars.ContextVar("sut_soap_aio_flight", default=None)
+# The request the socket factory works for: aiohttp creates sockets deep inside, in the request's own
+# context; outside any request (never, today) a socket is remembered by nobody's flight.
+_NOBODY = _Flight(tls=False, body=False)
+_flight: contextvars.ContextVar[_Flight] = contextvars.ContextVar("sut_soap_aio_flight", default=_NOBODY)
 
 
 def _socket(addr_info: Any) -> socket.socket:
     """aiohttp's socket factory: a plain socket, remembered by the request it is for."""
     family, type_, proto, _, _ = addr_info
     sock = socket.socket(family=family, type=type_, proto=proto)
-    flight = _flight.get()
-    if flight is not None:
-        flight.sock = sock
+    _flight.get().sock = sock
     return sock
 
 
@@ -142,6 +143,19 @@ def _tracer() -> aiohttp.TraceConfig:
 
 
 _TRACER = _tracer()
+
+
+class _Response(aiohttp.ClientResponse):
+    """aiohttp's answer, noting the TLS version of its connection (given back as soon as the body has arrived)."""
+
+    tls_version: str | None = None
+
+    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        """Read the status line and headers, the connection's TLS version noted first."""
+        transport = connection.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        self.tls_version = ssl_object.version() if ssl_object is not None else None
+        return await super().start(connection)
 
 
 class _Starved(Exception):
@@ -316,7 +330,8 @@ class AiohttpTransport:
         )
         session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeouts, auto_decompress=False, trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[_TRACER], skip_auto_headers=("Content-Type",),
+            cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[_TRACER], response_class=_Response,
+            skip_auto_headers=("Content-Type",),
         )
         session._retry_connection = False  # RFC 9112's retry of an idempotent request: the policy is no retries
         self._session, self._loop = session, loop
@@ -434,10 +449,13 @@ class AiohttpTransport:
         max_bytes: int | None,
     ) -> HttpResponse:
         """Send, then read the body under the cap; the connection is kept only after an answer read to its end."""
+        sent = merge_headers(headers, DIRECT_HEADERS)
+        if proxy is not None and url.startswith("http:"):  # sent to the proxy itself; for https, on its CONNECT
+            sent.update(proxy[1])
         token = _flight.set(flight)
         try:
             response = await session.request(
-                method, yarl.URL(url, encoded=True), data=body, headers=merge_headers(headers, DIRECT_HEADERS),
+                method, yarl.URL(url, encoded=True), data=body, headers=sent,
                 allow_redirects=False, ssl=tls, proxy=proxy[0] if proxy else None,
                 proxy_headers=proxy[1] if proxy else None, trace_request_ctx=flight,
             )
@@ -450,7 +468,7 @@ class AiohttpTransport:
             answer_headers = HeaderMap.joined(
                 (name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers
             )
-            version = _tls_version(response)
+            version = response.tls_version if isinstance(response, _Response) else None
             cap = max_bytes or self.max_response_bytes
             declared = answer_headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > cap:
@@ -486,14 +504,6 @@ class AiohttpTransport:
 
     def __repr__(self) -> str:
         return f"AiohttpTransport(timeout={self.timeout!r}, deadline={self.deadline!r}, pool_size={self.pool_size})"
-
-
-def _tls_version(response: aiohttp.ClientResponse) -> str | None:
-    """The TLS version of the connection the answer came over, or None for plain HTTP."""
-    connection = response.connection
-    transport = connection.transport if connection is not None else None
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    return ssl_object.version() if ssl_object is not None else None
 
 
 async def _read_capped(stream: aiohttp.StreamReader, encoding: str, cap: int, host: str, status: int) -> bytes:
