@@ -629,6 +629,16 @@ async def test_url_that_is_not_http_is_refused(url: str) -> None:
     assert caught.value.message.endswith("failed: InvalidURL") and not caught.value.retryable
 
 
+@aio
+async def test_header_the_library_refuses_names_only_the_exceptions_type(server: RawServer) -> None:
+    """A header value aiohttp will not send (a line break in it): non-retryable, the value nowhere in the error."""
+    refused = {"X-Partner": "canary-value\r\nInjected: 1"}  # the traceback shows the line that sends it: not this one
+    with pytest.raises(TransportError) as caught:
+        await post(AiohttpTransport(), server.url, headers=refused)
+    assert caught.value.message == "HTTP request to 127.0.0.1 failed: ValueError" and not caught.value.retryable
+    assert not any("canary-value" in text for text in error_texts(caught.value)) and server.requests == []
+
+
 def test_unknown_failure_names_only_its_type() -> None:
     """An aiohttp failure of no known kind: non-retryable, naming only the exception's type."""
     error = AiohttpTransport._mapped(aiohttp.ClientError("carrying canary-text"), "h.example", None, "connect")

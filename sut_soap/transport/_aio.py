@@ -54,7 +54,7 @@ import yarl
 
 from .. import _fork
 from .._clock import SYSTEM_CLOCK, Clock
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, SutSoapError
 from ._direct import decoder
 from ._errors import failure, host_of, late, not_sent
 from ._pools import (
@@ -402,7 +402,9 @@ class AiohttpTransport:
             if flight.cut is None or _uncancel(task) > 0:
                 raise
             error = late(host, flight.cut, limit, flight.status)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, urllib3.exceptions.DecodeError) as exc:
+        except SutSoapError:
+            raise
+        except Exception as exc:  # aiohttp's and the body reader's; anything else names only its type
             error = self._mapped(exc, host, flight.status, flight.now())
         else:
             if _log.isEnabledFor(logging.DEBUG):
@@ -427,7 +429,7 @@ class AiohttpTransport:
         ``status`` is the answer's once its headers arrived (the body failed), ``phase`` where
         the request was.
         """
-        if status is not None:
+        if status is not None and isinstance(exc, (aiohttp.ClientError, OSError, urllib3.exceptions.DecodeError)):
             if isinstance(exc, urllib3.exceptions.DecodeError):
                 return undecodable(host, status)
             return body_failed(host, status, timed_out=isinstance(exc, asyncio.TimeoutError))
