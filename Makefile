@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip setuptools
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,dev,cli,redis]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,dev,cli,redis,async]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

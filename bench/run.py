@@ -30,7 +30,10 @@ client's CPU can be measured on its own (sections 1-4):
 10. a fleet on one Redis (``python bench/run.py --only redis`` runs it alone; it starts its own
    redis-server and emulator): 4 processes x the same 1,000 cold tenants against 1 process,
    exchanges counted; get_ticket from Redis (process-cold) and from the local tier; a lease
-   holder SIGKILLed mid-exchange; Redis stopped mid-run (failed calls, cost once the breaker is open).
+   holder SIGKILLed mid-exchange; Redis stopped mid-run (failed calls, cost once the breaker is open);
+11. the async transport's HTTP library (``python bench/run.py --only async-http`` runs it alone): 1,000 POSTs of
+   real envelopes at 50 ms emulator latency, 64 and 256 at once on one event loop, with aiohttp, httpx and
+   sut-soap's AiohttpTransport side by side: wall time and client CPU.
 Targets are printed with the measured figures at the end. ``BENCH_EXCHANGES`` sets the number
 of exchanges in sections 1, 2 and 7 (default 300). The bench measures the checkout it is in
 (its parent directory goes first on ``sys.path``, and into ``PYTHONPATH`` for the processes it
@@ -1017,6 +1020,116 @@ def fleet_on_redis(key: rsa.RSAPrivateKey) -> None:
         emu.wait()
 
 
+# -- 11. the async transport's HTTP library (python bench/run.py --only async-http runs it alone) ----
+
+ASYNC_EXCHANGES = 1000
+ASYNC_CONCURRENCY = (64, 256)
+ASYNC_ROUNDS = 2  # each library this many times per concurrency, alternating who goes first
+
+
+def async_http(key: rsa.RSAPrivateKey) -> None:
+    """1,000 POSTs of real envelopes at 50 ms latency: aiohttp, httpx and sut-soap's AiohttpTransport side by side.
+
+    Each round runs on a new event loop with a new client (its pool limited to the concurrency)
+    and as many tasks at once as the concurrency allows; the envelopes are signed beforehand, so
+    the client CPU is the HTTP library's (and the loop's) alone. The emulator is the fleet
+    section's (its own process, 1,000 tenants at 50 ms).
+    """
+    import asyncio
+
+    import aiohttp
+    import httpx
+
+    from sut_soap.transport import AiohttpTransport
+
+    public_file = Path(tempfile.mkdtemp(prefix="sut-soap-bench-")) / "partner.pub.pem"
+    public_file.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    emu = subprocess.Popen([sys.executable, "-c", FLEET_EMULATOR, str(public_file), SECRET, str(ASYNC_EXCHANGES)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert emu.stdin is not None and emu.stdout is not None
+    endpoint = emu.stdout.readline().strip()
+
+    def exchanges() -> int:
+        emu.stdin.write("count\n")  # type: ignore[union-attr]
+        emu.stdin.flush()  # type: ignore[union-attr]
+        return int(emu.stdout.readline())  # type: ignore[union-attr]
+
+    def emulator_cpu() -> float:
+        fields = Path(f"/proc/{emu.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    with SystemUserClient(client_secret=SECRET, private_key=key, endpoint=endpoint) as client:
+        envelopes = []
+        for i in range(ASYNC_EXCHANGES):
+            token = f"Fleet Sync-{i:04d}"
+            envelopes.append(client.build_envelope(context_identifier=f"Fleet{i:04d}",
+                                                   signed_system_token=sign_system_user_token(token, key)))
+
+    async def with_aiohttp(limit: int) -> list[bytes]:
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async def one(body: bytes, headers: dict[str, str]) -> bytes:
+                async with session.post(endpoint, data=body, headers=headers, allow_redirects=False) as response:
+                    return await response.read()
+            return await gather(limit, one)
+
+    async def with_httpx(limit: int) -> list[bytes]:
+        limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+        async with httpx.AsyncClient(limits=limits, timeout=30.0) as session:
+            async def one(body: bytes, headers: dict[str, str]) -> bytes:
+                return (await session.post(endpoint, content=body, headers=headers)).content
+            return await gather(limit, one)
+
+    async def with_sut_soap(limit: int) -> list[bytes]:
+        transport = AiohttpTransport(pool_size=limit)
+        try:
+            async def one(body: bytes, headers: dict[str, str]) -> bytes:
+                return (await transport.request("POST", endpoint, body=body, headers=headers)).content
+            return await gather(limit, one)
+        finally:
+            await transport.aclose()
+
+    async def gather(limit: int, one: Callable[[bytes, dict[str, str]], Any]) -> list[bytes]:
+        gate = asyncio.Semaphore(limit)
+
+        async def gated(body: bytes, headers: dict[str, str]) -> bytes:
+            async with gate:
+                return await one(body, headers)  # type: ignore[no-any-return]
+
+        return await asyncio.gather(*(gated(body, headers) for body, headers in envelopes))
+
+    runs = {"aiohttp ClientSession + TCPConnector(limit=c)": with_aiohttp,
+            "httpx.AsyncClient(limits=Limits(c, c))": with_httpx,
+            "sut-soap AiohttpTransport(pool_size=c)": with_sut_soap}
+    print(f"11. async HTTP: {ASYNC_EXCHANGES:,} POSTs of real envelopes, 50 ms emulator latency (its own process), "
+          f"c tasks at once on one event loop, {ASYNC_ROUNDS} rounds each, alternating (best round shown):")
+    try:
+        for limit in ASYNC_CONCURRENCY:
+            best: dict[str, tuple[float, float, int, int, float]] = {}
+            order = list(runs.items())
+            for round_ in range(ASYNC_ROUNDS):
+                for label, run in order if round_ % 2 == 0 else order[::-1]:
+                    before, e0 = exchanges(), emulator_cpu()
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    answers = asyncio.run(run(limit))
+                    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+                    count, emu_cpu = exchanges() - before, emulator_cpu() - e0
+                    ok = sum(b"<IsSuccessful>true</IsSuccessful>" in answer for answer in answers)
+                    if label not in best or wall < best[label][0]:
+                        best[label] = (wall, cpu, count, ok, emu_cpu)
+            for label, (wall, cpu, count, ok, emu_cpu) in best.items():
+                print(f"   c={limit:<4} {label:<42} wall {wall:7.3f} s   client CPU {cpu:6.3f} s   "
+                      f"emulator CPU {emu_cpu:6.3f} s   {count} exchanges, {ok} successful")
+            fastest = min(best.values())[0]
+            print(f"   c={limit:<4} wall relative to the fastest: "
+                  + ", ".join(f"{label.split(' ')[0].split('.')[0]} {v[0] / fastest:.2f}x"
+                              for label, v in best.items()))
+    finally:
+        emu.kill()
+        emu.wait()
+
+
 def summary(results: Results) -> int:
     floor_ratio = results.exchange_cpu_ms / results.floor_cpu_ms
     wall_ratio = results.exchange_wall_ms / results.handwritten_wall_ms
@@ -1065,6 +1178,9 @@ def main() -> int:
     if sys.argv[1:] == ["--only", "redis"]:  # section 10 alone
         fleet_on_redis(key)
         return 0
+    if sys.argv[1:] == ["--only", "async-http"]:  # section 11 alone
+        async_http(key)
+        return 0
     results = Results()
     emu = EmulatorProcess(key)
     try:
@@ -1085,6 +1201,7 @@ def main() -> int:
         emu.stop()
     dripping_server(key, results)
     fleet_on_redis(key)
+    async_http(key)
     return summary(results)
 
 

@@ -9,12 +9,16 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 import re
+import select
 import shutil
+import signal
 import socket
 import socketserver
 import ssl
 import threading
+import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -232,6 +237,147 @@ class TlsServer:
         self.sock.close()
 
 
+# --- forked children reporting through a pipe ------------------------------------------------------
+
+CHILD_TIMEOUT = 10.0
+
+
+@dataclass
+class Child:
+    """A forked child: its pid and the read end of the pipe it reports through."""
+
+    pid: int
+    fd: int
+
+
+def fork_child(body: Callable[[], Any]) -> Child:
+    """Fork; the child runs ``body``, writes its JSON outcome to a pipe and leaves with os._exit."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs only in the child, which coverage does not follow
+        try:
+            os.close(read_fd)
+            try:
+                outcome = {"value": body()}
+            except BaseException as exc:
+                outcome = {"error": f"{type(exc).__name__}: {exc}"}
+            with os.fdopen(write_fd, "wb") as out:
+                out.write(json.dumps(outcome).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    return Child(pid, read_fd)
+
+
+def collect(*children: Child, timeout: float = CHILD_TIMEOUT) -> list[Any]:
+    """Each child's value, in order; a child that raised, or did not finish in time (killed), fails the test."""
+    deadline = time.monotonic() + timeout
+    pending = list(children)
+    values = []
+    try:
+        while pending:
+            child = pending[0]
+            data = _read_until(child.fd, deadline)
+            if data is None:
+                pytest.fail(f"a child did not finish within {timeout:g} s (a hang)")
+            pending.pop(0)
+            os.close(child.fd)
+            os.waitpid(child.pid, 0)
+            outcome = json.loads(data or b'{"error": "nothing reported"}')
+            if "error" in outcome:
+                pytest.fail(f"the child failed: {outcome['error']}")
+            values.append(outcome["value"])
+    finally:
+        for child in pending:
+            os.kill(child.pid, signal.SIGKILL)
+            os.waitpid(child.pid, 0)
+            os.close(child.fd)
+    return values
+
+
+def _read_until(fd: int, deadline: float) -> bytes | None:
+    chunks = []
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+# --- a loopback server of raw scripted replies ------------------------------------------------------
+
+RAW_BODY = b"<answer>" + b"x" * 3000 + b"</answer>"
+
+
+def http_reply(body: bytes = RAW_BODY, *, headers: tuple[tuple[str, str], ...] = (), close: bool = False) -> bytes:
+    """The bytes of an HTTP/1.1 200 answer with ``body``, its Content-Length and ``headers``."""
+    head = [b"HTTP/1.1 200 OK", b"Content-Length: %d" % len(body)]
+    head += [f"{name}: {value}".encode("latin-1") for name, value in headers]
+    if close:
+        head.append(b"Connection: close")
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+class RawServer:
+    """A loopback HTTP/1.1 server (TLS with ``tls``) sending raw scripted replies; it counts connections, keeps requests.
+
+    A reply of ``None`` hangs up without answering. ``hang_up_after`` closes each connection
+    once it has answered that many requests on it.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+        self.replies: list[bytes | None] = []
+        self.default: bytes | None = http_reply()
+        self.hang_up_after = 0
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.sock.getsockname()[1]}/svc"
+        self.threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except (OSError, ssl.SSLError):
+                    conn.close()
+                    continue
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        served, data = 0, b""
+        with conn:
+            while True:
+                request, data, complete = read_request(conn, data)
+                if not complete:
+                    return
+                self.requests.append(request)
+                reply = self.replies.pop(0) if self.replies else self.default
+                if reply is None:
+                    return
+                conn.sendall(reply)
+                served += 1
+                if b"Connection: close" in reply or (self.hang_up_after and served >= self.hang_up_after):
+                    return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+
 # --- SOAP answers and what parse_answer reads of them --------------------------------------------
 
 
@@ -289,7 +435,8 @@ def error_texts(error: BaseException) -> list[str]:
 class LogCanary:
     """Every log record at DEBUG on every logger, and every warning, checked for ``secrets``."""
 
-    LOGGERS = ("", "zeep", "zeep.transports", "urllib3", "requests", "httpx", "httpcore", "sut_soap")
+    LOGGERS = ("", "zeep", "zeep.transports", "urllib3", "requests", "httpx", "httpcore", "sut_soap", "aiohttp",
+               "asyncio")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self.stream = io.StringIO()

@@ -3,22 +3,19 @@ exchanges against the emulator; fresh pools and locks in the child, inherited ti
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import select
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import requests.adapters
+from support import collect, fork_child
 
 from sut_soap import ConfigurationError, SutSoapError, SystemUserClient, SystemUserTicket
 from sut_soap import _fork as fork_module
@@ -37,7 +34,6 @@ CLIENT_SECRET = "fork-client-secret-81c2"
 TENANTS = {f"Cust{40000 + n}": f"Fork Sync-token{n}" for n in range(6)}
 CTX, TOKEN = next(iter(TENANTS.items()))
 OTHER_CTX, OTHER_TOKEN = list(TENANTS.items())[1]
-CHILD_TIMEOUT = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -63,69 +59,6 @@ def client(emu: Emulator) -> Iterator[SystemUserClient]:
         yield c
 
 
-@dataclass
-class Child:
-    """A forked child: its pid and the read end of the pipe it reports through."""
-
-    pid: int
-    fd: int
-
-
-def fork_child(body: Callable[[], Any]) -> Child:
-    """Fork; the child runs ``body``, writes its JSON outcome to a pipe and leaves with os._exit."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs only in the child, which coverage does not follow
-        try:
-            os.close(read_fd)
-            try:
-                outcome = {"value": body()}
-            except BaseException as exc:
-                outcome = {"error": f"{type(exc).__name__}: {exc}"}
-            with os.fdopen(write_fd, "wb") as out:
-                out.write(json.dumps(outcome).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    return Child(pid, read_fd)
-
-
-def collect(*children: Child, timeout: float = CHILD_TIMEOUT) -> list[Any]:
-    """Each child's value, in order; a child that raised, or did not finish in time (killed), fails the test."""
-    deadline = time.monotonic() + timeout
-    pending = list(children)
-    values = []
-    try:
-        while pending:
-            child = pending[0]
-            data = _read_until(child.fd, deadline)
-            if data is None:
-                pytest.fail(f"a child did not finish within {timeout:g} s (a hang)")
-            pending.pop(0)
-            os.close(child.fd)
-            os.waitpid(child.pid, 0)
-            outcome = json.loads(data or b'{"error": "nothing reported"}')
-            if "error" in outcome:
-                pytest.fail(f"the child failed: {outcome['error']}")
-            values.append(outcome["value"])
-    finally:
-        for child in pending:
-            os.kill(child.pid, signal.SIGKILL)
-            os.waitpid(child.pid, 0)
-            os.close(child.fd)
-    return values
-
-
-def _read_until(fd: int, deadline: float) -> bytes | None:
-    chunks = []
-    while True:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            return None
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-HEAVY = ("zeep", "requests", "urllib3", "lxml", "jwt", "cryptography")
+HEAVY = ("zeep", "requests", "urllib3", "lxml", "jwt", "cryptography", "aiohttp")
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ HEAVY = ("zeep", "requests", "urllib3", "lxml", "jwt", "cryptography")
     ],
 )
 def test_light_imports_load_no_heavy_dependency(statement: str) -> None:
-    """The package, its cache and ticket names and the protocol constants load none of zeep, requests, urllib3, lxml, PyJWT or cryptography."""
+    """The package, its cache and ticket names and the protocol constants load none of zeep, requests, urllib3, lxml, PyJWT, cryptography or aiohttp."""
     probe = (
         f"{statement}\n"
         "import sys\n"
@@ -32,6 +32,24 @@ def test_light_imports_load_no_heavy_dependency(statement: str) -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_sync_transport_loads_no_aiohttp_until_the_async_one_is_asked_for() -> None:
+    """sut_soap.transport (and HttpTransport) loads aiohttp only when AiohttpTransport is first looked up."""
+    probe = (
+        "import sys\nimport sut_soap.transport as t\nfrom sut_soap.transport import HttpTransport, AsyncTransport\n"
+        "print('aiohttp' in sys.modules, t.AiohttpTransport.__name__, 'aiohttp' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["False", "AiohttpTransport", "True"]
+
+
+def test_transport_package_has_no_other_lazy_name() -> None:
+    """A name the transport package does not have is an AttributeError, not an import."""
+    import sut_soap.transport as transport
+
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        transport.Nope  # noqa: B018
 
 
 def test_heavy_probe_sees_a_heavy_import() -> None:
@@ -105,7 +123,7 @@ def test_command_line_uses_only_public_names_of_the_library_and_testing_kit() ->
 
 
 def test_only_the_transport_package_imports_the_http_libraries() -> None:
-    """requests and urllib3 are imported (outside type checking) by modules of sut_soap/transport/ only."""
+    """requests, urllib3 and aiohttp (with yarl) are imported (outside type checking) by sut_soap/transport/ only."""
     import ast
     import pathlib
 
@@ -130,7 +148,7 @@ def test_only_the_transport_package_imports_the_http_libraries() -> None:
                 names = [node.module]
             else:
                 continue
-            if any(name.split(".")[0] in ("requests", "urllib3") for name in names):
+            if any(name.split(".")[0] in ("requests", "urllib3", "aiohttp", "yarl", "httpx") for name in names):
                 offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert offenders == []
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
-import socket
 import ssl
-import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,102 +12,37 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from support import make_cert, read_request
+from support import RAW_BODY, RawServer, http_reply, make_cert
 
 from sut_soap.errors import ProtocolError, TransportError
 from sut_soap.transport import HttpTransport
 from sut_soap.transport._direct import DirectPool, _Connection
 
-BODY = b"<answer>" + b"x" * 3000 + b"</answer>"
-Reply = Callable[[bytes], bytes]
-
-
-def _reply(body: bytes = BODY, *, headers: tuple[tuple[str, str], ...] = (), close: bool = False) -> bytes:
-    head = [b"HTTP/1.1 200 OK", b"Content-Length: %d" % len(body)]
-    head += [f"{name}: {value}".encode("latin-1") for name, value in headers]
-    if close:
-        head.append(b"Connection: close")
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
-
-
-class _Scripted:
-    """A loopback HTTP/1.1 server: each request gets the next scripted reply; it counts connections.
-
-    A reply of ``None`` hangs up without answering. ``hang_up_after`` closes each connection
-    once it has answered that many requests on it.
-    """
-
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
-        self.tls = tls
-        self.replies: list[bytes | None] = []
-        self.default: bytes | None = _reply()
-        self.hang_up_after = 0
-        self.connections = 0
-        self.requests: list[bytes] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.sock.getsockname()[1]}/svc"
-        self.threads: list[threading.Thread] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            if self.tls is not None:
-                try:
-                    conn = self.tls.wrap_socket(conn, server_side=True)
-                except (OSError, ssl.SSLError):
-                    conn.close()
-                    continue
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        served, data = 0, b""
-        with conn:
-            while True:
-                request, data, complete = read_request(conn, data)
-                if not complete:
-                    return
-                self.requests.append(request)
-                reply = self.replies.pop(0) if self.replies else self.default
-                if reply is None:
-                    return
-                conn.sendall(reply)
-                served += 1
-                if b"Connection: close" in reply or (self.hang_up_after and served >= self.hang_up_after):
-                    return
-
-    def close(self) -> None:
-        self.sock.close()
+BODY = RAW_BODY
 
 
 @pytest.fixture
-def scripted() -> Iterator[_Scripted]:
-    server = _Scripted()
+def scripted() -> Iterator[RawServer]:
+    server = RawServer()
     yield server
     server.close()
 
 
-def _post(transport: HttpTransport, server: _Scripted, **kwargs: Any) -> bytes:
+def _post(transport: HttpTransport, server: RawServer, **kwargs: Any) -> bytes:
     return transport.request("POST", server.url, body=b"<x/>", **kwargs).content
 
 
 # --- keep-alive ---------------------------------------------------------------------------------
 
 
-def test_answers_read_to_the_end_keep_one_connection(scripted: _Scripted) -> None:
+def test_answers_read_to_the_end_keep_one_connection(scripted: RawServer) -> None:
     """Requests one after another share one connection while each answer is read to its end."""
     transport = HttpTransport()
     assert [_post(transport, scripted) for _ in range(3)] == [BODY] * 3
     assert scripted.connections == 1
 
 
-def test_chunked_answers_keep_the_connection_too(scripted: _Scripted) -> None:
+def test_chunked_answers_keep_the_connection_too(scripted: RawServer) -> None:
     """An answer in chunks, read to its last chunk, leaves the connection reusable."""
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n<a/>x\r\n3\r\nyz!\r\n0\r\n\r\n"
     scripted.default = chunked
@@ -118,7 +51,7 @@ def test_chunked_answers_keep_the_connection_too(scripted: _Scripted) -> None:
     assert scripted.connections == 1
 
 
-def test_idle_connection_the_server_closed_is_not_reused(scripted: _Scripted) -> None:
+def test_idle_connection_the_server_closed_is_not_reused(scripted: RawServer) -> None:
     """A connection the server hung up on while idle is dropped before a request, not written to."""
     scripted.hang_up_after = 1
     transport = HttpTransport()
@@ -129,15 +62,15 @@ def test_idle_connection_the_server_closed_is_not_reused(scripted: _Scripted) ->
     assert scripted.connections == 2
 
 
-def test_connection_close_answer_is_not_kept(scripted: _Scripted) -> None:
+def test_connection_close_answer_is_not_kept(scripted: RawServer) -> None:
     """An answer marked Connection: close leaves nothing in the pool; the next request connects again."""
-    scripted.default = _reply(close=True)
+    scripted.default = http_reply(close=True)
     transport = HttpTransport()
     assert _post(transport, scripted) == _post(transport, scripted) == BODY
     assert scripted.connections == 2
 
 
-def test_answer_not_read_to_its_end_closes_its_connection(scripted: _Scripted) -> None:
+def test_answer_not_read_to_its_end_closes_its_connection(scripted: RawServer) -> None:
     """An answer over the cap stops reading and closes its connection; the next request gets a new one."""
     transport = HttpTransport()
     with pytest.raises(ProtocolError):
@@ -146,7 +79,7 @@ def test_answer_not_read_to_its_end_closes_its_connection(scripted: _Scripted) -
     assert scripted.connections == 2
 
 
-def test_pool_keeps_at_most_maxsize_idle_connections(scripted: _Scripted) -> None:
+def test_pool_keeps_at_most_maxsize_idle_connections(scripted: RawServer) -> None:
     """Connections given back beyond maxsize are closed, not kept."""
     pool = DirectPool("127.0.0.1", int(scripted.url.split(":")[2].split("/")[0]), maxsize=1, context=None)
     first = pool.send("GET", "/svc", None, {}, (2.0, 2.0))
@@ -161,7 +94,7 @@ def test_pool_keeps_at_most_maxsize_idle_connections(scripted: _Scripted) -> Non
     assert pool._idle == [] and first.raw.connection.sock is None
 
 
-def test_connection_given_back_to_a_closed_pool_is_closed(scripted: _Scripted) -> None:
+def test_connection_given_back_to_a_closed_pool_is_closed(scripted: RawServer) -> None:
     """A connection in use when its pool closes is closed when given back."""
     pool = DirectPool("127.0.0.1", int(scripted.url.split(":")[2].split("/")[0]), maxsize=4, context=None)
     sent = pool.send("GET", "/svc", None, {}, (2.0, 2.0))
@@ -172,7 +105,7 @@ def test_connection_given_back_to_a_closed_pool_is_closed(scripted: _Scripted) -
     assert pool._idle == [] and sent.raw.connection.sock is None
 
 
-def test_server_hanging_up_instead_of_answering_closes_the_connection(scripted: _Scripted) -> None:
+def test_server_hanging_up_instead_of_answering_closes_the_connection(scripted: RawServer) -> None:
     """No answer on a kept connection is a retryable TransportError; the next request connects afresh."""
     transport = HttpTransport()
     _post(transport, scripted)
@@ -189,7 +122,7 @@ def test_tls_connection_is_verified_and_kept(tmp_path: Path, monkeypatch: pytest
     cert, key = make_cert(tmp_path, "keep", san=x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server = _Scripted(tls=context)
+    server = RawServer(tls=context)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     transport = HttpTransport(deadline=None)
     try:
@@ -233,7 +166,7 @@ def test_request_with_a_body_is_one_write(body: bytes) -> None:
     assert wire.writes[0].startswith(b"POST /svc HTTP/1.1\r\n") and wire.writes[0].endswith(b"\r\n\r\n" + body)
 
 
-def test_empty_body_request_reaches_the_server_whole(scripted: _Scripted) -> None:
+def test_empty_body_request_reaches_the_server_whole(scripted: RawServer) -> None:
     """A POST with an empty body is sent (headers flushed) and answered."""
     transport = HttpTransport()
     assert transport.request("POST", scripted.url, body=b"").content == BODY
@@ -264,13 +197,13 @@ def _deflate_raw(data: bytes) -> bytes:
     ids=["gzip", "x-gzip", "upper-case", "two-members", "deflate-zlib", "deflate-raw", "two-stages", "identity",
          "identity-stage"],
 )
-def test_content_codings_decode(scripted: _Scripted, coding: str, encode: Callable[[bytes], bytes]) -> None:
+def test_content_codings_decode(scripted: RawServer, coding: str, encode: Callable[[bytes], bytes]) -> None:
     """gzip (several members too), deflate (zlib or raw), identity and chains of them decode to the body."""
-    scripted.default = _reply(encode(BODY), headers=(("Content-Encoding", coding),))
+    scripted.default = http_reply(encode(BODY), headers=(("Content-Encoding", coding),))
     assert _post(HttpTransport(), scripted) == BODY
 
 
-def test_deflate_split_across_chunks_decodes(scripted: _Scripted) -> None:
+def test_deflate_split_across_chunks_decodes(scripted: RawServer) -> None:
     """A zlib stream whose first chunk holds only its header (no output yet) still decodes, whole."""
     stream = zlib.compress(BODY)
     pieces = [stream[:2], stream[2:50], stream[50:]]
@@ -280,9 +213,9 @@ def test_deflate_split_across_chunks_decodes(scripted: _Scripted) -> None:
     assert _post(HttpTransport(), scripted) == BODY
 
 
-def test_empty_body_declared_compressed_is_empty(scripted: _Scripted) -> None:
+def test_empty_body_declared_compressed_is_empty(scripted: RawServer) -> None:
     """An empty body with Content-Encoding: gzip reads as empty, not as a broken stream."""
-    scripted.default = _reply(b"", headers=(("Content-Encoding", "gzip"),))
+    scripted.default = http_reply(b"", headers=(("Content-Encoding", "gzip"),))
     assert _post(HttpTransport(), scripted) == b""
 
 
@@ -298,17 +231,17 @@ def test_empty_body_declared_compressed_is_empty(scripted: _Scripted) -> None:
     ],
     ids=["unknown-coding", "truncated", "not-gzip", "garbage-after-member", "data-after-deflate", "not-deflate"],
 )
-def test_undecodable_content_is_a_protocol_error(scripted: _Scripted, coding: str, body: bytes) -> None:
+def test_undecodable_content_is_a_protocol_error(scripted: RawServer, coding: str, body: bytes) -> None:
     """A coding it does not know, or a stream that is broken, cut short or followed by junk: a ProtocolError."""
-    scripted.default = _reply(body, headers=(("Content-Encoding", coding),))
+    scripted.default = http_reply(body, headers=(("Content-Encoding", coding),))
     with pytest.raises(ProtocolError) as caught:
         _post(HttpTransport(), scripted)
     assert caught.value.message == "the answer's Content-Encoding from 127.0.0.1 could not be decoded"
 
 
-def test_decoding_stops_at_the_cap(scripted: _Scripted) -> None:
+def test_decoding_stops_at_the_cap(scripted: RawServer) -> None:
     """Two gzip stages of 8 MiB of zeros stop at the cap, in bounded steps."""
-    scripted.default = _reply(gzip.compress(gzip.compress(b"\0" * (8 << 20))),
+    scripted.default = http_reply(gzip.compress(gzip.compress(b"\0" * (8 << 20))),
                               headers=(("Content-Encoding", "gzip, gzip"),))
     with pytest.raises(ProtocolError) as caught:
         _post(HttpTransport(), scripted, max_bytes=64 * 1024)

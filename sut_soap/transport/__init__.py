@@ -38,11 +38,16 @@ see or script everything that goes over the wire.
 Write your own transport by implementing :class:`Transport` (one ``request`` method and
 ``close``); exceptions it raises that are not a :class:`~sut_soap.errors.SutSoapError` reach
 the caller as a non-retryable ``TransportError`` naming only the exception's type.
+
+:class:`AsyncTransport` is the asyncio twin of the seam (``await request(...)``,
+``await aclose()``); :class:`AiohttpTransport` (the ``sut-soap[async]`` extra, imported on first
+use) keeps the same policy on aiohttp's connections (:mod:`sut_soap.transport._aio`).
 """
 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import ssl
@@ -73,11 +78,15 @@ from ._watched import local, read_capped, tls_version
 if TYPE_CHECKING:
     import requests
 
+    from ._aio import AiohttpTransport
+
 __all__ = [
     "DEFAULT_DEADLINE",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_TIMEOUT",
     "PHASES",
+    "AiohttpTransport",
+    "AsyncTransport",
     "HeaderMap",
     "HttpResponse",
     "HttpTransport",
@@ -143,6 +152,48 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release connections the transport holds."""
         ...
+
+
+@runtime_checkable
+class AsyncTransport(Protocol):
+    """The asyncio twin of Transport: the seam through which every network call of AsyncSystemUserClient goes.
+
+    The same contract as :class:`Transport`, awaited: ``request`` returns the same
+    :class:`Response` values and raises the same errors, and ``aclose`` releases the
+    connections. The optional ``prepare(urls, *, allow_insecure_tls)`` and
+    ``ensure_pool(size)`` are plain methods here too. :class:`AiohttpTransport` is the default.
+    """
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> Response:
+        """Send one request and return the answer read to the end; never follow a redirect.
+
+        The arguments, the return value and the errors are those of :meth:`Transport.request`.
+
+        Raises:
+            TransportError: no answer (network, timeout, TLS, the deadline).
+            ProtocolError: an answer that is too large or cannot be decoded.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections the transport holds."""
+        ...
+
+
+def __getattr__(name: str) -> Any:
+    """``AiohttpTransport``, imported on first use: only ``sut-soap[async]`` installs aiohttp."""
+    if name == "AiohttpTransport":
+        return importlib.import_module("._aio", __name__).AiohttpTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def call_transport(

@@ -42,7 +42,7 @@ from ._errors import Failed
 from ._values import HeaderMap, Sent
 from ._watched import local
 
-__all__ = ["ACCEPT_ENCODING", "DecodedBody", "DirectPool"]
+__all__ = ["ACCEPT_ENCODING", "DecodedBody", "DirectPool", "decoder"]
 
 #: What the transport's own connections accept: exactly what :class:`DecodedBody` decodes.
 ACCEPT_ENCODING = "gzip, deflate"
@@ -107,22 +107,33 @@ class DecodedBody:
             raise http.client.IncompleteRead(b"", response.length)
         return data
 
-    def _stages(self) -> Callable[[int], bytes]:
-        read = self._raw
-        stages = [s for s in (part.strip().lower() for part in self._encoding.split(",")) if s and s != "identity"]
-        if len(stages) > _MAX_STAGES:
-            raise urllib3.exceptions.DecodeError(f"more than {_MAX_STAGES} content codings")
-        for stage in reversed(stages):  # listed in the order applied: the last one is undone first
-            if stage not in ("gzip", "x-gzip", "deflate"):
-                raise urllib3.exceptions.DecodeError("unknown content coding")
-            read = _Inflater(read, gzip=stage != "deflate").read
-        return read
-
     def read1(self, amount: int, decode_content: bool = True) -> bytes:
         """Up to ``amount`` bytes of the decoded body; ``b""`` at its end."""
         if self._read is None:  # here, not at construction: the reader maps a DecodeError
-            self._read = self._stages()
+            self._read = decoder(self._raw, self._encoding)
         return self._read(amount)
+
+
+def decoder(read: Callable[[int], bytes], encoding: str) -> Callable[[int], bytes]:
+    """A reader of up to ``amount`` decoded bytes over ``read`` (the raw body), for ``Content-Encoding`` ``encoding``.
+
+    Each call decodes a bounded step, so the caller counts the decoded size as it goes. Any
+    exception ``read`` raises before returning data passes through and leaves the stages as
+    they were, so a reader fed from elsewhere (the asyncio transport) can raise to ask for
+    more input and call again.
+
+    Raises:
+        urllib3.exceptions.DecodeError: a coding other than gzip, deflate or identity, more
+            than five stages, or (when reading) a stream that does not decode.
+    """
+    stages = [s for s in (part.strip().lower() for part in encoding.split(",")) if s and s != "identity"]
+    if len(stages) > _MAX_STAGES:
+        raise urllib3.exceptions.DecodeError(f"more than {_MAX_STAGES} content codings")
+    for stage in reversed(stages):  # listed in the order applied: the last one is undone first
+        if stage not in ("gzip", "x-gzip", "deflate"):
+            raise urllib3.exceptions.DecodeError("unknown content coding")
+        read = _Inflater(read, gzip=stage != "deflate").read
+    return read
 
 
 class _Inflater:

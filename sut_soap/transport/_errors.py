@@ -23,7 +23,10 @@ from .._text import sanitise
 from .._watchdog import Watch
 from ..errors import TransportError
 
-__all__ = ["DURING", "HTTP_ERRORS", "PHASES", "Failed", "cut_timeout", "host_of", "late", "not_sent", "request_error"]
+__all__ = [
+    "DURING", "HTTP_ERRORS", "PHASES", "Failed", "cut_timeout", "failure", "host_of", "late",
+    "not_sent", "request_error",
+]
 
 #: Where a request can be when it fails, in order (:attr:`TransportError.phase <sut_soap.errors.TransportError>`).
 PHASES = ("connect", "TLS", "send", "wait for headers", "body")
@@ -139,6 +142,15 @@ def request_error(exc: BaseException, host: str, watch: Watch | None, limit: flo
     phase = _phase_of(exc, kind, watch)
     if watch is not None and watch.cut:
         return late(host, phase, limit)
+    return failure(exc, kind, phase, host)
+
+
+def failure(exc: BaseException, kind: str, phase: str, host: str) -> TransportError:
+    """The TransportError for ``exc``, a failure of ``kind`` (tls, connect-timeout, timeout, connection) in ``phase``.
+
+    The wording every transport shares; ``exc``'s chain gives OpenSSL's verdict, or the DNS or
+    refusal cause, and nothing else of its text.
+    """
     during = DURING[phase].format(host=host)
     sent = "; the request may have reached the server" if phase in _SENT else ""
     if kind == "tls" and phase == "TLS":

@@ -21,7 +21,9 @@ from .._watchdog import WATCHDOG, Watch
 from ..errors import ProtocolError, TransportError
 from ._errors import late
 
-__all__ = ["WATCHED_POOLS", "local", "read_capped", "tls_version", "watch_pools"]
+__all__ = [
+    "WATCHED_POOLS", "body_failed", "local", "read_capped", "tls_version", "too_large", "undecodable", "watch_pools",
+]
 
 
 class _Local(threading.local):
@@ -102,6 +104,29 @@ def tls_version(raw: Any) -> str | None:
     return version() if callable(version) else None
 
 
+def too_large(host: str, cap: int, status: int) -> ProtocolError:
+    """The error for an answer larger than ``cap`` bytes (declared, or counted after decoding)."""
+    return ProtocolError(f"the answer from {host} is larger than {cap} bytes; reading stopped", status=status)
+
+
+def undecodable(host: str, status: int) -> ProtocolError:
+    """The error for an answer whose ``Content-Encoding`` does not decode."""
+    return ProtocolError(f"the answer's Content-Encoding from {host} could not be decoded", status=status)
+
+
+def body_failed(host: str, status: int, *, timed_out: bool) -> TransportError:
+    """The error for a body the read timeout ended (``timed_out``) or a broken connection cut short."""
+    if timed_out:
+        return TransportError(
+            f"{host} stopped sending the response body within the read timeout",
+            status=status, retryable=True, host=host, phase="body",
+        )
+    return TransportError(
+        f"the connection broke while reading the response body from {host}",
+        status=status, retryable=True, host=host, phase="body",
+    )
+
+
 def read_capped(
     raw: Any, *, status: int, declared: str, host: str, watch: Watch | None, limit: float | None, cap: int
 ) -> bytes:
@@ -111,7 +136,7 @@ def read_capped(
     ``Content-Length`` above the cap is refused before reading.
     """
     if declared.isdigit() and int(declared) > cap:
-        raise ProtocolError(f"the answer from {host} is larger than {cap} bytes; reading stopped", status=status)
+        raise too_large(host, cap, status)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -121,26 +146,15 @@ def read_capped(
                 break
             size += len(chunk)
             if size > cap:
-                raise ProtocolError(
-                    f"the answer from {host} is larger than {cap} bytes; reading stopped", status=status
-                )
+                raise too_large(host, cap, status)
             chunks.append(chunk)
     except urllib3.exceptions.DecodeError:
-        raise ProtocolError(
-            f"the answer's Content-Encoding from {host} could not be decoded", status=status
-        ) from None
+        raise undecodable(host, status) from None
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
         if watch is not None and watch.cut:
             raise late(host, watch.phase, limit, status) from None
-        if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
-            raise TransportError(
-                f"{host} stopped sending the response body within the read timeout",
-                status=status, retryable=True, host=host, phase="body",
-            ) from None
-        raise TransportError(
-            f"the connection broke while reading the response body from {host}",
-            status=status, retryable=True, host=host, phase="body",
-        ) from None
+        timed_out = isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError))
+        raise body_failed(host, status, timed_out=timed_out) from None
     if watch is not None and watch.cut:  # the end of the body may be the socket being shut
         raise late(host, watch.phase, limit, status)
     return b"".join(chunks) if len(chunks) != 1 else chunks[0]
