@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,15 @@ def test_local_tier_keeps_an_entry_no_longer_than_redis(redis_url: str, stores: 
     assert reader.get("k") is not None and len(reader._local) == 1
     time.sleep(0.35)
     assert reader._local.get("k") is None and reader.get("k") is None
+
+
+def test_entry_past_its_expiry_on_this_clock_is_returned_but_not_kept_locally(redis_url: str, stores: Any) -> None:
+    """An entry Redis still holds whose expiry this process's wall clock has passed is returned (the client judges it), not kept locally."""
+    stores(redis_url, encryption_key=KEY_A).set("k", entry_for(), 60)
+    ahead = sut_soap.Clock(now=lambda: datetime.now(timezone.utc) + timedelta(minutes=5))
+    reader = stores(redis_url, encryption_key=KEY_A, clock=ahead)
+    assert reader.get("k") is not None
+    assert len(reader._local) == 0
 
 
 def test_warm_reads_do_not_touch_redis(redis_url: str, stores: Any) -> None:
