@@ -54,9 +54,10 @@ from urllib.parse import urlsplit
 from .. import _deadline, _fork
 from .._clock import SYSTEM_CLOCK, Clock
 from .._watchdog import WATCHDOG, Watch
-from ..errors import SutSoapError, TransportError
+from ..errors import SutSoapError
 from . import _session
-from ._errors import HTTP_ERRORS, PHASES, cut_timeout, host_of, not_sent, request_error
+from ._async import ThreadedAsyncTransport, acall_transport
+from ._errors import HTTP_ERRORS, PHASES, cut_timeout, foreign_failure, host_of, not_sent, request_error
 from ._pools import (
     USER_AGENT,
     Pools,
@@ -78,11 +79,14 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_TIMEOUT",
     "PHASES",
+    "AsyncTransport",
     "HeaderMap",
     "HttpResponse",
     "HttpTransport",
     "Response",
+    "ThreadedAsyncTransport",
     "Transport",
+    "acall_transport",
     "call_transport",
 ]
 
@@ -145,6 +149,39 @@ class Transport(Protocol):
         ...
 
 
+@runtime_checkable
+class AsyncTransport(Protocol):
+    """The asyncio twin of Transport: the seam through which every network call of AsyncSystemUserClient goes.
+
+    It returns the same :class:`Response` values and raises the same errors as a
+    :class:`Transport`, and holds the same guarantees (TLS verified, no redirects, the size cap
+    while reading, the total deadline). :class:`ThreadedAsyncTransport` runs any sync
+    transport in threads. Pass it as ``AsyncSystemUserClient(transport=...)``; like a
+    :class:`Transport`, it may have ``prepare(urls, *, allow_insecure_tls)`` and
+    ``ensure_pool(size)``.
+    """
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> Response:
+        """Send one request and return the answer read to the end; never follow a redirect.
+
+        The arguments, the result and the errors are those of :meth:`Transport.request`.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections the transport holds."""
+        ...
+
+
 def call_transport(
     transport: Transport,
     method: str,
@@ -182,10 +219,7 @@ def call_transport(
     except SutSoapError:
         raise
     except Exception as exc:
-        host = host_of(url)
-        raise TransportError(
-            f"the transport failed for {host}: {type(exc).__name__}", retryable=False, host=host
-        ) from None
+        raise foreign_failure(url, exc) from None
 
 
 def _timeout_of(timeout: Any) -> tuple[Any, Any]:
