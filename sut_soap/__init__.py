@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._clock import Clock
+    from .async_client import AsyncSystemUserClient
     from .cache import CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
     from .client import SystemUserClient
     from .keys import load_private_key
@@ -29,11 +30,21 @@ if TYPE_CHECKING:
     from .retry import RetryPolicy
     from .signing import sign_system_user_token
     from .ticket import SystemUserTicket
-    from .transport import HeaderMap, HttpResponse, HttpTransport, Response, Transport
+    from .transport import (
+        AsyncTransport,
+        HeaderMap,
+        HttpResponse,
+        HttpTransport,
+        Response,
+        ThreadedAsyncTransport,
+        Transport,
+    )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncSystemUserClient",
+    "AsyncTransport",
     "AuthenticationRejectedError",
     "CachedTicket",
     "Clock",
@@ -51,6 +62,7 @@ __all__ = [
     "SutSoapError",
     "SystemUserClient",
     "SystemUserTicket",
+    "ThreadedAsyncTransport",
     "TicketCache",
     "TokenValidationError",
     "Transport",
@@ -61,6 +73,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AsyncSystemUserClient": "async_client",
+    "AsyncTransport": "transport",
     "CachedTicket": "cache",
     "Clock": "_clock",
     "HeaderMap": "transport",
@@ -73,6 +87,7 @@ _LAZY = {
     "RetryPolicy": "retry",
     "SystemUserClient": "client",
     "SystemUserTicket": "ticket",
+    "ThreadedAsyncTransport": "transport",
     "TicketCache": "cache",
     "Transport": "transport",
     "load_private_key": "keys",

@@ -121,6 +121,7 @@ def test_public_api_does_not_drift() -> None:
             "load_private_key", "sign_system_user_token",
             "RetryPolicy", "TicketCache", "LockingTicketCache", "InMemoryTicketCache", "CachedTicket", "Clock",
             "Transport", "HttpTransport", "HttpResponse", "Response", "HeaderMap", "RedisTicketCache",
+            "AsyncSystemUserClient", "AsyncTransport", "ThreadedAsyncTransport",
         ]
     )
     for name in sut_soap.__all__:
