@@ -1,5 +1,6 @@
 """Every test starts without the user's sut-soap settings or CA bundle from the environment; the per-test
-``emu`` over a module's ``emulator`` fixture; real redis-server processes (one node, a cluster) for the session."""
+``emu`` over a module's ``emulator`` fixture; ``either_client``, which makes sync and async clients alike;
+real redis-server processes (one node, a cluster) for the session."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from redis_support import MISSING as REDIS_MISSING
 from redis_support import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisServer
-from support import reset_emulator
+from support import Drivers, reset_emulator
 
 from sut_soap.testing.emulator import Emulator
 
@@ -27,6 +28,18 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def emu(emulator: Emulator) -> Iterator[Emulator]:
     """The module's ``emulator`` with no faults before or after the test, and no internal error."""
     yield from reset_emulator(emulator)
+
+
+@pytest.fixture(params=["sync", "async"])
+def either_client(request: pytest.FixtureRequest) -> Iterator[Drivers]:
+    """Makes clients of one kind per run of the test, SystemUserClient then AsyncSystemUserClient, behind one interface.
+
+    Call it with the client's options; each :class:`~support.Driver` is closed at teardown. A
+    test that takes it runs once per client: the behaviour it checks is the same for both.
+    """
+    drivers = Drivers(request.param)
+    yield drivers
+    drivers.close()
 
 
 @pytest.fixture(scope="session")
