@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, TypeVar
@@ -294,7 +293,7 @@ class AsyncSystemUserClient(ClientCore):
         """Run ``call()`` inside a budget of the client's deadline, and cut its await shortly after it."""
         budget = _deadline.open_budget(self.deadline, self._clock.monotonic)
         try:
-            return await _timed(call(), self.deadline + _GRACE)
+            return await asyncio.wait_for(call(), self.deadline + _GRACE)
         except asyncio.TimeoutError:
             raise TransportError(
                 f"the call for tenant {context} did not finish within its deadline ({self.deadline:g} s)",
@@ -376,19 +375,10 @@ class AsyncSystemUserClient(ClientCore):
             task.exception()  # retrieved: its caller may have been cancelled, the followers share it
 
     async def _wait(self, flight: Flight, timeout: float) -> bool:
-        task = self._leaders.get(flight)
-        if task is None:
-            return flight.done.is_set()
-        done, _ = await asyncio.wait((task,), timeout=timeout)
+        # A follower joined while the flight was up, and a flight lands in its leader task's last
+        # step: the task is still known here.
+        done, _ = await asyncio.wait((self._leaders[flight],), timeout=timeout)
         return bool(done)
-
-
-async def _timed(awaitable: Awaitable[T], seconds: float) -> T:
-    """Await ``awaitable``, cut after ``seconds`` with ``asyncio.TimeoutError``."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
 
 
 class _KeysNeeded(Exception):
@@ -406,9 +396,6 @@ class _CachedKeys:
         if key is None:
             raise _KeysNeeded
         return key
-
-    def __repr__(self) -> str:
-        return f"cached keys of {self._source!r}"
 
 
 class _LoopBridge:
