@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import http.client
 import json
 import os
@@ -1034,6 +1035,61 @@ ASYNC_WARM_GOAL_US = 5.0
 ASYNC_COLD_TASKS = 1000
 
 
+class _LongestCallback:
+    """The longest single callback the event loop ran while entered (ms): how long one piece of code held it."""
+
+    def __enter__(self) -> _LongestCallback:
+        self.longest = 0.0
+        self._run = asyncio.events.Handle._run
+        run = self._run
+
+        def timed(handle: asyncio.events.Handle) -> None:
+            started = time.perf_counter()
+            run(handle)
+            self.longest = max(self.longest, (time.perf_counter() - started) * 1000)
+
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.events.Handle._run = self._run  # type: ignore[method-assign]
+
+
+class _RecordedAnswers:
+    """An AsyncTransport answering each tenant's recorded answer after 50 ms: the async client's own cost, alone."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+
+    async def request(self, method: str, url: str, *, body: bytes | None = None, **kwargs: Any) -> Any:
+        await asyncio.sleep(WARM_LATENCY)
+        return self.answers[_tenant_of(body) if body else "jwks"]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _tenant_of(body: bytes) -> str:
+    start = body.index(b">", body.index(b"ContextIdentifier")) + 1
+    return body[start:body.index(b"<", start)].decode()
+
+
+class _Recorder:
+    """A sync Transport over HttpTransport that keeps each tenant's answer (and the JWKS)."""
+
+    def __init__(self) -> None:
+        self.inner = sut_soap.HttpTransport()
+        self.answers: dict[str, Any] = {}
+
+    def request(self, method: str, url: str, *, body: bytes | None = None, **kwargs: Any) -> Any:
+        response = self.inner.request(method, url, body=body, **kwargs)
+        self.answers[_tenant_of(body) if body else "jwks"] = response
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 async def _loop_lag(stop: asyncio.Event, into: list[float]) -> None:
     """How late a 1 ms sleep wakes up, again and again until ``stop``: the loop's lag, in ms."""
     while not stop.is_set():
@@ -1046,24 +1102,49 @@ def _async_client(emu: EmulatorProcess, key: rsa.RSAPrivateKey) -> AsyncSystemUs
     return AsyncSystemUserClient(client_secret=SECRET, private_key=key, endpoint=emu.endpoint)
 
 
-async def _async_warm_up(emu: EmulatorProcess, key: rsa.RSAPrivateKey, tenants: dict[str, str],
-                         *, sign_in_thread: bool) -> tuple[float, float, int, int, list[float]]:
-    """One warm-up of ``tenants`` by a new async client: seconds, client CPU, exchanges, tickets, loop lags (ms)."""
-    async with _async_client(emu, key) as client:
+async def _async_warm_up(emu: EmulatorProcess, key: rsa.RSAPrivateKey, tenants: dict[str, str], *,
+                         sign_in_thread: bool, answers: dict[str, Any] | None = None) -> AsyncRun:
+    """One warm-up of ``tenants`` by a new async client (over recorded ``answers``, if given)."""
+    transport = None if answers is None else _RecordedAnswers(answers)
+    client = AsyncSystemUserClient(client_secret=SECRET, private_key=key, endpoint=emu.endpoint, transport=transport)
+    async with client:
         client._sign_in_thread = sign_in_thread  # the measured choice below, not an option
         await client.authenticate(context_identifier=CTX, system_user_token=TOKEN)  # JWKS fetched
         lags: list[float] = []
         stop = asyncio.Event()
         probe = asyncio.create_task(_loop_lag(stop, lags))
         ex0, _ = emu.stats()
-        cpu0, started = time.process_time(), time.perf_counter()
-        result = await client.get_tickets(tenants, concurrency=ASYNC_CONCURRENCY)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        with _LongestCallback() as longest:
+            cpu0, started = time.process_time(), time.perf_counter()
+            result = await client.get_tickets(tenants, concurrency=ASYNC_CONCURRENCY)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
         stop.set()
         await probe
         ex1, _ = emu.stats()
     ok = sum(isinstance(t, SystemUserTicket) for t in result.values())
-    return elapsed, cpu, ex1 - ex0, ok, lags
+    lag_max, lag_p99 = _lag_figures(lags)
+    return AsyncRun(elapsed, cpu, len(tenants) if answers is not None else ex1 - ex0, ok, lag_max, lag_p99,
+                    longest.longest)
+
+
+@dataclass
+class AsyncRun:
+    """One async warm-up: seconds, client CPU, exchanges, tickets, loop lag max and p99, longest callback (ms)."""
+
+    seconds: float
+    cpu: float
+    exchanges: int
+    tickets: int
+    lag_max: float
+    lag_p99: float
+    longest: float
+
+    def line(self, label: str, sync_seconds: float, one_by_one: float) -> str:
+        return (f"   {label:<54} {self.seconds:7.3f} s   {self.exchanges} exchanges, {self.tickets} tickets, "
+                f"client CPU {self.cpu:.3f} s; vs sync {sync_seconds / self.seconds:4.2f}x, "
+                f"vs one by one {one_by_one / self.seconds:5.1f}x\n"
+                f"      loop lag (a 1 ms sleep woken late) max {self.lag_max:.2f} ms, p99 {self.lag_p99:.2f} ms; "
+                f"longest single callback on the loop {self.longest:.2f} ms")
 
 
 async def _async_one_by_one(emu: EmulatorProcess, key: rsa.RSAPrivateKey, sample: list[tuple[str, str]]) -> float:
@@ -1115,6 +1196,10 @@ def async_client(key: rsa.RSAPrivateKey, results: Results) -> None:
 
 
 def _async_client_section(emu: EmulatorProcess, key: rsa.RSAPrivateKey, results: Results) -> None:
+    # What README advises an asyncio service: the objects made at start-up (zeep's WSDL model
+    # among them) out of the collector's reach, so a full collection is a pause of ~5 ms, not ~50.
+    gc.collect()
+    gc.freeze()
     tenants = {f"Warm{i:04d}": f"Warm Sync-{i:04d}" for i in range(WARM_TENANTS)}
     sample = list(tenants.items())[:ONE_BY_ONE]
     print(f"11. the async client over ThreadedAsyncTransport(HttpTransport()), {WARM_TENANTS:,} cold tenants, "
@@ -1133,20 +1218,26 @@ def _async_client_section(emu: EmulatorProcess, key: rsa.RSAPrivateKey, results:
     print(f"   sync get_tickets(max_workers={ASYNC_CONCURRENCY})              {sync_seconds:7.3f} s   "
           f"{ex1 - ex0} exchanges, {ok} tickets, client CPU {sync_cpu:.3f} s")
 
-    runs: dict[bool, list[tuple[float, float, int, int, list[float]]]] = {False: [], True: []}
+    runs: dict[bool, list[AsyncRun]] = {False: [], True: []}
     for _ in range(2):  # interleaved, so both see the same machine
         for in_thread in (False, True):
             runs[in_thread].append(asyncio.run(_async_warm_up(emu, key, tenants, sign_in_thread=in_thread)))
     for in_thread, measured in runs.items():
-        where = "signing in a thread" if in_thread else "signing on the loop"
-        for elapsed, cpu, exchanges, ok, lags in measured:
-            lag_max, lag_p99 = _lag_figures(lags)
-            print(f"   async get_tickets(concurrency={ASYNC_CONCURRENCY}), {where:<20} {elapsed:7.3f} s   "
-                  f"{exchanges} exchanges, {ok} tickets, client CPU {cpu:.3f} s; "
-                  f"vs sync {sync_seconds / elapsed:4.2f}x, vs one by one {one_by_one / elapsed:5.1f}x; "
-                  f"loop lag max {lag_max:.2f} ms, p99 {lag_p99:.2f} ms")
-    best = min(runs[False], key=lambda run: run[0])
-    lag_max, lag_p99 = _lag_figures(best[4])
+        where = "signing in a thread (default)" if in_thread else "signing on the loop"
+        for run in measured:
+            print(run.line(f"async get_tickets(concurrency={ASYNC_CONCURRENCY}), {where}", sync_seconds, one_by_one))
+    best = min(runs[True], key=lambda run: run.seconds)
+
+    recorder = _Recorder()
+    with SystemUserClient(client_secret=SECRET, private_key=key, endpoint=emu.endpoint, transport=recorder) as client:
+        client.authenticate(context_identifier=CTX, system_user_token=TOKEN)
+        client.get_tickets(tenants, max_workers=ASYNC_CONCURRENCY)
+    print("   the client alone: each tenant's recorded answer after 50 ms (asyncio.sleep), no HTTP, no threads:")
+    for in_thread in (False, True):
+        alone = asyncio.run(_async_warm_up(emu, key, tenants, sign_in_thread=in_thread, answers=recorder.answers))
+        where = "signing in a thread (default)" if in_thread else "signing on the loop"
+        print(alone.line(f"async get_tickets(concurrency={ASYNC_CONCURRENCY}), {where}", sync_seconds, one_by_one))
+    lag_max, lag_p99 = best.lag_max, best.lag_p99
     exchanges, distinct = asyncio.run(_async_cold_tenant(emu, key))
     print(f"   {ASYNC_COLD_TASKS:,} tasks on one cold tenant (100 ms latency): {exchanges} exchange(s), "
           f"{distinct} distinct ticket(s)")
@@ -1154,14 +1245,17 @@ def _async_client_section(emu: EmulatorProcess, key: rsa.RSAPrivateKey, results:
     print(f"   warm await get_ticket: {warm_us:.2f} us (best of 5 x 50,000)")
     results.async_rows = [
         (f"async warm-up, {WARM_TENANTS:,} tenants at 50 ms, vs sync get_tickets(max_workers=64)",
-         sync_seconds / best[0], f">= {ASYNC_SYNC_GOAL:g}", sync_seconds / best[0] >= ASYNC_SYNC_GOAL, "{:.2f}x"),
-        (f"async warm-up, {WARM_TENANTS:,} tenants at 50 ms, vs one by one", one_by_one / best[0],
-         f">= {ASYNC_ONE_BY_ONE_GOAL:g}", one_by_one / best[0] >= ASYNC_ONE_BY_ONE_GOAL, "{:.1f}x"),
+         sync_seconds / best.seconds, f">= {ASYNC_SYNC_GOAL:g}", sync_seconds / best.seconds >= ASYNC_SYNC_GOAL,
+         "{:.2f}x"),
+        (f"async warm-up, {WARM_TENANTS:,} tenants at 50 ms, vs one by one", one_by_one / best.seconds,
+         f">= {ASYNC_ONE_BY_ONE_GOAL:g}", one_by_one / best.seconds >= ASYNC_ONE_BY_ONE_GOAL, "{:.1f}x"),
         (f"exchanges for {ASYNC_COLD_TASKS:,} tasks on one cold tenant", exchanges, "== 1", exchanges == 1, "{}"),
         ("loop lag during the async warm-up, max (ms)", lag_max, f"< {ASYNC_LAG_GOAL_MS:g}",
          lag_max < ASYNC_LAG_GOAL_MS, "{:.2f}"),
         ("loop lag during the async warm-up, p99 (ms)", lag_p99, f"< {ASYNC_LAG_GOAL_MS:g}",
          lag_p99 < ASYNC_LAG_GOAL_MS, "{:.2f}"),
+        ("longest single callback on the loop during the async warm-up (ms)", best.longest,
+         f"< {ASYNC_LAG_GOAL_MS:g}", best.longest < ASYNC_LAG_GOAL_MS, "{:.2f}"),
         ("warm await get_ticket (us)", warm_us, f"<= {ASYNC_WARM_GOAL_US:g}", warm_us <= ASYNC_WARM_GOAL_US, "{:.2f}"),
     ]
 

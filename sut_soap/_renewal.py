@@ -23,6 +23,11 @@ the client's :class:`TicketRenewal` base:
 
 A store that raises anything else is treated as unavailable: logged (WARNING at most once a minute per
 operation, else DEBUG, naming only the exception type) and skipped.
+
+The renewal is written as steps (:mod:`sut_soap._steps`): it yields each store call, wait and
+exchange for its shell to perform, so the sync and the async client share every decision above.
+The leader's part (:meth:`TicketRenewal._fly`) is one :class:`~sut_soap._steps.Lead` step, which
+the async client runs in a task of its own.
 """
 
 from __future__ import annotations
