@@ -31,7 +31,7 @@ client's CPU can be measured on its own (sections 1-4):
    redis-server and emulator): 4 processes x the same 1,000 cold tenants against 1 process,
    exchanges counted; get_ticket from Redis (process-cold) and from the local tier; a lease
    holder SIGKILLed mid-exchange; Redis stopped mid-run (failed calls, cost once the breaker is open);
-11. the async client (``python bench/run.py --only async`` runs it alone; its own emulator process):
+12. the async client (``python bench/run.py --only async`` runs it alone; its own emulator process):
    1,000 cold tenants at 50 ms, ``await get_tickets(concurrency=64)`` (signing on the loop, and in
    a thread, interleaved) against sync ``get_tickets(max_workers=64)`` and one by one, in the same
    run; the event loop's lag (max, p99) during the warm-up; 1,000 tasks on one cold tenant,
@@ -1025,7 +1025,7 @@ def fleet_on_redis(key: rsa.RSAPrivateKey) -> None:
         emu.wait()
 
 
-# -- 11. the async client (python bench/run.py --only async runs this section alone) -------------
+# -- 12. the async client (python bench/run.py --only async runs this section alone) -------------
 
 ASYNC_CONCURRENCY = 64
 ASYNC_SYNC_GOAL = 1.5  # async get_tickets against sync get_tickets(max_workers=64)
@@ -1202,7 +1202,7 @@ def _async_client_section(emu: EmulatorProcess, key: rsa.RSAPrivateKey, results:
     gc.freeze()
     tenants = {f"Warm{i:04d}": f"Warm Sync-{i:04d}" for i in range(WARM_TENANTS)}
     sample = list(tenants.items())[:ONE_BY_ONE]
-    print(f"11. the async client over ThreadedAsyncTransport(HttpTransport()), {WARM_TENANTS:,} cold tenants, "
+    print(f"12. the async client over ThreadedAsyncTransport(HttpTransport()), {WARM_TENANTS:,} cold tenants, "
           f"{WARM_LATENCY * 1000:.0f} ms emulator latency each, same run:")
     one_by_one = asyncio.run(_async_one_by_one(emu, key, sample)) / len(sample) * WARM_TENANTS
     scaled = f"measured on {len(sample)}, scaled" if len(sample) < WARM_TENANTS else "measured"
@@ -1310,7 +1310,7 @@ def main() -> int:
         fleet_on_redis(key)
         return 0
     results = Results()
-    if sys.argv[1:] == ["--only", "async"]:  # section 11 alone
+    if sys.argv[1:] == ["--only", "async"]:  # section 12 alone
         async_client(key, results)
         print("targets:")
         for label, value, target, ok, fmt in results.async_rows:

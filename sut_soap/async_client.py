@@ -165,7 +165,7 @@ class AsyncSystemUserClient(ClientCore):
         # Signing (about 1 ms of RSA, the GIL released meanwhile) runs in a worker thread: on 2
         # cores that warmed 1,000 tenants about 1.4x faster than signing on the loop and cut the
         # loop's lag (p99 19 ms against 75 ms) for a longest callback about as long (13 against
-        # 10 ms); bench/run.py, section 11, measures both.
+        # 10 ms); bench/run.py, section 12, measures both.
         self._sign_in_thread = True
 
     @property
