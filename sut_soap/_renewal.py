@@ -113,7 +113,15 @@ class TicketRenewal:
         except Exception as exc:
             self._store_failed("get", exc)
             return None
-        return self._usable(entry, context, fingerprint)
+        # _usable, inlined: this read is the hot path of get_ticket.
+        if (
+            entry is None
+            or not isinstance(entry, CachedTicket)
+            or entry.ticket.context_identifier != context
+            or entry.token_fingerprint != fingerprint
+        ):
+            return None
+        return entry
 
     def _read_steps(self, key: str, context: str, fingerprint: str) -> Steps[CachedTicket | None]:
         """:meth:`_read` as a step, so a shell can run a store that does I/O its own way."""
