@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from ._clock import Clock
     from .apiauth import TenantAuth
+    from .async_client import AsyncSystemUserClient
     from .cache import CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
     from .client import SystemUserClient
     from .keys import load_private_key
@@ -32,11 +33,21 @@ if TYPE_CHECKING:
     from .signing import sign_system_user_token
     from .tenantstate import TenantState
     from .ticket import SystemUserTicket
-    from .transport import HeaderMap, HttpResponse, HttpTransport, Response, Transport
+    from .transport import (
+        AsyncTransport,
+        HeaderMap,
+        HttpResponse,
+        HttpTransport,
+        Response,
+        ThreadedAsyncTransport,
+        Transport,
+    )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncSystemUserClient",
+    "AsyncTransport",
     "AuthenticationRejectedError",
     "CachedTicket",
     "Clock",
@@ -57,6 +68,7 @@ __all__ = [
     "TenantAuth",
     "TenantNotRunningError",
     "TenantState",
+    "ThreadedAsyncTransport",
     "TicketCache",
     "TokenValidationError",
     "Transport",
@@ -67,6 +79,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AsyncSystemUserClient": "async_client",
+    "AsyncTransport": "transport",
     "CachedTicket": "cache",
     "Clock": "_clock",
     "HeaderMap": "transport",
@@ -81,6 +95,7 @@ _LAZY = {
     "SystemUserTicket": "ticket",
     "TenantAuth": "apiauth",
     "TenantState": "tenantstate",
+    "ThreadedAsyncTransport": "transport",
     "TicketCache": "cache",
     "Transport": "transport",
     "load_private_key": "keys",

@@ -9,6 +9,7 @@ secret and the key are options too). The ``DEFAULT_*`` constants and
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -20,7 +21,7 @@ from .environments import jwks_url_for, validate_endpoint
 from .errors import ConfigurationError
 from .keysources import JwksKeySource, KeySource, key_source_from_public_key
 from .retry import RetryPolicy
-from .transport import DEFAULT_POOL_SIZE, HttpTransport, Transport
+from .transport import DEFAULT_POOL_SIZE, AsyncTransport, HttpTransport, Transport
 
 if TYPE_CHECKING:
     import requests
@@ -40,6 +41,7 @@ __all__ = [
     "default_refresh_ahead",
     "effective_retry",
     "exchange_bound",
+    "make_async_transport",
     "make_key_source",
     "make_transport",
 ]
@@ -153,8 +155,8 @@ def check_protocol(protocol: object, wsdl: object) -> str:
     return protocol
 
 
-def check_max_workers(max_workers: object) -> int:
-    """Return ``get_tickets(max_workers=)``.
+def check_max_workers(max_workers: object, *, name: str = "max_workers") -> int:
+    """Return ``get_tickets(max_workers=)`` (or the async ``concurrency=``, named by ``name``).
 
     Raises:
         ConfigurationError: not an integer from 1 to 256.
@@ -164,7 +166,7 @@ def check_max_workers(max_workers: object) -> int:
         or not isinstance(max_workers, int)
         or not 1 <= max_workers <= _MAX_WORKERS_LIMIT
     ):
-        raise ConfigurationError(f"max_workers must be an integer from 1 to {_MAX_WORKERS_LIMIT}")
+        raise ConfigurationError(f"{name} must be an integer from 1 to {_MAX_WORKERS_LIMIT}")
     return max_workers
 
 
@@ -208,6 +210,41 @@ def make_transport(
         raise ConfigurationError(
             "transport must be a sut_soap.Transport: an object with request(method, url, ...) and close()",
             hint="wrap a requests.Session with session= instead; zeep transports are no longer accepted",
+        )
+    return transport
+
+
+def make_async_transport(
+    transport: AsyncTransport | None,
+    *,
+    timeout: tuple[float, float],
+    deadline: float,
+    clock: Clock,
+) -> AsyncTransport:
+    """Return the async client's transport: ``transport=`` as given, else an AiohttpTransport.
+
+    Raises:
+        ConfigurationError: ``transport`` has no ``async def request`` or no ``aclose`` (a sync
+            :class:`~sut_soap.Transport`, say), or no transport was given and aiohttp is not
+            installed.
+    """
+    if transport is None:
+        try:
+            from .transport import AiohttpTransport  # noqa: PLC0415 -- aiohttp loads only for the async client
+        except ImportError:
+            raise ConfigurationError(
+                "the async client's default transport needs aiohttp, which is not installed",
+                hint="pip install 'sut-soap[async]', or pass "
+                     "transport=sut_soap.ThreadedAsyncTransport(sut_soap.HttpTransport())",
+            ) from None
+        transport_: AsyncTransport = AiohttpTransport(timeout=timeout, deadline=deadline, clock=clock)
+        return transport_
+    if not inspect.iscoroutinefunction(getattr(transport, "request", None)) or not callable(
+        getattr(transport, "aclose", None)
+    ):
+        raise ConfigurationError(
+            "transport must be a sut_soap.AsyncTransport: an object with async request(method, url, ...) and aclose()",
+            hint="run a sync Transport in threads with sut_soap.ThreadedAsyncTransport(transport)",
         )
     return transport
 

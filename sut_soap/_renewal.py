@@ -23,17 +23,23 @@ the client's :class:`TicketRenewal` base:
 
 A store that raises anything else is treated as unavailable: logged (WARNING at most once a minute per
 operation, else DEBUG, naming only the exception type) and skipped.
+
+The renewal is written as steps (:mod:`sut_soap._steps`): it yields each store call, wait and
+exchange for its shell to perform, so the sync and the async client share every decision above.
+The leader's part (:meth:`TicketRenewal._fly`) is one :class:`~sut_soap._steps.Lead` step, which
+the async client runs in a task of its own.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from . import _deadline
 from ._clock import Clock
-from ._flight import Flights, Freshness, Rejections, freshness
+from ._flight import Flight, Flights, Freshness, Rejections, freshness
+from ._steps import Lead, Steps, Store, Wait
 from .cache import CachedTicket, LockWaitTimeout, TicketCache
 from .errors import AuthenticationRejectedError, SutSoapError, TransportError
 from .retry import RetryPolicy
@@ -54,7 +60,8 @@ class TicketRenewal:
     """The renewal half of :class:`~sut_soap.SystemUserClient`: store, single flight, fallback.
 
     A base class, not a component: the client sets the attributes declared here in its
-    ``__init__`` and provides ``_authenticate`` (one exchange, optionally retried).
+    ``__init__`` and provides ``_exchange`` (the steps of one exchange, optionally retried).
+    The renewal is steps (:mod:`sut_soap._steps`): each client drives them its own way.
     """
 
     ticket_lifetime: float
@@ -70,7 +77,7 @@ class TicketRenewal:
     _rejections: Rejections
     _store_warned: dict[str, float]
     _fleet_acquire: Callable[[str, float, bool], AbstractContextManager[object]] | None
-    _authenticate: Callable[[str, str, RetryPolicy | None], SystemUserTicket]
+    _exchange: Callable[[str, str, RetryPolicy | None], Steps[SystemUserTicket]]
 
     def _init_renewal(self, bound: float) -> None:
         """Set up the renewal state, once ``_cache``, ``_clock`` and ``rejection_cooldown`` are set.
@@ -106,6 +113,7 @@ class TicketRenewal:
         except Exception as exc:
             self._store_failed("get", exc)
             return None
+        # _usable, inlined: this read is the hot path of get_ticket.
         if (
             entry is None
             or not isinstance(entry, CachedTicket)
@@ -115,11 +123,31 @@ class TicketRenewal:
             return None
         return entry
 
-    def _renew(self, key: str, context: str, token: str, fingerprint: str) -> SystemUserTicket:
+    def _read_steps(self, key: str, context: str, fingerprint: str) -> Steps[CachedTicket | None]:
+        """:meth:`_read` as a step, so a shell can run a store that does I/O its own way."""
+        try:
+            entry = yield Store(self._cache.get, (key,))
+        except Exception as exc:
+            self._store_failed("get", exc)
+            return None
+        return self._usable(entry, context, fingerprint)
+
+    @staticmethod
+    def _usable(entry: object, context: str, fingerprint: str) -> CachedTicket | None:
+        if (
+            entry is None
+            or not isinstance(entry, CachedTicket)
+            or entry.ticket.context_identifier != context
+            or entry.token_fingerprint != fingerprint
+        ):
+            return None
+        return entry
+
+    def _renew(self, key: str, context: str, token: str, fingerprint: str) -> Steps[SystemUserTicket]:
         flight_key = f"{key}\x00{fingerprint}"
         while True:
             usable: CachedTicket | None = None
-            entry = self._read(key, context, fingerprint)
+            entry = yield from self._read_steps(key, context, fingerprint)
             if entry is not None:
                 state = self._freshness(entry)
                 if state is Freshness.FRESH:
@@ -138,7 +166,7 @@ class TicketRenewal:
                 if usable is not None:  # someone is renewing it; this one is still valid
                     return usable.ticket
                 left = _deadline.remaining()
-                if not flight.done.wait(self._exchange_bound if left is None else max(0.0, left)):
+                if not (yield Wait(flight, self._exchange_bound if left is None else max(0.0, left))):
                     raise TransportError(
                         f"the exchange for tenant {context} in another thread did not finish within "
                         "this call's deadline",
@@ -149,32 +177,43 @@ class TicketRenewal:
                 if flight.error is not None:
                     raise flight.error
                 continue  # the leader was interrupted without an outcome: try again
+            ticket: SystemUserTicket = yield Lead(
+                flight, self._fly(key, context, token, fingerprint, flight_key, flight=flight, due=usable)
+            )
+            return ticket
+
+    def _fly(
+        self, key: str, context: str, token: str, fingerprint: str, flight_key: str,
+        *, flight: Flight, due: CachedTicket | None,
+    ) -> Steps[SystemUserTicket]:
+        """The leader's part: renew, then land the flight with the outcome, whatever happens."""
+        try:
             try:
-                try:
-                    ticket = self._lead(key, context, token, fingerprint, flight_key, due=usable)
-                except _HeldElsewhere:
-                    if usable is None:
-                        raise TransportError(
-                            f"the exchange for tenant {context} in another process did not finish within "
-                            "this call's deadline",
-                            retryable=True,
-                            hint="try again: the other process's ticket is then in the shared store",
-                        ) from None
-                    ticket = usable.ticket  # another process is renewing it; this one is still valid
-                flight.ticket = ticket
-                return ticket
-            except BaseException as error:
-                flight.error = error if isinstance(error, Exception) else None
-                raise
-            finally:
-                self._flights.land(flight_key, flight)
+                ticket = yield from self._lead(key, context, token, fingerprint, flight_key, due=due)
+            except _HeldElsewhere:
+                if due is None:
+                    raise TransportError(
+                        f"the exchange for tenant {context} in another process did not finish within "
+                        "this call's deadline",
+                        retryable=True,
+                        hint="try again: the other process's ticket is then in the shared store",
+                    ) from None
+                ticket = due.ticket  # another process is renewing it; this one is still valid
+            flight.ticket = ticket
+            return ticket
+        except BaseException as error:
+            flight.error = error if isinstance(error, Exception) else None
+            raise
+        finally:
+            self._flights.land(flight_key, flight)
 
     def _lead(
         self, key: str, context: str, token: str, fingerprint: str, flight_key: str, *, due: CachedTicket | None
-    ) -> SystemUserTicket:
-        with self._fleet_lock(key, wait=due is None):
+    ) -> Steps[SystemUserTicket]:
+        held = yield from self._take_fleet_lock(key, wait=due is None)
+        try:
             usable: CachedTicket | None = None
-            entry = self._read(key, context, fingerprint)  # renewed meanwhile by a thread or process?
+            entry = yield from self._read_steps(key, context, fingerprint)  # renewed meanwhile by a thread or process?
             if entry is not None:
                 state = self._freshness(entry)
                 if state is Freshness.FRESH:
@@ -192,7 +231,7 @@ class TicketRenewal:
             try:
                 # With a still-valid ticket in hand, a failed renewal falls back to it at once
                 # rather than making the caller wait out retries.
-                ticket = self._authenticate(context, token, self.retry if usable is None else None)
+                ticket = yield from self._exchange(context, token, self.retry if usable is None else None)
             except SutSoapError as error:
                 if isinstance(error, AuthenticationRejectedError):
                     self._rejections.remember(flight_key, error)
@@ -208,10 +247,18 @@ class TicketRenewal:
             self._backoff.pop(flight_key, None)
             fresh = CachedTicket(ticket, token_fingerprint=fingerprint, obtained_monotonic=started)
             try:
-                self._cache.set(key, fresh, max(1.0, self.ticket_lifetime - (self._clock.monotonic() - started)))
+                yield Store(
+                    self._cache.set, (key, fresh, max(1.0, self.ticket_lifetime - (self._clock.monotonic() - started)))
+                )
             except Exception as exc:
                 self._store_failed("set", exc)
             return ticket
+        finally:
+            if held is not None:
+                try:
+                    yield Store(held.__exit__, (None, None, None))
+                except Exception as exc:
+                    self._store_failed("unlock", exc)
 
     def _remembered_rejection(self, flight_key: str, context: str) -> AuthenticationRejectedError | None:
         remembered = self._rejections.recall(flight_key)
@@ -227,35 +274,28 @@ class TicketRenewal:
             hint=original.hint,
         )
 
-    @contextmanager
-    def _fleet_lock(self, key: str, *, wait: bool) -> Iterator[None]:
-        """The store's fleet-wide lease (or lock) for ``key`` if it has one; a failing store is skipped.
+    def _take_fleet_lock(self, key: str, *, wait: bool) -> Steps[AbstractContextManager[object] | None]:
+        """Enter the store's fleet-wide lease (or lock) for ``key`` if it has one; a failing store is skipped.
 
-        Raises _HeldElsewhere when the store says the lease is held elsewhere and the wait ran out.
+        Returns the entered lease, for the caller to leave, or None. Raises _HeldElsewhere when
+        the store says the lease is held elsewhere and the wait ran out.
         """
-        held: AbstractContextManager[object] | None = None
-        if self._fleet_acquire is not None:
-            # Waiting for the lease is part of this call, so it ends within the call's deadline;
-            # the holder's own call ends within its deadline too, so a lease of the exchange
-            # bound (deadline + margin) outlives it.
-            left = _deadline.remaining()
-            timeout = self._exchange_bound if left is None else min(self._exchange_bound, max(0.001, left))
-            try:
-                candidate = self._fleet_acquire(key, timeout, wait)
-                candidate.__enter__()
-                held = candidate
-            except LockWaitTimeout:
-                raise _HeldElsewhere from None
-            except Exception as exc:
-                self._store_failed("lock", exc)
+        if self._fleet_acquire is None:
+            return None
+        # Waiting for the lease is part of this call, so it ends within the call's deadline;
+        # the holder's own call ends within its deadline too, so a lease of the exchange
+        # bound (deadline + margin) outlives it.
+        left = _deadline.remaining()
+        timeout = self._exchange_bound if left is None else min(self._exchange_bound, max(0.001, left))
         try:
-            yield
-        finally:
-            if held is not None:
-                try:
-                    held.__exit__(None, None, None)
-                except Exception as exc:
-                    self._store_failed("unlock", exc)
+            candidate = self._fleet_acquire(key, timeout, wait)
+            yield Store(candidate.__enter__, ())
+        except LockWaitTimeout:
+            raise _HeldElsewhere from None
+        except Exception as exc:
+            self._store_failed("lock", exc)
+            return None
+        return candidate
 
     def _store_failed(self, operation: str, exc: Exception) -> None:
         now = self._clock.monotonic()

@@ -40,52 +40,37 @@ The option checks and defaults live in :mod:`sut_soap._options`, the renewal pat
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, SupportsIndex
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from . import _deadline, rest
-from ._clock import Clock, as_clock
+from . import _deadline
+from ._clock import Clock
+from ._core import DEFAULT_RETRY_OPTION, FINGERPRINT_MEMO, ClientCore, remember_fingerprint
 from ._fork import not_picklable
 from ._options import (
     DEFAULT_MAX_WORKERS,
     DEFAULT_REJECTION_COOLDOWN,
     DEFAULT_TICKET_LIFETIME,
-    check_cache,
-    check_cooldown,
-    check_deadline,
-    check_lifetime,
     check_max_workers,
-    check_protocol,
-    check_timeout,
     default_refresh_ahead,
-    effective_retry,
-    exchange_bound,
-    make_key_source,
     make_transport,
 )
-from ._rejection import rejection
-from ._renewal import TicketRenewal
-from .cache import CachedTicket, InMemoryTicketCache, TicketCache
-from .contract import REST_PATH, SERVICE_PATH
-from .environments import ENVIRONMENTS, normalise_environment, resolve_endpoint
-from .errors import ConfigurationError, ProtocolError, SutSoapError
-from .keys import PrivateKeyInput, load_private_key
+from ._steps import Attempt, Send, Sign, Sleep, Step, Store, Validate, Wait, run
+from .cache import TicketCache
+from .environments import ENVIRONMENTS
+from .errors import ConfigurationError, SutSoapError
+from .keys import PrivateKeyInput
 from .retry import RetryPolicy
 from .signing import check_text_value, sign_system_user_token
-from .soap import Answer, SoapService, parse_answer
+from .soap import Answer
 from .tenantstate import TenantState, TenantStates
 from .ticket import SystemUserTicket
-from .tokens import DEFAULT_LEEWAY, TokenValidator
+from .tokens import DEFAULT_LEEWAY
 from .transport import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, Transport, call_transport
 
 if TYPE_CHECKING:
@@ -105,38 +90,10 @@ __all__ = [
 
 _log = logging.getLogger("sut_soap.client")
 
-_FINGERPRINT_MEMO = 100_000
-# The default of retry=: identity tells "not given" from an explicit RetryPolicy().
-_DEFAULT_RETRY = RetryPolicy()
-
-class _TokenMemo(dict[str, str]):
-    """System user token -> fingerprint; its repr shows only the size (the keys are secrets)."""
-
-    def __repr__(self) -> str:
-        return f"<{len(self)} token fingerprints>"
-
-    __str__ = __repr__
+_FINGERPRINT_MEMO = FINGERPRINT_MEMO
 
 
-class _Secret:
-    """A value that never shows itself in str or repr."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The value itself, for the one place that must send it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
-
-
-class SystemUserClient(TicketRenewal):
+class SystemUserClient(ClientCore):
     """Exchange system user tokens for validated system user tickets, for many tenants.
 
     One client per application (client secret and partner key) and environment, shared by
@@ -259,62 +216,26 @@ class SystemUserClient(TicketRenewal):
         cache: TicketCache | None = None,
         ticket_lifetime: float = DEFAULT_TICKET_LIFETIME,
         refresh_ahead: float | None = None,
-        retry: RetryPolicy | None = _DEFAULT_RETRY,
+        retry: RetryPolicy | None = DEFAULT_RETRY_OPTION,
         rejection_cooldown: float = DEFAULT_REJECTION_COOLDOWN,
         allow_insecure_tls: bool = False,
         protocol: str = "soap",
     ) -> None:
         """Check every option and build the client; the options are described on the class."""
-        self._client_secret = _Secret(check_text_value(client_secret, "client secret"))
-        self.ticket_lifetime, self.refresh_ahead = check_lifetime(ticket_lifetime, refresh_ahead)
-        self.retry: RetryPolicy | None = effective_retry(
-            retry, defaulted=retry is _DEFAULT_RETRY, transport_given=transport is not None
+        timeout_pair = self._configure(
+            client_secret=client_secret, private_key=private_key, password=password, environment=environment,
+            endpoint=endpoint, timeout=timeout, deadline=deadline, clock=clock, cache=cache,
+            ticket_lifetime=ticket_lifetime, refresh_ahead=refresh_ahead, retry=retry,
+            transport_given=transport is not None, rejection_cooldown=rejection_cooldown,
+            allow_insecure_tls=allow_insecure_tls, protocol=protocol, wsdl=wsdl,
         )
-        self.rejection_cooldown = check_cooldown(rejection_cooldown)
-        if not isinstance(allow_insecure_tls, bool):
-            raise ConfigurationError("allow_insecure_tls must be True or False")
-        self._renew_after = self.ticket_lifetime - self.refresh_ahead
-        self._clock = as_clock(clock)
-        self._now: Callable[[], float] = self._clock.wall
-        self._cache: TicketCache = InMemoryTicketCache(clock=self._clock) if cache is None else check_cache(cache)
-        self._private_key = load_private_key(private_key, password=password)
-        self.protocol = check_protocol(protocol, wsdl)
-        self.environment = normalise_environment(environment) if environment is not None else None
-        self.endpoint = resolve_endpoint(
-            environment=self.environment, endpoint=endpoint, path=REST_PATH if self.protocol == "rest" else SERVICE_PATH
-        )
-        timeout = check_timeout(timeout)
-        self.deadline = check_deadline(deadline)
         self._transport: Transport = make_transport(
-            transport, session, timeout=timeout, deadline=self.deadline, clock=self._clock
+            transport, session, timeout=timeout_pair, deadline=self.deadline, clock=self._clock
         )
-        self._key_source, self.jwks_url = make_key_source(
-            public_key=public_key,
-            jwks_url=jwks_url,
-            environment=self.environment,
-            endpoint=self.endpoint,
-            transport=self._transport,
-            clock=self._clock,
+        self._configure_exchange(
+            network=self._transport, jwks_transport=self._transport, public_key=public_key, jwks_url=jwks_url,
+            leeway=leeway, expected_serial=expected_serial, wsdl=wsdl, allow_insecure_tls=allow_insecure_tls,
         )
-        self._validator = TokenValidator(
-            self._key_source, leeway=leeway, expected_serial=expected_serial, clock=self._clock
-        )
-        # The one difference between the protocols: how the request is written and the answer read.
-        self._soap: SoapService | None = None
-        self._build: Callable[..., tuple[bytes, dict[str, str]]] = rest.build_request
-        self._parse: Callable[..., Answer] = rest.parse_answer
-        if self.protocol == "soap":
-            self._soap = SoapService(endpoint=self.endpoint, wsdl=Path(wsdl) if wsdl is not None else None)
-            self._build, self._parse = self._soap.build, parse_answer
-        prepare = getattr(self._transport, "prepare", None)
-        if callable(prepare):
-            prepare((self.endpoint, self.jwks_url), allow_insecure_tls=allow_insecure_tls)
-        self._hash_key, self._key_prefix = _cache_keys(self._client_secret.reveal(), self.endpoint)
-        use_derived_key = getattr(self._cache, "use_derived_key", None)
-        if callable(use_derived_key):
-            use_derived_key(self._key_prefix, _store_key(self._client_secret.reveal(), self.endpoint))
-        self._init_renewal(exchange_bound(self.deadline))
-        self._fingerprints = _TokenMemo()
         self._states = TenantStates(self._transport, _state_base(self.environment, self.endpoint), self._clock,
                                     deadline=self.deadline)
 
@@ -322,11 +243,6 @@ class SystemUserClient(TicketRenewal):
     def transport(self) -> Transport:
         """The :class:`~sut_soap.Transport` every request of this client goes through."""
         return self._transport
-
-    @property
-    def clock(self) -> Clock:
-        """The :class:`~sut_soap.Clock` this client reads time from."""
-        return self._clock
 
     def authenticate(self, *, context_identifier: str, system_user_token: str) -> SystemUserTicket:
         """Sign the tenant's system user token, exchange it and return the validated ticket.
@@ -358,68 +274,36 @@ class SystemUserClient(TicketRenewal):
         token = check_text_value(system_user_token, "system user token")
         budget = _deadline.open_budget(self.deadline, self._clock.monotonic)
         try:
-            return self._authenticate(context, token, None)
+            return run(self._exchange(context, token, None), self._perform)
         finally:
             _deadline.leave(budget)
 
-    def _authenticate(self, context: str, token: str, retry: RetryPolicy | None) -> SystemUserTicket:
-        exchanged: list[tuple[Answer, datetime]] = []
-
-        def attempt(budget: float | None) -> SystemUserTicket:
-            # One exchange per call: when only the validation failed, and retryably (a JWKS that
-            # could not be fetched), the retry validates the same JWT again; exchanging again
-            # would only add a credential record at SuperOffice.
-            within = None if budget is None else _deadline.open_budget(budget, self._clock.monotonic)
-            try:
-                if not exchanged:
-                    exchanged.append(self._attempt(context, token))
-                return self._validated(context, *exchanged[0])
-            finally:
-                if within is not None:
-                    _deadline.leave(within)
-
-        if retry is None:
-            return attempt(None)
-        return retry.call(attempt, what=f"exchange for {context}", clock=self._clock, budget=_deadline.remaining())
-
-    def _validated(self, context: str, answer: Answer, now: datetime) -> SystemUserTicket:
-        """The ticket from a successful answer's JWT, once it passed every check."""
-        if answer.token is None:  # parse_answer guarantees a token on success
-            raise ProtocolError("IsSuccessful is true but the answer carries no Token")
-        claims = self._validator.validate(answer.token, context_identifier=context)
-        # The claims are the JWT's payload: the ticket keeps the JWT and decodes them when read.
-        ticket = SystemUserTicket._from_validated_jwt(answer.token, claims, context_identifier=context, obtained_at=now)
-        if _log.isEnabledFor(logging.DEBUG):  # isoformat costs more than the check
-            _log.debug("ticket for %s valid; JWT expires %s", context, ticket.expires_at.isoformat())
-        return ticket
-
     def _attempt(self, context: str, token: str) -> tuple[Answer, datetime]:
         """Sign now, send, and read the answer: one attempt at the exchange."""
-        secret = self._client_secret.reveal()
-        now = self._clock.now()
-        signed = sign_system_user_token(token, self._private_key, at=now)
-        body, headers = self._build(signed_token=signed, client_secret=secret, context_identifier=context)
+        return run(self._attempt_steps(context, token), self._perform)
 
-        started = self._clock.monotonic()
-        response = call_transport(self._transport, "POST", self.endpoint, body=body, headers=headers)
-        _log.debug(
-            "exchange for %s: HTTP %s in %.1f ms",
-            context, response.status_code, (self._clock.monotonic() - started) * 1000,
-        )
-        answer = self._parse(response, secrets=(secret, signed, token))
-        if not answer.is_successful:
-            raise rejection(context, answer.error_message)
-        return answer, now
+    def _perform(self, step: Step) -> Any:
+        """Perform one step of the shared decisions here, blocking the calling thread."""
+        kind = type(step)
+        if kind is Store:
+            return step.call(*step.args)  # type: ignore[union-attr]
+        if kind is Attempt:
+            return self._attempt(step.context, step.token)  # type: ignore[union-attr]
+        if kind is Validate:
+            return self._validator.validate(step.token, context_identifier=step.context)  # type: ignore[union-attr]
+        if kind is Sign:
+            return sign_system_user_token(step.token, step.key, at=step.at)  # type: ignore[union-attr]
+        if kind is Send:
+            return call_transport(
+                self._transport, step.method, step.url, body=step.body, headers=step.headers  # type: ignore[union-attr]
+            )
+        if kind is Wait:
+            return step.flight.done.wait(step.timeout)  # type: ignore[union-attr]
+        if kind is Sleep:
+            return step.sleep(step.seconds)  # type: ignore[union-attr]
+        return run(step.steps, self._perform)  # type: ignore[union-attr]  # Lead: the leader is this thread
 
     # -- cached tickets ------------------------------------------------------------------------
-
-    @property
-    def cache(self) -> TicketCache:
-        """The ticket store (an :class:`~sut_soap.cache.InMemoryTicketCache` unless ``cache=`` was given).
-
-        Its entries are secrets: each holds a ticket for the tenant's APIs.
-        """
-        return self._cache
 
     def get_ticket(self, *, context_identifier: str, system_user_token: str) -> SystemUserTicket:
         """Return the tenant's cached ticket while it is fresh, else exchange (once) and cache it.
@@ -474,63 +358,9 @@ class SystemUserClient(TicketRenewal):
         token = check_text_value(system_user_token, "system user token")
         budget = _deadline.open_budget(self.deadline, self._clock.monotonic)
         try:
-            return self._renew(self._key_prefix + context, context, token, self._fingerprint(token))
+            return run(self._renew(self._key_prefix + context, context, token, self._fingerprint(token)), self._perform)
         finally:
             _deadline.leave(budget)
-
-    def invalidate(self, context_identifier: str, *, ticket: SystemUserTicket | str | None = None) -> None:
-        """Forget the tenant's cached ticket, so the next :meth:`get_ticket` exchanges.
-
-        Pass ``ticket`` (the ticket that got the 401) to forget it only if it is still the cached
-        one: when many threads see the same 401, the first invalidates and the others then leave
-        the fresh ticket alone instead of causing one exchange each (a store that cannot be read
-        is not trusted to tell: the entry is forgotten). Without ``ticket``, a
-        remembered rejection of the tenant is forgotten too (say, once the tenant's
-        administrator approved the application again). A store that raises is logged and
-        skipped, never raised.
-
-        Args:
-            context_identifier: the tenant whose ticket to forget.
-            ticket: the :class:`~sut_soap.SystemUserTicket` (or its ``ticket`` string) that
-                stopped working; None forgets whatever is cached.
-
-        Raises:
-            ConfigurationError: an empty ``context_identifier`` or one with control characters.
-        """
-        context = check_text_value(context_identifier, "context identifier")
-        key = self._key_prefix + context
-        delete_if = getattr(self._cache, "delete_if", None)
-        deleted = False
-        if ticket is not None and callable(delete_if):
-            given = ticket.ticket if isinstance(ticket, SystemUserTicket) else ticket
-            try:
-                # One step in the store: a slow process never deletes the newer ticket another stored.
-                if not delete_if(key, given):
-                    return
-                deleted = True
-            except Exception as exc:
-                self._store_failed("delete", exc)  # then delete() below, as for an unreadable store
-        elif ticket is not None:
-            given = ticket.ticket if isinstance(ticket, SystemUserTicket) else ticket
-            try:
-                entry = self._cache.get(key)
-            except Exception as exc:
-                # Unreadable: the refused ticket may still be cached, so forget the entry (at
-                # worst one extra exchange) rather than keep serving it once the store is back.
-                self._store_failed("get", exc)
-            else:
-                if entry is None or (isinstance(entry, CachedTicket) and entry.ticket.ticket != given):
-                    return
-        for flight_key in [k for k in list(self._backoff) if k.startswith(key + "\x00")]:
-            self._backoff.pop(flight_key, None)
-        if ticket is None:
-            self._rejections.forget(lambda flight_key: flight_key.startswith(key + "\x00"))
-        if not deleted:
-            try:
-                self._cache.delete(key)
-            except Exception as exc:
-                self._store_failed("delete", exc)
-        _log.debug("ticket for %s invalidated", context)
 
     def tenant_state(self, context_identifier: str) -> TenantState:
         """The tenant's state from SuperOffice's tenant state API: running, where its API is, until when.
@@ -600,6 +430,7 @@ class SystemUserClient(TicketRenewal):
         token = check_text_value(system_user_token, "system user token")
         return build(self, self._client_secret, context, token, base_url)
 
+
     def get_tickets(
         self, tenants: Mapping[str, str], *, max_workers: int = DEFAULT_MAX_WORKERS
     ) -> dict[str, SystemUserTicket | SutSoapError]:
@@ -650,39 +481,10 @@ class SystemUserClient(TicketRenewal):
             return {item[0]: result for item, result in zip(items, pool.map(one, items), strict=True)}
 
     def _fingerprint(self, token: str) -> str:
-        # Memoised: hashing is the largest cost of a cache hit. The process holds these tokens
-        # anyway (callers pass them, ticket claims carry them); the memo is bounded.
         fingerprint = self._fingerprints.get(token)
         if fingerprint is None:
-            data = token.encode("utf-8", "surrogatepass")
-            fingerprint = hashlib.blake2b(data, key=self._hash_key, digest_size=16).hexdigest()
-            if len(self._fingerprints) >= _FINGERPRINT_MEMO:
-                self._fingerprints.clear()
-            self._fingerprints[token] = fingerprint
+            fingerprint = remember_fingerprint(self._fingerprints, self._hash_key, token, _FINGERPRINT_MEMO)
         return fingerprint
-
-    def build_envelope(self, *, context_identifier: str, signed_system_token: str) -> tuple[bytes, dict[str, str]]:
-        """Return the exact request body and HTTP headers ``authenticate`` would send.
-
-        Nothing is sent. The body (the SOAP envelope, or the JSON of ``protocol="rest"``)
-        carries the client secret and the signed token: treat it as a secret (the command
-        line's ``envelope`` masks both unless asked not to).
-
-        Args:
-            context_identifier: the tenant, such as ``Cust12345``.
-            signed_system_token: the signed token, as :func:`~sut_soap.sign_system_user_token`
-                returns it.
-
-        Returns:
-            ``(body, headers)``: the UTF-8 envelope and its ``Content-Type`` and ``SOAPAction``;
-            for REST the UTF-8 JSON and its ``Content-Type`` and ``Accept``.
-
-        Raises:
-            ConfigurationError: an empty value or one with control characters.
-        """
-        context = check_text_value(context_identifier, "context identifier")
-        signed = check_text_value(signed_system_token, "signed system token")
-        return self._build(signed_token=signed, client_secret=self._client_secret.reveal(), context_identifier=context)
 
     def close(self) -> None:
         """Close the transport and the key source's own transport, if it has one.
@@ -719,24 +521,3 @@ def _state_base(environment: str | None, endpoint: str) -> str:
         return ENVIRONMENTS[environment]
     parts = urlsplit(endpoint)
     return f"{parts.scheme}://{parts.netloc}"
-
-
-def _cache_keys(client_secret: str, endpoint: str) -> tuple[bytes, str]:
-    """The key for token fingerprints and the prefix of cache keys, both derived from the secret.
-
-    Keyed with a hash of the client secret, so neither reveals a secret and two applications
-    (or endpoints) never share an entry.
-    """
-    hash_key = hashlib.blake2b(b"sut-soap ticket cache v1\x00" + client_secret.encode("utf-8"), digest_size=32).digest()
-    namespace = hashlib.blake2b(endpoint.encode("utf-8"), key=hash_key, digest_size=8).hexdigest()
-    return hash_key, f"sut-soap:v1:{namespace}:"
-
-
-def _store_key(client_secret: str, endpoint: str) -> bytes:
-    """The 32-byte key a store may encrypt this client's entries at rest with (``use_derived_key``).
-
-    HKDF-SHA256 of the client secret, bound to the endpoint: the store never sees the secret, and
-    the key tells nothing about it.
-    """
-    info = b"sut-soap ticket cache at rest v1\x00" + endpoint.encode("utf-8")
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(client_secret.encode("utf-8"))

@@ -344,6 +344,20 @@ class JwksKeySource:
         finally:
             self._lock.release()
 
+    def cached_key(self, kid: str | None) -> RSAPublicKey | None:
+        """The key for ``kid`` from the cached set, without fetching or waiting; None when a fetch may be needed.
+
+        For a caller that must not block (the async client validates on the event loop with it,
+        and calls :meth:`get_key` in a thread when it returns None). Reads the cached set without
+        the lock: it is replaced whole, never changed.
+
+        Raises:
+            TokenValidationError: ``check="key"`` when the cached set cannot choose a key (see
+                :meth:`get_key`).
+        """
+        entries = self._entries
+        return None if entries is None else _select_key(entries, kid)
+
     def _reset_after_fork(self) -> None:
         """In a forked child: a new lock (a parent's thread may have held it mid-fetch); the keys stay cached."""
         self._lock = threading.Lock()

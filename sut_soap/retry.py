@@ -34,7 +34,7 @@ from typing import TypeVar
 from ._clock import Clock
 from .errors import ConfigurationError, SoapFaultError, SutSoapError, TransportError
 
-__all__ = ["DEFAULT_RETRY", "RetryPolicy"]
+__all__ = ["DEFAULT_RETRY", "RetryPolicy", "RetrySchedule"]
 
 _log = logging.getLogger("sut_soap.retry")
 
@@ -151,34 +151,82 @@ class RetryPolicy:
                 is not transient, or the next wait would pass the deadline. Exceptions that are
                 not a ``SutSoapError`` are never retried and propagate at once.
         """
+        schedule = self.schedule(what=what, clock=clock, budget=budget)
+        while True:
+            try:
+                return attempt(schedule.left())
+            except SutSoapError as error:
+                wait = schedule.wait_after(error)
+                if wait is None:
+                    raise
+            schedule.sleep(wait)
+
+    def schedule(self, *, what: str, clock: Clock | None = None, budget: float | None = None) -> RetrySchedule:
+        """Start the retry schedule of one call, for a caller that runs the attempts itself.
+
+        :meth:`call` is this schedule driven in the calling thread; the async client drives the
+        same schedule with awaited waits. The deadline starts now. The arguments are
+        :meth:`call`'s.
+        """
         monotonic = clock.monotonic if clock is not None and self.monotonic is time.monotonic else self.monotonic
         sleep = clock.sleep if clock is not None and self.sleep is time.sleep else self.sleep
         allowed = self.deadline if budget is None else min(self.deadline, budget)
-        deadline_at = monotonic() + allowed
-        number = 1
-        while True:
-            try:
-                return attempt(deadline_at - monotonic())
-            except SutSoapError as error:
-                wait = self.delay(error, number)
-                status = getattr(error, "status", None)
-                failure = type(error).__name__ + (f", HTTP {status}" if status is not None else "")
-                if wait is None:
-                    if number > 1 or is_transient(error):
-                        _log.debug("%s: attempt %d of %d failed (%s); giving up", what, number, self.attempts, failure)
-                    raise
-                if monotonic() + wait >= deadline_at:
-                    _log.debug(
-                        "%s: attempt %d failed (%s); a wait of %.2f s would pass the %g s deadline",
-                        what, number, failure, wait, allowed,
-                    )
-                    raise
-                _log.debug(
-                    "%s: attempt %d of %d failed (%s); retrying in %.2f s",
-                    what, number, self.attempts, failure, wait,
-                )
-            sleep(wait)
-            number += 1
+        return RetrySchedule(self, what, monotonic, sleep, allowed)
+
+
+class RetrySchedule:
+    """The retries of one call: the seconds left, and whether (and how long) to wait after a failure.
+
+    Built by :meth:`RetryPolicy.schedule`.
+
+    Attributes:
+        sleep: how to wait between attempts: the policy's ``sleep=``, else the client clock's.
+    """
+
+    __slots__ = ("_allowed", "_deadline_at", "_monotonic", "_number", "_policy", "_what", "sleep")
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        what: str,
+        monotonic: Callable[[], float],
+        sleep: Callable[[float], None],
+        allowed: float,
+    ) -> None:
+        self._policy = policy
+        self._what = what
+        self._monotonic = monotonic
+        self.sleep = sleep
+        self._allowed = allowed
+        self._deadline_at = monotonic() + allowed
+        self._number = 1
+
+    def left(self) -> float:
+        """Seconds left until the deadline, for the next attempt."""
+        return self._deadline_at - self._monotonic()
+
+    def wait_after(self, error: SutSoapError) -> float | None:
+        """Seconds to wait before the next attempt after this one failed with ``error``; None: give up (raise it).
+
+        Each retry and the giving up are logged at DEBUG on ``sut_soap.retry``, never a secret.
+        """
+        policy, what, number = self._policy, self._what, self._number
+        wait = policy.delay(error, number)
+        status = getattr(error, "status", None)
+        failure = type(error).__name__ + (f", HTTP {status}" if status is not None else "")
+        if wait is None:
+            if number > 1 or is_transient(error):
+                _log.debug("%s: attempt %d of %d failed (%s); giving up", what, number, policy.attempts, failure)
+            return None
+        if self._monotonic() + wait >= self._deadline_at:
+            _log.debug(
+                "%s: attempt %d failed (%s); a wait of %.2f s would pass the %g s deadline",
+                what, number, failure, wait, self._allowed,
+            )
+            return None
+        _log.debug("%s: attempt %d of %d failed (%s); retrying in %.2f s", what, number, policy.attempts, failure, wait)
+        self._number = number + 1
+        return wait
 
 
 def is_transient(error: BaseException) -> bool:

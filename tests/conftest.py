@@ -1,6 +1,7 @@
 """Every test starts without the user's sut-soap settings or CA bundle from the environment; the per-test
-``emu`` over a module's ``emulator`` fixture; real redis-server processes (one node, a cluster) for the session;
-callers of a tenant's API (requests or httpx) and a header-recording server."""
+``emu`` over a module's ``emulator`` fixture; ``either_client``, which makes sync and async clients alike;
+real redis-server processes (one node, a cluster) for the session; callers of a tenant's API (requests or httpx)
+and a header-recording server."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from redis_support import MISSING as REDIS_MISSING
 from redis_support import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisServer
-from support import ApiCaller, RecordingServer, reset_emulator
+from support import ApiCaller, Drivers, RecordingServer, reset_emulator
 
 from sut_soap.testing.emulator import Emulator
 
@@ -29,6 +30,18 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def emu(emulator: Emulator) -> Iterator[Emulator]:
     """The module's ``emulator`` with no faults before or after the test, and no internal error."""
     yield from reset_emulator(emulator)
+
+
+@pytest.fixture(params=["sync", "async"])
+def either_client(request: pytest.FixtureRequest) -> Iterator[Drivers]:
+    """Makes clients of one kind per run of the test, SystemUserClient then AsyncSystemUserClient, behind one interface.
+
+    Call it with the client's options; each :class:`~support.Driver` is closed at teardown. A
+    test that takes it runs once per client: the behaviour it checks is the same for both.
+    """
+    drivers = Drivers(request.param)
+    yield drivers
+    drivers.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,11 @@
 """Test helpers and data shared by several test files: known-answer signatures, envelope patterns and
 answer builders, clocks, a log canary, loopback HTTP and TLS servers, a scripted caller's transport,
-the per-test emulator reset and a client factory, and callers of a tenant's API with requests or httpx."""
+the per-test emulator reset, a client factory, a driver over both clients, and callers of a tenant's API with
+requests or httpx."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import io
@@ -35,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from sut_soap.async_client import AsyncSystemUserClient
 from sut_soap.cli import main as cli_main
 from sut_soap.cli.replay import replay_main
 from sut_soap.client import SystemUserClient
@@ -89,6 +92,75 @@ class ClientFactory:
     def close(self) -> None:
         for client in self.made:
             client.close()
+
+class Driver:
+    """One client, sync or async, behind the sync client's calls: an async one runs each call to its end on a loop of its own.
+
+    So one behaviour test runs over both clients: ``kind`` is ``"sync"`` or ``"async"``, ``client``
+    the client itself. A sync ``transport=`` (or ``session=``) given to an async driver is run
+    by a :class:`~sut_soap.ThreadedAsyncTransport`, as a user of the async client would.
+    """
+
+    def __init__(self, kind: str, **options: Any) -> None:
+        self.kind = kind
+        self.loop: asyncio.AbstractEventLoop | None = None
+        if kind == "sync":
+            self.client: Any = SystemUserClient(**options)
+            return
+        from sut_soap.transport import HttpTransport, ThreadedAsyncTransport
+
+        session = options.pop("session", None)
+        if session is not None:
+            options["transport"] = HttpTransport(session)
+        transport = options.get("transport")
+        if transport is not None and not asyncio.iscoroutinefunction(getattr(transport, "request", None)):
+            options["transport"] = ThreadedAsyncTransport(transport)
+        self.loop = asyncio.new_event_loop()
+        self.client = AsyncSystemUserClient(**options)
+
+    def _run(self, result: Any) -> Any:
+        return result if self.loop is None else self.loop.run_until_complete(result)
+
+    def authenticate(self, **kwargs: Any) -> Any:
+        return self._run(self.client.authenticate(**kwargs))
+
+    def get_ticket(self, **kwargs: Any) -> Any:
+        return self._run(self.client.get_ticket(**kwargs))
+
+    def get_tickets(self, tenants: Mapping[str, str], workers: int = 8) -> Any:
+        """``get_tickets`` with ``workers`` threads (sync) or tasks (async)."""
+        if self.loop is None:
+            return self.client.get_tickets(tenants, max_workers=workers)
+        return self._run(self.client.get_tickets(tenants, concurrency=workers))
+
+    def invalidate(self, context_identifier: str, **kwargs: Any) -> None:
+        self.client.invalidate(context_identifier, **kwargs)
+
+    def close(self) -> None:
+        if self.loop is None:
+            self.client.close()
+            return
+        self._run(self.client.aclose())
+        self.loop.close()
+
+
+class Drivers:
+    """Makes :class:`Driver` s of one kind from shared options (a call's own win); closes every one at teardown."""
+
+    def __init__(self, kind: str, **defaults: Any) -> None:
+        self.kind = kind
+        self.defaults = defaults
+        self.made: list[Driver] = []
+
+    def __call__(self, **options: Any) -> Driver:
+        driver = Driver(self.kind, **{**self.defaults, **options})
+        self.made.append(driver)
+        return driver
+
+    def close(self) -> None:
+        for driver in self.made:
+            driver.close()
+
 
 def b64_int(value: int) -> str:
     """The big-endian Base64 of an integer, as in .NET's <RSAKeyValue>."""

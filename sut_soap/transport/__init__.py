@@ -59,9 +59,10 @@ from urllib.parse import urlsplit
 from .. import _deadline, _fork
 from .._clock import SYSTEM_CLOCK, Clock
 from .._watchdog import WATCHDOG, Watch
-from ..errors import SutSoapError, TransportError
+from ..errors import SutSoapError
 from . import _session
-from ._errors import HTTP_ERRORS, PHASES, cut_timeout, host_of, not_sent, request_error
+from ._async import ThreadedAsyncTransport, acall_transport
+from ._errors import HTTP_ERRORS, PHASES, cut_timeout, foreign_failure, host_of, not_sent, request_error
 from ._pools import (
     USER_AGENT,
     Pools,
@@ -91,7 +92,9 @@ __all__ = [
     "HttpResponse",
     "HttpTransport",
     "Response",
+    "ThreadedAsyncTransport",
     "Transport",
+    "acall_transport",
     "call_transport",
 ]
 
@@ -161,7 +164,10 @@ class AsyncTransport(Protocol):
     The same contract as :class:`Transport`, awaited: ``request`` returns the same
     :class:`Response` values and raises the same errors, and ``aclose`` releases the
     connections. The optional ``prepare(urls, *, allow_insecure_tls)`` and
-    ``ensure_pool(size)`` are plain methods here too. :class:`AiohttpTransport` is the default.
+    ``ensure_pool(size)`` are plain methods here too. :class:`AiohttpTransport` is the default;
+    :class:`ThreadedAsyncTransport` runs any sync transport (a ``requests.Session`` of yours
+    through :class:`HttpTransport`, a recording, a replay) in threads. Pass it as
+    ``AsyncSystemUserClient(transport=...)``.
     """
 
     async def request(
@@ -233,10 +239,7 @@ def call_transport(
     except SutSoapError:
         raise
     except Exception as exc:
-        host = host_of(url)
-        raise TransportError(
-            f"the transport failed for {host}: {type(exc).__name__}", retryable=False, host=host
-        ) from None
+        raise foreign_failure(url, exc) from None
 
 
 def _timeout_of(timeout: Any) -> tuple[Any, Any]:

@@ -24,7 +24,7 @@ from .._watchdog import Watch
 from ..errors import TransportError
 
 __all__ = [
-    "DURING", "HTTP_ERRORS", "PHASES", "Failed", "cut_timeout", "failure", "host_of", "late",
+    "DURING", "HTTP_ERRORS", "PHASES", "Failed", "cut_timeout", "failure", "foreign_failure", "host_of", "late",
     "not_sent", "request_error",
 ]
 
@@ -67,6 +67,12 @@ def not_sent(url: str) -> TransportError:
         f"the call's deadline passed before the request to {host} was sent",
         retryable=True, host=host, phase="connect",
     )
+
+
+def foreign_failure(url: str, exc: BaseException) -> TransportError:
+    """The error for any exception of a caller's own transport: only its type (its text may carry what was sent)."""
+    host = host_of(url)
+    return TransportError(f"the transport failed for {host}: {type(exc).__name__}", retryable=False, host=host)
 
 
 def cut_timeout(timeout: Any, budget: float) -> Any:
