@@ -1313,7 +1313,7 @@ def _async_client_section(emu: EmulatorProcess, key: rsa.RSAPrivateKey, results:
     gc.freeze()
     tenants = {f"Warm{i:04d}": f"Warm Sync-{i:04d}" for i in range(WARM_TENANTS)}
     sample = list(tenants.items())[:ONE_BY_ONE]
-    print(f"12. the async client over ThreadedAsyncTransport(HttpTransport()), {WARM_TENANTS:,} cold tenants, "
+    print(f"12. the async client over its default AiohttpTransport, {WARM_TENANTS:,} cold tenants, "
           f"{WARM_LATENCY * 1000:.0f} ms emulator latency each, same run:")
     one_by_one = asyncio.run(_async_one_by_one(emu, key, sample)) / len(sample) * WARM_TENANTS
     scaled = f"measured on {len(sample)}, scaled" if len(sample) < WARM_TENANTS else "measured"

@@ -350,7 +350,7 @@ async def test_an_unexpected_exception_for_one_tenant_keeps_the_batch_going(
     emu: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """get_tickets turns a non-sut-soap exception for one tenant into a SutSoapError naming only its type."""
-    async with new_client(emu) as client:
+    async with new_client(emu, transport=ThreadedAsyncTransport(HttpTransport())) as client:
         real = client.get_ticket
 
         async def flaky(*, context_identifier: str, system_user_token: str) -> SystemUserTicket:
