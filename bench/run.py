@@ -1030,9 +1030,9 @@ def fleet_on_redis(key: rsa.RSAPrivateKey) -> None:
 
 # -- 11. the async transport's HTTP library (python bench/run.py --only async-http runs it alone) ----
 
-ASYNC_EXCHANGES = 1000
-ASYNC_CONCURRENCY = (64, 256)
-ASYNC_ROUNDS = 2  # each library this many times per concurrency, alternating who goes first
+ASYNC_HTTP_EXCHANGES = 1000
+ASYNC_HTTP_CONCURRENCY = (64, 256)
+ASYNC_HTTP_ROUNDS = 2  # each library this many times per concurrency, alternating who goes first
 
 
 def async_http(key: rsa.RSAPrivateKey) -> None:
@@ -1053,7 +1053,7 @@ def async_http(key: rsa.RSAPrivateKey) -> None:
     public_file = Path(tempfile.mkdtemp(prefix="sut-soap-bench-")) / "partner.pub.pem"
     public_file.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
-    emu = subprocess.Popen([sys.executable, "-c", FLEET_EMULATOR, str(public_file), SECRET, str(ASYNC_EXCHANGES)],
+    emu = subprocess.Popen([sys.executable, "-c", FLEET_EMULATOR, str(public_file), SECRET, str(ASYNC_HTTP_EXCHANGES)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert emu.stdin is not None and emu.stdout is not None
     endpoint = emu.stdout.readline().strip()
@@ -1069,7 +1069,7 @@ def async_http(key: rsa.RSAPrivateKey) -> None:
 
     with SystemUserClient(client_secret=SECRET, private_key=key, endpoint=endpoint) as client:
         envelopes = []
-        for i in range(ASYNC_EXCHANGES):
+        for i in range(ASYNC_HTTP_EXCHANGES):
             token = f"Fleet Sync-{i:04d}"
             envelopes.append(client.build_envelope(context_identifier=f"Fleet{i:04d}",
                                                    signed_system_token=sign_system_user_token(token, key)))
@@ -1110,13 +1110,14 @@ def async_http(key: rsa.RSAPrivateKey) -> None:
     runs = {"aiohttp ClientSession + TCPConnector(limit=c)": with_aiohttp,
             "httpx.AsyncClient(limits=Limits(c, c))": with_httpx,
             "sut-soap AiohttpTransport(pool_size=c)": with_sut_soap}
-    print(f"11. async HTTP: {ASYNC_EXCHANGES:,} POSTs of real envelopes, 50 ms emulator latency (its own process), "
-          f"c tasks at once on one event loop, {ASYNC_ROUNDS} rounds each, alternating (best round shown):")
+    print(f"11. async HTTP: {ASYNC_HTTP_EXCHANGES:,} POSTs of real envelopes, 50 ms emulator latency (its own "
+          f"process), c tasks at once on one event loop, {ASYNC_HTTP_ROUNDS} rounds each, alternating (best round "
+          "shown):")
     try:
-        for limit in ASYNC_CONCURRENCY:
+        for limit in ASYNC_HTTP_CONCURRENCY:
             best: dict[str, tuple[float, float, int, int, float]] = {}
             order = list(runs.items())
-            for round_ in range(ASYNC_ROUNDS):
+            for round_ in range(ASYNC_HTTP_ROUNDS):
                 for label, run in order if round_ % 2 == 0 else order[::-1]:
                     before, e0 = exchanges(), emulator_cpu()
                     w0, c0 = time.perf_counter(), time.process_time()
