@@ -56,13 +56,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from .. import _deadline, _fork
+from .. import _fork
 from .._clock import SYSTEM_CLOCK, Clock
 from .._watchdog import WATCHDOG, Watch
 from ..errors import SutSoapError
 from . import _session
 from ._async import ThreadedAsyncTransport, acall_transport
-from ._errors import HTTP_ERRORS, PHASES, cut_timeout, foreign_failure, host_of, not_sent, request_error
+from ._errors import HTTP_ERRORS, PHASES, budgeted, cut_timeout, foreign_failure, host_of, not_sent, request_error
 from ._pools import (
     USER_AGENT,
     Pools,
@@ -229,11 +229,7 @@ def call_transport(
         TransportError: the call's budget is spent (retryable), or any other exception of the
             transport (non-retryable, naming only its type).
     """
-    left = _deadline.remaining()
-    if left is not None:
-        if left <= 0:
-            raise not_sent(url)
-        deadline = left if deadline is None else min(deadline, left)
+    deadline = budgeted(url, deadline)
     try:
         return transport.request(method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes)
     except SutSoapError:

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from .. import _deadline, _fork
+from .. import _fork
 from ..errors import ConfigurationError, SutSoapError, TransportError
-from ._errors import foreign_failure, host_of, not_sent
+from ._errors import budgeted, foreign_failure, host_of
 
 if TYPE_CHECKING:
     from . import AsyncTransport, Response, Transport
@@ -62,11 +62,7 @@ async def acall_transport(
             (retryable), or any other exception of the transport (non-retryable, naming only
             its type).
     """
-    left = _deadline.remaining()
-    if left is not None:
-        if left <= 0:
-            raise not_sent(url)
-        deadline = left if deadline is None else min(deadline, left)
+    deadline = budgeted(url, deadline)
     request = transport.request(method, url, body=body, headers=headers, deadline=deadline, max_bytes=max_bytes)
     try:
         if deadline is None:

@@ -19,13 +19,14 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from .. import _deadline
 from .._text import sanitise
 from .._watchdog import Watch
 from ..errors import TransportError
 
 __all__ = [
-    "DURING", "HTTP_ERRORS", "PHASES", "Failed", "cut_timeout", "failure", "foreign_failure", "host_of", "late",
-    "not_sent", "request_error",
+    "DURING", "HTTP_ERRORS", "PHASES", "Failed", "budgeted", "cut_timeout", "failure", "foreign_failure", "host_of",
+    "late", "not_sent", "request_error",
 ]
 
 #: Where a request can be when it fails, in order (:attr:`TransportError.phase <sut_soap.errors.TransportError>`).
@@ -67,6 +68,16 @@ def not_sent(url: str) -> TransportError:
         f"the call's deadline passed before the request to {host} was sent",
         retryable=True, host=host, phase="connect",
     )
+
+
+def budgeted(url: str, deadline: float | None) -> float | None:
+    """``deadline`` cut to what is left of the running call's budget; raise :func:`not_sent` when nothing is left."""
+    left = _deadline.remaining()
+    if left is None:
+        return deadline
+    if left <= 0:
+        raise not_sent(url)
+    return left if deadline is None else min(deadline, left)
 
 
 def foreign_failure(url: str, exc: BaseException) -> TransportError:
