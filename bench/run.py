@@ -189,6 +189,15 @@ def timed(fn: Callable[[], object], into: Timing) -> None:
     into.add((w1 - w0) * 1000, (c1 - c0) * 1000)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` used so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class EmulatorProcess:
     """The emulator in a child process, so client CPU is the client's alone."""
 
@@ -219,11 +228,7 @@ class EmulatorProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time the emulator process used so far (Linux /proc; NaN elsewhere)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.kill()
@@ -800,6 +805,33 @@ with Emulator(client_secret=sys.argv[2], partner_public_key=key) as emu:
         print(emu.exchange_count, flush=True)
 """
 
+
+
+class FleetEmulator:
+    """FLEET_EMULATOR in a child process: ``tenants`` tenants at 50 ms (and the slow one), its endpoint and counters."""
+
+    def __init__(self, public_file: Path, tenants: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", FLEET_EMULATOR, str(public_file), SECRET, str(tenants)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.endpoint = self.proc.stdout.readline().strip()
+
+    def exchanges(self) -> int:
+        """The emulator's exchange count so far."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("count\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def cpu_seconds(self) -> float:
+        """CPU time the emulator process used so far."""
+        return process_cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 # One process of the fleet: waits for "go", then warms the tenants named on the line (or gets one).
 FLEET_WORKER = """
 import json, sys, time
@@ -868,15 +900,8 @@ def fleet_on_redis(key: rsa.RSAPrivateKey) -> None:
     public_file = key_file.with_name("partner.pub.pem")
     public_file.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
-    emu = subprocess.Popen([sys.executable, "-c", FLEET_EMULATOR, str(public_file), SECRET, str(FLEET_TENANTS)],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert emu.stdin is not None and emu.stdout is not None
-    endpoint = emu.stdout.readline().strip()
-
-    def exchanges() -> int:
-        emu.stdin.write("count\n")  # type: ignore[union-attr]
-        emu.stdin.flush()  # type: ignore[union-attr]
-        return int(emu.stdout.readline())  # type: ignore[union-attr]
+    emu = FleetEmulator(public_file, FLEET_TENANTS)
+    endpoint, exchanges = emu.endpoint, emu.exchanges
 
     server = BenchRedis()
     server.start()
@@ -1024,8 +1049,7 @@ def fleet_on_redis(key: rsa.RSAPrivateKey) -> None:
             proc.kill()
             proc.wait()
         server.stop()
-        emu.kill()
-        emu.wait()
+        emu.stop()
 
 
 # -- 11. the async transport's HTTP library (python bench/run.py --only async-http runs it alone) ----
@@ -1053,19 +1077,8 @@ def async_http(key: rsa.RSAPrivateKey) -> None:
     public_file = Path(tempfile.mkdtemp(prefix="sut-soap-bench-")) / "partner.pub.pem"
     public_file.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
-    emu = subprocess.Popen([sys.executable, "-c", FLEET_EMULATOR, str(public_file), SECRET, str(ASYNC_HTTP_EXCHANGES)],
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert emu.stdin is not None and emu.stdout is not None
-    endpoint = emu.stdout.readline().strip()
-
-    def exchanges() -> int:
-        emu.stdin.write("count\n")  # type: ignore[union-attr]
-        emu.stdin.flush()  # type: ignore[union-attr]
-        return int(emu.stdout.readline())  # type: ignore[union-attr]
-
-    def emulator_cpu() -> float:
-        fields = Path(f"/proc/{emu.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    emu = FleetEmulator(public_file, ASYNC_HTTP_EXCHANGES)
+    endpoint, exchanges, emulator_cpu = emu.endpoint, emu.exchanges, emu.cpu_seconds
 
     with SystemUserClient(client_secret=SECRET, private_key=key, endpoint=endpoint) as client:
         envelopes = []
@@ -1135,8 +1148,7 @@ def async_http(key: rsa.RSAPrivateKey) -> None:
                   + ", ".join(f"{label.split(' ')[0].split('.')[0]} {v[0] / fastest:.2f}x"
                               for label, v in best.items()))
     finally:
-        emu.kill()
-        emu.wait()
+        emu.stop()
 # -- 12. the async client (python bench/run.py --only async runs this section alone) -------------
 
 ASYNC_CONCURRENCY = 64
