@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, TypeVar
 
@@ -58,7 +58,7 @@ from .transport import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, AsyncTransport, Respon
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-__all__ = ["DEFAULT_CONCURRENCY", "AsyncSystemUserClient"]
+__all__ = ["DEFAULT_CONCURRENCY", "AsyncSystemUserClient", "Invalidation"]
 
 _log = logging.getLogger("sut_soap.client")
 
@@ -268,6 +268,22 @@ class AsyncSystemUserClient(ClientCore):
         await asyncio.gather(*(work() for _ in range(workers)))
         return {context: result for (context, _), result in zip(items, results, strict=True)}  # type: ignore[misc]
 
+    def invalidate(self, context_identifier: str, *, ticket: SystemUserTicket | str | None = None) -> Invalidation:
+        """Forget the tenant's cached ticket, so the next ``get_ticket`` exchanges; await the result to be sure.
+
+        The semantics of :meth:`SystemUserClient.invalidate <sut_soap.SystemUserClient.invalidate>`
+        (``ticket=`` forgets it only if it is still the cached one). It returns an
+        :class:`Invalidation`: ``await client.invalidate(...)`` returns once the store has
+        forgotten the ticket, so the next ``get_ticket`` cannot read it back; a bare
+        ``client.invalidate(...)`` is fine where nothing reads the store right after. With the
+        in-memory store (or any store called here, on the loop) the work is done before it returns.
+
+        Raises:
+            ConfigurationError: an empty ``context_identifier`` or one with control characters.
+        """
+        super().invalidate(context_identifier, ticket=ticket)
+        return Invalidation()
+
     async def aclose(self) -> None:
         """Close the transport. The client should not be used afterwards."""
         await self._transport.aclose()
@@ -380,6 +396,16 @@ class AsyncSystemUserClient(ClientCore):
         # step: the task is still known here.
         done, _ = await asyncio.wait((self._leaders[flight],), timeout=timeout)
         return bool(done)
+
+
+class Invalidation:
+    """What :meth:`AsyncSystemUserClient.invalidate` returns: awaiting it returns once the store forgot the ticket."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        """Return at once: the store's part is done (every store is called before ``invalidate`` returns)."""
+        yield from ()
 
 
 class _KeysNeeded(Exception):

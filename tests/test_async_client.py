@@ -581,3 +581,16 @@ def test_get_tickets_names_concurrency_when_out_of_range() -> None:
         await client.aclose()
 
     asyncio.run(run())
+
+
+@pytest.mark.asyncio
+async def test_an_awaited_invalidate_makes_the_next_call_exchange(emu: Emulator) -> None:
+    """await client.invalidate(ctx, ticket=T) has forgotten T when it returns: the next get_ticket exchanges."""
+    async with new_client(emu) as client:
+        first = await client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+        await client.invalidate(CTX, ticket=first)
+        second = await client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
+        client.invalidate(CTX, ticket=first)  # not the cached one any more: left alone, nothing to await
+        assert await client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is second
+    assert second.ticket != first.ticket
+    assert emu.exchange_count == 2
