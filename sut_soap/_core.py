@@ -275,25 +275,8 @@ class ClientCore(TicketRenewal):
         """
         return self._cache
 
-    def invalidate(self, context_identifier: str, *, ticket: SystemUserTicket | str | None = None) -> None:
-        """Forget the tenant's cached ticket, so the next ``get_ticket`` exchanges.
-
-        Pass ``ticket`` (the ticket that got the 401) to forget it only if it is still the cached
-        one: when many callers see the same 401, the first invalidates and the others then leave
-        the fresh ticket alone instead of causing one exchange each (a store that cannot be read
-        is not trusted to tell: the entry is forgotten). Without ``ticket``, a
-        remembered rejection of the tenant is forgotten too (say, once the tenant's
-        administrator approved the application again). A store that raises is logged and
-        skipped, never raised.
-
-        Args:
-            context_identifier: the tenant whose ticket to forget.
-            ticket: the :class:`~sut_soap.SystemUserTicket` (or its ``ticket`` string) that
-                stopped working; None forgets whatever is cached.
-
-        Raises:
-            ConfigurationError: an empty ``context_identifier`` or one with control characters.
-        """
+    def _invalidate(self, context_identifier: str, *, ticket: SystemUserTicket | str | None = None) -> None:
+        """Both clients' ``invalidate``: forget the tenant's ticket (only ``ticket``, if given) in the store."""
         context = check_text_value(context_identifier, "context identifier")
         key = self._key_prefix + context
         delete_if = getattr(self._cache, "delete_if", None)

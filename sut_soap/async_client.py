@@ -281,7 +281,7 @@ class AsyncSystemUserClient(ClientCore):
         Raises:
             ConfigurationError: an empty ``context_identifier`` or one with control characters.
         """
-        super().invalidate(context_identifier, ticket=ticket)
+        self._invalidate(context_identifier, ticket=ticket)
         return Invalidation()
 
     async def aclose(self) -> None:

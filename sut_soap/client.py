@@ -431,6 +431,27 @@ class SystemUserClient(ClientCore):
         return build(self, self._client_secret, context, token, base_url)
 
 
+    def invalidate(self, context_identifier: str, *, ticket: SystemUserTicket | str | None = None) -> None:
+        """Forget the tenant's cached ticket, so the next ``get_ticket`` exchanges.
+
+        Pass ``ticket`` (the ticket that got the 401) to forget it only if it is still the cached
+        one: when many callers see the same 401, the first invalidates and the others then leave
+        the fresh ticket alone instead of causing one exchange each (a store that cannot be read
+        is not trusted to tell: the entry is forgotten). Without ``ticket``, a
+        remembered rejection of the tenant is forgotten too (say, once the tenant's
+        administrator approved the application again). A store that raises is logged and
+        skipped, never raised.
+
+        Args:
+            context_identifier: the tenant whose ticket to forget.
+            ticket: the :class:`~sut_soap.SystemUserTicket` (or its ``ticket`` string) that
+                stopped working; None forgets whatever is cached.
+
+        Raises:
+            ConfigurationError: an empty ``context_identifier`` or one with control characters.
+        """
+        self._invalidate(context_identifier, ticket=ticket)
+
     def get_tickets(
         self, tenants: Mapping[str, str], *, max_workers: int = DEFAULT_MAX_WORKERS
     ) -> dict[str, SystemUserTicket | SutSoapError]:
