@@ -586,6 +586,7 @@ def test_get_tickets_names_concurrency_when_out_of_range() -> None:
 @pytest.mark.asyncio
 async def test_an_awaited_invalidate_makes_the_next_call_exchange(emu: Emulator) -> None:
     """await client.invalidate(ctx, ticket=T) has forgotten T when it returns: the next get_ticket exchanges."""
+    before = emu.exchange_count
     async with new_client(emu) as client:
         first = await client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)
         await client.invalidate(CTX, ticket=first)
@@ -593,4 +594,4 @@ async def test_an_awaited_invalidate_makes_the_next_call_exchange(emu: Emulator)
         client.invalidate(CTX, ticket=first)  # not the cached one any more: left alone, nothing to await
         assert await client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is second
     assert second.ticket != first.ticket
-    assert emu.exchange_count == 2
+    assert emu.exchange_count == before + 2
