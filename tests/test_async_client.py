@@ -595,3 +595,121 @@ async def test_an_awaited_invalidate_makes_the_next_call_exchange(emu: Emulator)
         assert await client.get_ticket(context_identifier=CTX, system_user_token=TOKEN) is second
     assert second.ticket != first.ticket
     assert emu.exchange_count == before + 2
+
+
+# --- the client's share of each loop iteration --------------------------------------------------
+
+
+class _HeldAnswers:
+    """An AsyncTransport that sends each request through ``inner`` and holds every answer until ``release``."""
+
+    def __init__(self, inner: Transport, expected: int) -> None:
+        self.inner, self.expected = inner, expected
+        self.release = asyncio.Event()
+        self.waiting = 0
+        self.holding = False
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        response = await asyncio.to_thread(self.inner.request, method, url, **kwargs)
+        if self.holding and kwargs.get("body"):
+            self.waiting += 1
+            if self.waiting == self.expected:
+                self.release.set()
+            await self.release.wait()
+        return response
+
+    async def aclose(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.asyncio
+async def test_answers_arriving_together_are_read_a_few_per_loop_iteration(emu: Emulator) -> None:
+    """Eight answers released at once are read and validated in slices: other tasks get the loop in between."""
+    from sut_soap.async_client import _Turns
+
+    transport = _HeldAnswers(HttpTransport(), expected=len(TENANTS))
+    iterations = 0
+    done = asyncio.Event()
+
+    async def probe() -> None:
+        nonlocal iterations
+        await transport.release.wait()
+        while not done.is_set():
+            await asyncio.sleep(0)
+            iterations += 1
+
+    async with new_client(emu, transport=transport) as client:
+        await client.authenticate(context_identifier=CTX, system_user_token=TOKEN)  # the JWKS is cached
+        client._turns = _Turns(0.0)  # no share at all: one piece of work per iteration
+        transport.holding = True
+        watching = asyncio.create_task(probe())
+        result = await client.get_tickets(TENANTS, concurrency=len(TENANTS))
+        done.set()
+        await watching
+    assert all(isinstance(ticket, SystemUserTicket) for ticket in result.values())
+    # Each tenant's answer is read in one iteration and its JWT validated in another.
+    assert iterations >= 2 * len(TENANTS) - 2
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def _run_pieces(turns: Any, count: int, seconds: float) -> list[int]:
+    """Run ``count`` pieces of ``seconds`` of work through ``turns``; return the loop iteration each ran in."""
+    iteration = 0
+    ran: list[int] = []
+    finished = asyncio.Event()
+
+    async def count_iterations() -> None:
+        nonlocal iteration
+        while not finished.is_set():
+            await asyncio.sleep(0)
+            iteration += 1
+
+    async def piece() -> None:
+        await turns.take()
+        ran.append(iteration)
+        _busy(seconds)
+
+    counter = asyncio.create_task(count_iterations())
+    await asyncio.gather(*(piece() for _ in range(count)))
+    finished.set()
+    await counter
+    return ran
+
+
+@pytest.mark.asyncio
+async def test_pieces_of_work_beyond_the_share_wait_for_later_iterations() -> None:
+    """With a 2 ms share, 1 ms pieces go at most three to an iteration, in the order they asked."""
+    from sut_soap.async_client import _Turns
+
+    ran = await _run_pieces(_Turns(0.002), 12, 0.001)
+    assert ran == sorted(ran)
+    assert max(ran.count(n) for n in set(ran)) <= 3
+    assert len(set(ran)) >= 4
+
+
+@pytest.mark.asyncio
+async def test_cheap_pieces_all_go_in_one_iteration() -> None:
+    """Pieces that together stay within the share run at once, in the iteration they asked in."""
+    from sut_soap.async_client import _Turns
+
+    ran = await _run_pieces(_Turns(1.0), 20, 0.0)
+    assert set(ran) == {0}
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_waiter_gives_its_turn_up() -> None:
+    """A piece cancelled while it waits for a turn is skipped; the ones behind it still get theirs."""
+    from sut_soap.async_client import _Turns
+
+    turns = _Turns(0.0)
+    first, *waiting = [asyncio.ensure_future(turns.take()) for _ in range(4)]
+    await asyncio.sleep(0)  # the first opened the iteration's share, which is spent at once: three queued
+    assert first.done() and not any(task.done() for task in waiting)
+    waiting[0].cancel()
+    await asyncio.gather(*waiting[1:])
+    assert waiting[0].cancelled()
