@@ -78,6 +78,8 @@ EXPECTED: dict[str, tuple[type[SutSoapError] | None, str | None]] = {
     "success": (None, None),
     "success-alphabetical": (None, None),
     "two-tenants": (None, None),
+    "rest-success": (None, None),
+    "rest-rejection": (AuthenticationRejectedError, None),
     "rejection": (AuthenticationRejectedError, None),
     "invalid-signature": (AuthenticationRejectedError, None),
     "unknown-tenant": (AuthenticationRejectedError, None),
@@ -194,11 +196,11 @@ def test_hand_written_are_marked_and_fast(name: str) -> None:
 
 
 def test_recorded_fixtures_are_not_hand_written() -> None:
-    """Every other fixture was recorded by RecordingTransport."""
+    """Every other fixture was recorded by RecordingTransport or AsyncRecordingTransport."""
     for name in set(EXPECTED) - HAND_WRITTEN:
         for exchange in load_recording(RECORDINGS / name).exchanges:
             assert not exchange.hand_written
-            assert exchange.source.startswith("recorded by sut_soap.recording.RecordingTransport")
+            assert re.match(r"recorded by sut_soap\.(recording|testing)\.(Async)?RecordingTransport", exchange.source)
             assert exchange.recorded_at is not None
 
 
