@@ -19,6 +19,7 @@ import pytest_socket
 from cryptography.hazmat.primitives import serialization
 from jwt_factory import public_pem, rsa_key
 from support import (
+    FIXTURE_OUTCOMES,
     RECORDINGS,
     SIGNATURE,
     SOD_ENDPOINT,
@@ -74,26 +75,7 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 _REAL_SOCKET = socket.socket
 
 
-EXPECTED: dict[str, tuple[type[SutSoapError] | None, str | None]] = {
-    "success": (None, None),
-    "success-alphabetical": (None, None),
-    "two-tenants": (None, None),
-    "rest-success": (None, None),
-    "rest-rejection": (AuthenticationRejectedError, None),
-    "rejection": (AuthenticationRejectedError, None),
-    "invalid-signature": (AuthenticationRejectedError, None),
-    "unknown-tenant": (AuthenticationRejectedError, None),
-    "soap-fault": (SoapFaultError, None),
-    "html-503": (TransportError, None),
-    "empty-body": (ProtocolError, None),
-    "truncated-body": (ProtocolError, None),
-    "disconnect": (TransportError, None),
-    "expired-token": (TokenValidationError, "expiry"),
-    "wrong-tenant-token": (TokenValidationError, "context"),
-    "billion-laughs": (ProtocolError, None),
-    "external-entity": (ProtocolError, None),
-    "external-dtd": (ProtocolError, None),
-}
+EXPECTED = FIXTURE_OUTCOMES
 
 
 HAND_WRITTEN = {"billion-laughs", "external-entity", "external-dtd"}
