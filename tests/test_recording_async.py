@@ -189,3 +189,10 @@ def test_default_transport_takes_the_recorders_options() -> None:
     recorder = AsyncRecordingTransport(timeout=2.0, deadline=7.0, max_response_bytes=4096)
     assert isinstance(recorder.inner, AiohttpTransport)
     assert (recorder.inner.timeout, recorder.inner.deadline, recorder.inner.max_response_bytes) == (2.0, 7.0, 4096)
+
+
+def test_ensure_pool_reaches_the_inner_transport() -> None:
+    """The recorder passes ensure_pool on (as get_tickets asks before a wide warm-up): the inner transport grows."""
+    inner = ThreadedAsyncTransport(HttpTransport(), max_workers=2)
+    AsyncRecordingTransport(transport=inner).ensure_pool(32)
+    assert inner.max_workers == 32
