@@ -41,6 +41,14 @@ from sut_soap.async_client import AsyncSystemUserClient
 from sut_soap.cli import main as cli_main
 from sut_soap.cli.replay import replay_main
 from sut_soap.client import SystemUserClient
+from sut_soap.errors import (
+    AuthenticationRejectedError,
+    ProtocolError,
+    SoapFaultError,
+    SutSoapError,
+    TokenValidationError,
+    TransportError,
+)
 from sut_soap.retry import RetryPolicy
 from sut_soap.testing import Exchange, placeholder
 from sut_soap.testing.emulator import Emulator
@@ -48,6 +56,29 @@ from sut_soap.testing.emulator import Emulator
 PATH = "/Login/Services/PartnerSystemUserService.svc"
 SOD_ENDPOINT = "https://sod.superoffice.com" + PATH
 RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "recordings"
+
+# What replaying each folder of fixtures/recordings gives, in either client: None for a ticket,
+# else the one error class, and for a TokenValidationError the check named.
+FIXTURE_OUTCOMES: dict[str, tuple[type[SutSoapError] | None, str | None]] = {
+    "success": (None, None),
+    "success-alphabetical": (None, None),
+    "two-tenants": (None, None),
+    "rest-success": (None, None),
+    "rest-rejection": (AuthenticationRejectedError, None),
+    "rejection": (AuthenticationRejectedError, None),
+    "invalid-signature": (AuthenticationRejectedError, None),
+    "unknown-tenant": (AuthenticationRejectedError, None),
+    "soap-fault": (SoapFaultError, None),
+    "html-503": (TransportError, None),
+    "empty-body": (ProtocolError, None),
+    "truncated-body": (ProtocolError, None),
+    "disconnect": (TransportError, None),
+    "expired-token": (TokenValidationError, "expiry"),
+    "wrong-tenant-token": (TokenValidationError, "context"),
+    "billion-laughs": (ProtocolError, None),
+    "external-entity": (ProtocolError, None),
+    "external-dtd": (ProtocolError, None),
+}
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 TNS = "http://www.superoffice.com/superid/partnersystemuser/0.1"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"

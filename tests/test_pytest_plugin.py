@@ -10,8 +10,11 @@ import pytest
 
 # pytester's in-process runs drop modules first imported inside them; cryptography's compiled
 # bindings keep references to the first import, so everything the inner suites use loads here.
+import sut_soap.async_client
 import sut_soap.client
-import sut_soap.testing.emulator  # noqa: F401
+import sut_soap.testing._asyncio_fixtures
+import sut_soap.testing.emulator
+import sut_soap.transport._aio  # noqa: F401
 
 pytestmark = pytest.mark.network
 
@@ -149,3 +152,150 @@ def test_plugin_can_be_turned_off(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:sut_soap")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'superoffice_emulator' not found*"])
+
+
+def _asyncio_ini(pytester: pytest.Pytester) -> None:
+    """A suite configured as pytest-asyncio asks: strict mode, each fixture's loop the test's own."""
+    pytester.makeini("[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n")
+
+
+def test_the_async_fixtures_module_loads_nothing_heavy() -> None:
+    """With pytest-asyncio active the plugin imports its async fixture module, which loads neither aiohttp nor the client."""
+    probe = (
+        "import sys, sut_soap.testing._asyncio_fixtures\n"
+        "heavy = [m for m in ('aiohttp', 'zeep', 'lxml', 'jwt', 'cryptography', 'sut_soap.async_client') "
+        "if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+def test_async_client_fixture_gets_a_ticket_on_the_tests_loop(pytester: pytest.Pytester) -> None:
+    """superoffice_async_client, in strict mode and marked @pytest.mark.asyncio, gets a ticket from the emulator."""
+    pytester.makepyfile(
+        """
+        import pytest
+        from sut_soap import AsyncSystemUserClient
+
+        @pytest.mark.asyncio
+        async def test_ticket(superoffice_async_client, superoffice_tenant, superoffice_emulator):
+            assert isinstance(superoffice_async_client, AsyncSystemUserClient)
+            ticket = await superoffice_async_client.get_ticket(
+                context_identifier=superoffice_tenant.context_identifier,
+                system_user_token=superoffice_tenant.system_user_token,
+            )
+            assert ticket.ticket.startswith("7T:")
+            assert superoffice_emulator.exchange_count == 1
+            assert superoffice_async_client.endpoint == superoffice_emulator.endpoint
+        """
+    )
+    _asyncio_ini(pytester)
+    pytester.runpytest("-W", "error").assert_outcomes(passed=1)
+
+
+def test_async_client_fixture_sees_the_emulator_reset_between_tests(pytester: pytest.Pytester) -> None:
+    """A fault injected in one async test is gone in the next, whose async client starts with an empty cache."""
+    pytester.makepyfile(
+        """
+        import pytest
+        from sut_soap import TransportError
+        from sut_soap.testing import Fault
+
+        @pytest.mark.asyncio
+        async def test_first(superoffice_async_client, superoffice_tenant, superoffice_emulator):
+            superoffice_emulator.inject(Fault.SERVICE_UNAVAILABLE_HTML)
+            with pytest.raises(TransportError):
+                await superoffice_async_client.authenticate(
+                    context_identifier=superoffice_tenant.context_identifier,
+                    system_user_token=superoffice_tenant.system_user_token,
+                )
+
+        @pytest.mark.asyncio
+        async def test_second(superoffice_async_client, superoffice_tenant, superoffice_emulator):
+            assert superoffice_emulator.exchange_count == 0
+            await superoffice_async_client.get_ticket(
+                context_identifier=superoffice_tenant.context_identifier,
+                system_user_token=superoffice_tenant.system_user_token,
+            )
+            assert superoffice_emulator.exchange_count == 1
+        """
+    )
+    _asyncio_ini(pytester)
+    pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_async_client_fixture_is_closed_on_the_tests_loop_after_the_test(pytester: pytest.Pytester) -> None:
+    """The async client's aclose is awaited after its test, on the loop the test ran on."""
+    pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+
+        closed = []
+
+        @pytest.mark.asyncio
+        async def test_use(superoffice_async_client, superoffice_tenant):
+            await superoffice_async_client.get_ticket(
+                context_identifier=superoffice_tenant.context_identifier,
+                system_user_token=superoffice_tenant.system_user_token,
+            )
+            aclose, loop = superoffice_async_client.aclose, asyncio.get_running_loop()
+
+            async def watched():
+                closed.append(asyncio.get_running_loop() is loop)
+                await aclose()
+
+            superoffice_async_client.aclose = watched
+            assert closed == []
+
+        def test_closed_afterwards():
+            assert closed == [True]
+        """
+    )
+    _asyncio_ini(pytester)
+    pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_async_client_fixture_without_pytest_asyncio_says_what_to_install(pytester: pytest.Pytester) -> None:
+    """Without pytest-asyncio (-p no:asyncio) a test asking for the async fixture errors in one line naming it, no traceback."""
+    pytester.makepyfile(
+        """
+        def test_needs(superoffice_async_client):
+            pass
+
+        def test_sync_fixtures_still_work(superoffice_client):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:asyncio")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*superoffice_async_client is an async fixture of pytest-asyncio*pip install pytest-asyncio*"])
+    text = result.stdout.str()
+    assert "Traceback" not in text and "pytest_plugin.py" not in text
+
+
+def test_async_client_fixture_without_aiohttp_says_what_to_install(pytester: pytest.Pytester) -> None:
+    """Without aiohttp the async fixture errors in one line naming sut-soap[async], no traceback of the client."""
+    pytester.makeconftest(
+        """
+        import sys
+
+        sys.modules["sut_soap.transport._aio"] = None
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_needs(superoffice_async_client):
+            pass
+        """
+    )
+    _asyncio_ini(pytester)
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*superoffice_async_client needs aiohttp*pip install 'sut-soap?async?'*"])
+    text = result.stdout.str()
+    assert "Traceback" not in text and "During handling" not in text and "_options.py" not in text

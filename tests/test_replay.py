@@ -19,6 +19,7 @@ import pytest_socket
 from cryptography.hazmat.primitives import serialization
 from jwt_factory import public_pem, rsa_key
 from support import (
+    FIXTURE_OUTCOMES,
     RECORDINGS,
     SIGNATURE,
     SOD_ENDPOINT,
@@ -74,24 +75,7 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 _REAL_SOCKET = socket.socket
 
 
-EXPECTED: dict[str, tuple[type[SutSoapError] | None, str | None]] = {
-    "success": (None, None),
-    "success-alphabetical": (None, None),
-    "two-tenants": (None, None),
-    "rejection": (AuthenticationRejectedError, None),
-    "invalid-signature": (AuthenticationRejectedError, None),
-    "unknown-tenant": (AuthenticationRejectedError, None),
-    "soap-fault": (SoapFaultError, None),
-    "html-503": (TransportError, None),
-    "empty-body": (ProtocolError, None),
-    "truncated-body": (ProtocolError, None),
-    "disconnect": (TransportError, None),
-    "expired-token": (TokenValidationError, "expiry"),
-    "wrong-tenant-token": (TokenValidationError, "context"),
-    "billion-laughs": (ProtocolError, None),
-    "external-entity": (ProtocolError, None),
-    "external-dtd": (ProtocolError, None),
-}
+EXPECTED = FIXTURE_OUTCOMES
 
 
 HAND_WRITTEN = {"billion-laughs", "external-entity", "external-dtd"}
@@ -194,11 +178,11 @@ def test_hand_written_are_marked_and_fast(name: str) -> None:
 
 
 def test_recorded_fixtures_are_not_hand_written() -> None:
-    """Every other fixture was recorded by RecordingTransport."""
+    """Every other fixture was recorded by RecordingTransport or AsyncRecordingTransport."""
     for name in set(EXPECTED) - HAND_WRITTEN:
         for exchange in load_recording(RECORDINGS / name).exchanges:
             assert not exchange.hand_written
-            assert exchange.source.startswith("recorded by sut_soap.recording.RecordingTransport")
+            assert re.match(r"recorded by sut_soap\.(recording|testing)\.(Async)?RecordingTransport", exchange.source)
             assert exchange.recorded_at is not None
 
 

@@ -4,13 +4,18 @@
   (:class:`Fault`), for tests that exchange for real over HTTP.
 - :class:`RecordingTransport`, :func:`save_recording`, :func:`load_recording`,
   :class:`ReplayTransport` and :func:`replay_client` — record an exchange once, with every
-  secret redacted (:func:`redact_exchange`), and replay it offline forever.
+  secret redacted (:func:`redact_exchange`), and replay it offline forever. The asyncio twins
+  :class:`AsyncRecordingTransport`, :class:`AsyncReplayTransport` and
+  ``replay_client(..., asynchronous=True)`` (an :class:`AsyncReplayClient`) do the same for
+  :class:`~sut_soap.AsyncSystemUserClient`, in the same format: either client replays what
+  either recorded.
 - :func:`mint_test_jwt` (and :func:`superoffice_claims`, :func:`sign_jwt`) — SuperOffice-shaped
   JWTs signed with a test key; the emulator and replays mint through the same code.
 - :func:`scan_for_secrets` — a check that fixtures hold no real secret.
 - A pytest plugin (``sut_soap.testing.pytest_plugin``, registered through the ``pytest11``
-  entry point) with the fixtures ``superoffice_emulator``, ``partner_key``, ``tenant`` and
-  ``superoffice_client``.
+  entry point) with the fixtures ``superoffice_emulator``, ``superoffice_partner_key``,
+  ``superoffice_tenant``, ``superoffice_client`` and, with pytest-asyncio,
+  ``superoffice_async_client``.
 
 Names load on first use, so ``import sut_soap.testing`` is cheap. The library itself never
 imports this package.
@@ -25,9 +30,17 @@ if TYPE_CHECKING:
     from .emulator import Emulator, Fault, Headers, Reason, RecordedRequest, Tenant
     from .exchanges import FORMAT, PLACEHOLDER_NAMES, Exchange, RecordedError, Recording, placeholder
     from .minting import mint_test_jwt, new_ticket, sign_jwt, stand_in_key, superoffice_claims
-    from .recording import RecordingTransport
+    from .recording import AsyncRecordingTransport, RecordingTransport
     from .redaction import redact_exchange
-    from .replay import ReplayClient, ReplayMismatch, ReplayTransport, SentRequest, replay_client
+    from .replay import (
+        AsyncReplayClient,
+        AsyncReplayTransport,
+        ReplayClient,
+        ReplayMismatch,
+        ReplayTransport,
+        SentRequest,
+        replay_client,
+    )
     from .scan import SecretFinding, scan_for_secrets
     from .storage import load_recording, save_recording
 
@@ -49,8 +62,11 @@ _LAZY = {
     "sign_jwt": "minting",
     "stand_in_key": "minting",
     "superoffice_claims": "minting",
+    "AsyncRecordingTransport": "recording",
     "RecordingTransport": "recording",
     "redact_exchange": "redaction",
+    "AsyncReplayClient": "replay",
+    "AsyncReplayTransport": "replay",
     "ReplayClient": "replay",
     "ReplayMismatch": "replay",
     "ReplayTransport": "replay",
@@ -65,6 +81,9 @@ _LAZY = {
 __all__ = [
     "FORMAT",
     "PLACEHOLDER_NAMES",
+    "AsyncRecordingTransport",
+    "AsyncReplayClient",
+    "AsyncReplayTransport",
     "Emulator",
     "Exchange",
     "Fault",

@@ -19,6 +19,16 @@ first asks for a fixture.
     The client secret the emulator expects (a throwaway value).
 ``superoffice_client``
     A :class:`~sut_soap.SystemUserClient` bound to the emulator, closed after the test.
+``superoffice_async_client``
+    An :class:`~sut_soap.AsyncSystemUserClient` bound to the emulator, for tests marked
+    ``@pytest.mark.asyncio``: an async fixture of pytest-asyncio (strict or auto mode), made
+    on the event loop of pytest-asyncio's ``asyncio_default_fixture_loop_scope`` (the test's
+    own, by default) and closed with ``await client.aclose()`` after the test. It needs
+    ``sut-soap[async]`` (aiohttp) and pytest-asyncio; the plugin itself needs neither. Without
+    pytest-asyncio (not installed, or ``-p no:asyncio``) a test asking for it fails with one
+    line saying to install pytest-asyncio, and nothing else changes. A test on a wider loop
+    (``@pytest.mark.asyncio(loop_scope="module")``) should get its client on that loop: set
+    ``asyncio_default_fixture_loop_scope`` to the same scope, or override the fixture.
 
 The fixture names share the ``superoffice_`` prefix so they do not shadow a suite's own
 ``client`` or ``tenant`` fixtures. To change one, override it in your ``conftest.py``; for
@@ -29,13 +39,17 @@ example a ``superoffice_client`` built with your own options::
         with SystemUserClient(client_secret=superoffice_client_secret, private_key=superoffice_partner_key,
                               endpoint=superoffice_emulator.endpoint, refresh_ahead=60) as client:
             yield client
+
+Under anyio's pytest plugin instead of pytest-asyncio, write the async fixture in your
+``conftest.py`` the same way, as a plain ``@pytest.fixture`` ``async def`` with
+``async with AsyncSystemUserClient(...) as client: yield client``.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
@@ -46,6 +60,7 @@ if TYPE_CHECKING:
     from sut_soap.testing.emulator import Emulator, Tenant
 
 __all__ = [
+    "pytest_configure",
     "superoffice_client",
     "superoffice_client_secret",
     "superoffice_emulator",
@@ -115,3 +130,27 @@ def superoffice_client(
         endpoint=superoffice_emulator.endpoint,
     ) as client:
         yield client
+
+
+class _WithoutPytestAsyncio:
+    """The plugin's stand-in for ``superoffice_async_client`` when pytest-asyncio is not active."""
+
+    @pytest.fixture
+    def superoffice_async_client(self) -> NoReturn:
+        """Fail the test in one line: the async fixture needs pytest-asyncio."""
+        pytest.fail(
+            "superoffice_async_client is an async fixture of pytest-asyncio, which is not installed or not "
+            "active (-p no:asyncio): pip install pytest-asyncio, and mark the test @pytest.mark.asyncio",
+            pytrace=False,
+        )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Add ``superoffice_async_client``: pytest-asyncio's async fixture when its plugin is loaded, else the stand-in."""
+    if config.pluginmanager.has_plugin("asyncio"):
+        from sut_soap.testing import _asyncio_fixtures
+
+        plugin: object = _asyncio_fixtures
+    else:
+        plugin = _WithoutPytestAsyncio()
+    config.pluginmanager.register(plugin, "sut_soap.async_client_fixture")

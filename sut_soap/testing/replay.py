@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -18,6 +18,7 @@ from lxml import etree
 
 from sut_soap import errors as _errors
 from sut_soap._clock import as_clock
+from sut_soap.async_client import AsyncSystemUserClient
 from sut_soap.client import SystemUserClient
 from sut_soap.contract import CLAIM_TICKET, REST_PATH, SOAP11_ENV, TNS, XSI
 from sut_soap.environments import endpoint_for
@@ -41,7 +42,14 @@ from sut_soap.transport import (
 __all__ = [
     "STAND_IN_CLIENT_SECRET",
     "STAND_IN_SYSTEM_USER_TOKEN",
-    "ReplayClient", "ReplayMismatch", "ReplayTransport", "SentRequest", "replay_client"]
+    "AsyncReplayClient",
+    "AsyncReplayTransport",
+    "ReplayClient",
+    "ReplayMismatch",
+    "ReplayTransport",
+    "SentRequest",
+    "replay_client",
+]
 
 
 _MATCHED_HEADERS = ("SOAPAction", "Content-Type", "Accept")
@@ -222,19 +230,14 @@ class ReplayClient(SystemUserClient):
     replay: ReplayTransport
 
 
-class ReplayTransport:
-    """A :class:`~sut_soap.Transport` that answers from a recording and never opens a socket.
+class AsyncReplayClient(AsyncSystemUserClient):
+    """An :class:`~sut_soap.AsyncSystemUserClient` answered from a recording; ``replay`` is its transport."""
 
-    Use it as ``SystemUserClient(..., transport=ReplayTransport(...))``. ``recording`` is a
-    :class:`Recording` or a directory; the keyword values fill placeholders (see
-    :func:`load_recording`). The JWT of a recorded success is ``jwt=`` when given, else it is
-    signed again with ``jwt_key`` from the recorded claims (times moved forward by the time
-    since the recording, measured with ``clock``), or minted by :func:`mint_test_jwt` when no
-    claims were recorded. Exchanges are answered in order; ``repeat=True`` answers any further
-    request with the last one. ``sent`` keeps every request; ``check_request=False`` turns
-    the request check off. Recorded transport failures are raised again, and an answer larger
-    than ``max_response_bytes`` fails as it would over the network.
-    """
+    replay: AsyncReplayTransport
+
+
+class _Replayer:
+    """The replay :class:`ReplayTransport` and :class:`AsyncReplayTransport` share; see them for the arguments."""
 
     def __init__(
         self,
@@ -293,15 +296,8 @@ class ReplayTransport:
                 f"{self.remaining} of {len(self.recording.exchanges)} recorded exchanges were never requested"
             )
 
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        deadline: float | None = None,
-        max_bytes: int | None = None,
+    def _answer(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str] | None, max_bytes: int | None
     ) -> HttpResponse:
         """Answer a POST with the next recorded exchange after checking it; never touches the network.
 
@@ -363,9 +359,6 @@ class ReplayTransport:
             self.mismatches.append(message_text)
             raise ReplayMismatch(message_text + "\n(re-record, or pass check_request=False)")
 
-    def close(self) -> None:
-        """Nothing to release: a replay holds no connection."""
-
     def _values(self, exchange: Exchange, sent: SentRequest) -> dict[str, str]:
         values = dict(self.recording.substitutions)
         for name, value in _request_values(sent.body).items():
@@ -393,6 +386,76 @@ class ReplayTransport:
         if exchange.recorded_at is not None:
             claims = _shift_times(claims, round((self._clock() - exchange.recorded_at).total_seconds()))
         return sign_jwt(claims, key, header=header)
+
+
+class ReplayTransport(_Replayer):
+    """A :class:`~sut_soap.Transport` that answers from a recording and never opens a socket.
+
+    Use it as ``SystemUserClient(..., transport=ReplayTransport(...))``. ``recording`` is a
+    :class:`Recording` or a directory; the keyword values fill placeholders (see
+    :func:`load_recording`). The JWT of a recorded success is ``jwt=`` when given, else it is
+    signed again with ``jwt_key`` from the recorded claims (times moved forward by the time
+    since the recording, measured with ``clock``), or minted by :func:`mint_test_jwt` when no
+    claims were recorded. Exchanges are answered in order; ``repeat=True`` answers any further
+    request with the last one. ``sent`` keeps every request; ``check_request=False`` turns
+    the request check off. Recorded transport failures are raised again, and an answer larger
+    than ``max_response_bytes`` fails as it would over the network.
+    """
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> HttpResponse:
+        """Answer a POST with the next recorded exchange after checking it; never touches the network.
+
+        Raises:
+            ReplayMismatch: a request that is not a POST (give the client ``public_key=``, as
+                :func:`replay_client` does, so the JWT is checked offline), one more request
+                than the recording holds, or a request that differs from the recorded one.
+        """
+        return self._answer(method, url, body, headers, max_bytes)
+
+    def close(self) -> None:
+        """Nothing to release: a replay holds no connection."""
+
+
+class AsyncReplayTransport(_Replayer):
+    """An :class:`~sut_soap.AsyncTransport` that answers from a recording and never opens a socket.
+
+    The asyncio twin of :class:`ReplayTransport`, with the same arguments, checks, diffs,
+    recorded failures and attributes (``sent``, ``remaining``, ``assert_all_used``): use it as
+    ``AsyncSystemUserClient(..., transport=AsyncReplayTransport(...))``, or call
+    ``replay_client(..., asynchronous=True)``. A replayed answer is computed on the event loop
+    without waiting for anything (no thread, no socket): the request check, filling the
+    placeholders and, when it signs the recorded claims again, one RSA signature (about a
+    millisecond).
+    """
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> HttpResponse:
+        """Answer a POST with the next recorded exchange after checking it, as :meth:`ReplayTransport.request`.
+
+        Raises:
+            ReplayMismatch: as for :meth:`ReplayTransport.request`.
+        """
+        return self._answer(method, url, body, headers, max_bytes)
+
+    async def aclose(self) -> None:
+        """Nothing to release: a replay holds no connection."""
 
 
 def _rebuild_error(error: RecordedError, url: str) -> BaseException:
@@ -429,8 +492,71 @@ def _foreign(message: str, name: str, host: str, phase: str) -> TransportError:
     return TransportError(f"{message} (recorded {name})", retryable=True, host=host, phase=phase)
 
 
+_Recorded = Recording | str | os.PathLike[str]
+
+
+@overload
 def replay_client(
-    recording: Recording | str | os.PathLike[str],
+    recording: _Recorded,
+    *,
+    jwt: str | None = ...,
+    public_key: Any = ...,
+    jwt_key: rsa.RSAPrivateKey | None = ...,
+    ticket: str | None = ...,
+    client_secret: str | None = ...,
+    context_identifier: str | None = ...,
+    system_user_token: str | None = ...,
+    private_key: PrivateKeyInput | None = ...,
+    endpoint: str | None = ...,
+    check_request: bool = ...,
+    repeat: bool = ...,
+    asynchronous: Literal[False] = ...,
+    **client_options: Any,
+) -> ReplayClient: ...
+
+
+@overload
+def replay_client(
+    recording: _Recorded,
+    *,
+    jwt: str | None = ...,
+    public_key: Any = ...,
+    jwt_key: rsa.RSAPrivateKey | None = ...,
+    ticket: str | None = ...,
+    client_secret: str | None = ...,
+    context_identifier: str | None = ...,
+    system_user_token: str | None = ...,
+    private_key: PrivateKeyInput | None = ...,
+    endpoint: str | None = ...,
+    check_request: bool = ...,
+    repeat: bool = ...,
+    asynchronous: Literal[True],
+    **client_options: Any,
+) -> AsyncReplayClient: ...
+
+
+@overload
+def replay_client(
+    recording: _Recorded,
+    *,
+    jwt: str | None = ...,
+    public_key: Any = ...,
+    jwt_key: rsa.RSAPrivateKey | None = ...,
+    ticket: str | None = ...,
+    client_secret: str | None = ...,
+    context_identifier: str | None = ...,
+    system_user_token: str | None = ...,
+    private_key: PrivateKeyInput | None = ...,
+    endpoint: str | None = ...,
+    check_request: bool = ...,
+    repeat: bool = ...,
+    asynchronous: bool,
+    **client_options: Any,
+) -> ReplayClient | AsyncReplayClient: ...
+
+
+def replay_client(
+    recording: _Recorded,
     *,
     jwt: str | None = None,
     public_key: Any = None,
@@ -443,8 +569,9 @@ def replay_client(
     endpoint: str | None = None,
     check_request: bool = True,
     repeat: bool = False,
+    asynchronous: bool = False,
     **client_options: Any,
-) -> ReplayClient:
+) -> ReplayClient | AsyncReplayClient:
     """A :class:`~sut_soap.SystemUserClient` that answers from ``recording``, fully offline.
 
     Without ``jwt=``, a test key (``jwt_key``, else one generated per process) signs the
@@ -455,6 +582,11 @@ def replay_client(
     is the recorded URL, and a recording of the REST endpoint replays with ``protocol="rest"``.
     ``client_options`` go to ``SystemUserClient`` (``clock=``,
     ``leeway=``, ...); ``client.replay`` is the :class:`ReplayTransport`.
+
+    With ``asynchronous=True`` the client is an :class:`AsyncReplayClient` (an
+    :class:`~sut_soap.AsyncSystemUserClient`, ``client_options`` going to it) on an
+    :class:`AsyncReplayTransport`: the same recording, options, checks and errors, awaited.
+    Any recording replays in either client, whichever client made it.
     """
     if jwt is not None and public_key is None:
         raise ConfigurationError("jwt= needs public_key= (the public half of the key that signed it)")
@@ -464,30 +596,31 @@ def replay_client(
         jwt_key = jwt_key or stand_in_key()
         public_key = jwt_key.public_key()
     clock: Callable[[], datetime] | None = client_options.get("clock")
-    transport = ReplayTransport(
-        recording,
-        jwt=jwt,
-        jwt_key=jwt_key,
-        ticket=ticket,
-        client_secret=client_secret,
-        context_identifier=context_identifier,
-        system_user_token=system_user_token,
-        check_request=check_request,
-        repeat=repeat,
-        clock=clock,
+    replay_options: dict[str, Any] = {
+        "jwt": jwt, "jwt_key": jwt_key, "ticket": ticket, "client_secret": client_secret,
+        "context_identifier": context_identifier, "system_user_token": system_user_token,
+        "check_request": check_request, "repeat": repeat, "clock": clock,
+    }
+    transport: ReplayTransport | AsyncReplayTransport = (
+        AsyncReplayTransport(recording, **replay_options) if asynchronous
+        else ReplayTransport(recording, **replay_options)
     )
     if endpoint is None:
         recorded_urls = [e.url for e in transport.recording.exchanges if e.url.startswith(("http://", "https://"))]
         endpoint = recorded_urls[0] if recorded_urls else endpoint_for("sod")
     if urlsplit(endpoint).path.lower() == REST_PATH.lower():  # recorded over REST: replay it over REST
         client_options.setdefault("protocol", "rest")
-    client = ReplayClient(
-        client_secret=client_secret or STAND_IN_CLIENT_SECRET,
-        private_key=private_key if private_key is not None else stand_in_key(),
-        endpoint=endpoint,
-        public_key=public_key,
-        transport=transport,
+    options: dict[str, Any] = {
+        "client_secret": client_secret or STAND_IN_CLIENT_SECRET,
+        "private_key": private_key if private_key is not None else stand_in_key(),
+        "endpoint": endpoint,
+        "public_key": public_key,
         **client_options,
-    )
+    }
+    if isinstance(transport, AsyncReplayTransport):
+        async_client = AsyncReplayClient(transport=transport, **options)
+        async_client.replay = transport
+        return async_client
+    client = ReplayClient(transport=transport, **options)
     client.replay = transport
     return client
