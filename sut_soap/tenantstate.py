@@ -428,8 +428,7 @@ class AsyncTenantStates(_StateMemory):
             ) from None
 
     def _landed(self, key: str, task: asyncio.Task[TenantState]) -> None:
-        if self._reading.get(key) is task:
-            del self._reading[key]
+        self._reading.pop(key, None)  # no other read of the tenant can have started: this one was in the way
         if not task.cancelled():
             task.exception()  # retrieved: the caller that started it may be gone, the others share it
 
