@@ -40,9 +40,9 @@ if TYPE_CHECKING:
 __all__ = ["AiohttpAdapter"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# The origin a redirect this middleware returned points to, away from the tenant: the next
-# request of the same task to it is that redirect's hop.
-_followed: ContextVar[Origin | None] = ContextVar("sut_soap_auth_redirect", default=None)
+# Where a redirect this middleware returned points, away from the tenant, and the tenant's
+# origin: the next request of the same task to that place is the redirect's hop.
+_followed: ContextVar[tuple[Origin, Origin | None] | None] = ContextVar("sut_soap_auth_redirect", default=None)
 
 
 def replayable(body: object) -> bool:
@@ -76,9 +76,9 @@ class AiohttpAdapter:
         expected = _followed.get()
         if expected is not None:
             _followed.set(None)
-            if origin_of(url) == expected:
+            if origin_of(url) == expected[0]:
                 response = await handler(request)
-                await self._remember_redirect(response)
+                _remember_redirect(response, expected[1])
                 return response
         headers, ticket = await self._credentials.for_url(url)
         request.headers.update(headers)
@@ -100,17 +100,18 @@ class AiohttpAdapter:
                 response.release()
                 request.headers.update(again[0])
                 response = await handler(request)
-        await self._remember_redirect(response)
+        _remember_redirect(response, origin_of(url))  # for_url checked that url is at the tenant's origin
         return response
 
-    async def _remember_redirect(self, response: Any) -> None:
-        """When ``response`` redirects away from the tenant, mark its target as the next hop (sent untouched)."""
-        location = response.headers.get("Location") if response.status in _REDIRECTS else None
-        if not location:
-            return
-        try:
-            target = origin_of(urljoin(str(response.url), location))
-        except ValueError:  # aiohttp refuses such a Location itself
-            return
-        if target is not None and target != await self._credentials.origin():
-            _followed.set(target)
+
+def _remember_redirect(response: Any, tenant: Origin | None) -> None:
+    """When ``response`` redirects away from the ``tenant``, mark its target as the next hop (sent untouched)."""
+    location = response.headers.get("Location") if response.status in _REDIRECTS else None
+    if not location:
+        return
+    try:
+        target = origin_of(urljoin(str(response.url), location))
+    except ValueError:  # aiohttp refuses such a Location itself
+        return
+    if target is not None and target != tenant:
+        _followed.set((target, tenant))
