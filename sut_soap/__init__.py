@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._clock import Clock
-    from .apiauth import TenantAuth
+    from .apiauth import AsyncTenantAuth, TenantAuth
     from .async_client import AsyncSystemUserClient
     from .cache import CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
     from .client import SystemUserClient
@@ -47,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncSystemUserClient",
+    "AsyncTenantAuth",
     "AsyncTransport",
     "AuthenticationRejectedError",
     "CachedTicket",
@@ -80,6 +81,7 @@ __all__ = [
 
 _LAZY = {
     "AsyncSystemUserClient": "async_client",
+    "AsyncTenantAuth": "apiauth",
     "AsyncTransport": "transport",
     "CachedTicket": "cache",
     "Clock": "_clock",

@@ -32,6 +32,7 @@ One client per process and event loop: build it where the loop runs (a FastAPI l
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -58,12 +59,15 @@ from .keys import PrivateKeyInput
 from .keysources import JwksKeySource
 from .retry import RetryPolicy
 from .signing import check_text_value, sign_system_user_token
+from .tenantstate import AsyncTenantStates, TenantState, state_base
 from .ticket import SystemUserTicket
 from .tokens import DEFAULT_LEEWAY, TokenValidator
 from .transport import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, AsyncTransport, Response, acall_transport
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+    from .apiauth import AsyncTenantAuth
 
 __all__ = ["DEFAULT_CONCURRENCY", "AsyncSystemUserClient", "Invalidation"]
 
@@ -295,6 +299,62 @@ class AsyncSystemUserClient(ClientCore):
         """
         self._invalidate(context_identifier, ticket=ticket)
         return Invalidation()
+
+    async def tenant_state(self, context_identifier: str) -> TenantState:
+        """The tenant's state from SuperOffice's tenant state API: running, where its API is, until when.
+
+        The semantics of :meth:`SystemUserClient.tenant_state <sut_soap.SystemUserClient.tenant_state>`
+        (the same reading and memory, :mod:`sut_soap.tenantstate`), the GET awaited through the
+        client's transport within its ``deadline``: any number of tasks asking for one tenant
+        whose state is not kept cause one GET, and share its state or its error.
+
+        Raises:
+            The errors of :meth:`SystemUserClient.tenant_state <sut_soap.SystemUserClient.tenant_state>`.
+        """
+        context = check_text_value(context_identifier, "context identifier")
+        return await self._tenant_states.get(context)
+
+    @functools.cached_property
+    def _tenant_states(self) -> AsyncTenantStates:
+        return AsyncTenantStates(self._transport, state_base(self.environment, self.endpoint), self._clock,
+                                 deadline=self.deadline)
+
+    def auth(
+        self, *, context_identifier: str, system_user_token: str, base_url: str | None = None
+    ) -> AsyncTenantAuth:
+        """An auth object for calling the tenant's API with ``httpx.AsyncClient`` or aiohttp.
+
+        Use it as ``httpx.AsyncClient(auth=...)`` or as an aiohttp client middleware
+        (``aiohttp.ClientSession(middlewares=(auth,))``, aiohttp 3.12 or later). The semantics of
+        :meth:`SystemUserClient.auth <sut_soap.SystemUserClient.auth>`, awaited: each request gets
+        the tenant's current ticket from :meth:`get_ticket` and the client secret; a 401
+        invalidates exactly that ticket (awaited), and the request is sent once more with a new
+        one if its body can be replayed (for httpx a body held in memory, for aiohttp any payload
+        it can send again: bytes, text, JSON, a form, a seekable file); an async iterator or a
+        stream gets the 401 back unsent, with one WARNING. A second 401 is returned as it is.
+        The two headers go only to the tenant's API origin (with httpx and
+        ``follow_redirects=True``, add ``auth.redirect_guard`` to the request event hooks; an
+        aiohttp middleware sees every hop itself). README: "Calling the tenant's API".
+
+        Args:
+            context_identifier: the tenant.
+            system_user_token: the tenant's system user token.
+            base_url: the tenant's API base URL (https, or http on loopback). Default None: the
+                ``Api`` of :meth:`tenant_state`, read on the first request.
+
+        Returns:
+            An :class:`~sut_soap.apiauth.AsyncTenantAuth`; with httpx installed also an
+            ``httpx.Auth``. ``await auth.base_url()`` is the URL to build requests from.
+
+        Raises:
+            ConfigurationError: an empty or malformed value, or a ``base_url`` that is not https
+                (http on loopback only) or carries credentials or a fragment.
+        """
+        from .apiauth import build_async  # noqa: PLC0415 -- the auth adapters load only for callers of the tenant's API
+
+        context = check_text_value(context_identifier, "context identifier")
+        token = check_text_value(system_user_token, "system user token")
+        return build_async(self, self._client_secret, context, token, base_url)
 
     async def aclose(self) -> None:
         """Close the transport. The client should not be used afterwards."""

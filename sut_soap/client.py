@@ -46,7 +46,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
-from urllib.parse import urlsplit
 
 from . import _deadline
 from ._clock import Clock
@@ -62,13 +61,12 @@ from ._options import (
 )
 from ._steps import Attempt, Send, Sign, Sleep, Step, Store, Validate, Wait, run
 from .cache import TicketCache
-from .environments import ENVIRONMENTS
 from .errors import ConfigurationError, SutSoapError
 from .keys import PrivateKeyInput
 from .retry import RetryPolicy
 from .signing import check_text_value, sign_system_user_token
 from .soap import Answer
-from .tenantstate import TenantState, TenantStates
+from .tenantstate import TenantState, TenantStates, state_base
 from .ticket import SystemUserTicket
 from .tokens import DEFAULT_LEEWAY
 from .transport import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, Transport, call_transport
@@ -236,7 +234,7 @@ class SystemUserClient(ClientCore):
             network=self._transport, jwks_transport=self._transport, public_key=public_key, jwks_url=jwks_url,
             leeway=leeway, expected_serial=expected_serial, wsdl=wsdl, allow_insecure_tls=allow_insecure_tls,
         )
-        self._states = TenantStates(self._transport, _state_base(self.environment, self.endpoint), self._clock,
+        self._states = TenantStates(self._transport, state_base(self.environment, self.endpoint), self._clock,
                                     deadline=self.deadline)
 
     @property
@@ -534,11 +532,3 @@ class SystemUserClient(ClientCore):
     def __repr__(self) -> str:
         """The endpoint and JWKS URL; the client secret shows as ``***``."""
         return f"SystemUserClient(endpoint={self.endpoint!r}, jwks_url={self.jwks_url!r}, client_secret='***')"
-
-
-def _state_base(environment: str | None, endpoint: str) -> str:
-    """Where the tenant state API lives: the environment's base URL, else the endpoint's scheme and host."""
-    if environment is not None:
-        return ENVIRONMENTS[environment]
-    parts = urlsplit(endpoint)
-    return f"{parts.scheme}://{parts.netloc}"

@@ -17,7 +17,8 @@ tenant moves between hosts (``sod2`` today, ``sod3`` tomorrow) and is sometimes 
 ``ProvisioningFailed``, ``Deleting``, ``DeleteFailed``, ``MigrationPending``) mean its API is
 not available. ``ValidUntil`` is when to ask again; until then the answer is kept.
 
-:class:`TenantStates` is the client's reader: it sends the GET through the client's
+:class:`TenantStates` is the sync client's reader (:class:`AsyncTenantStates` the async
+client's, the same memory and parsing, the GET awaited): it sends the GET through the client's
 :class:`~sut_soap.Transport` (the one network seam: the same deadline, size cap and TLS rules as
 an exchange), reads the answer as strictly as the REST exchange's (:mod:`sut_soap.rest`: an
 HTTP 200 labelled JSON, one JSON object within the same limits, member names matched without
@@ -33,6 +34,8 @@ of :meth:`~sut_soap.SystemUserClient.auth` sends the ticket and the client secre
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import re
 import threading
@@ -49,14 +52,17 @@ from ._answer import _header, _status_error, utf8_media_type
 from ._clock import Clock
 from ._text import sanitise
 from .contract import STATE_PATH
-from .environments import is_loopback_host
+from .environments import ENVIRONMENTS, is_loopback_host
 from .errors import ProtocolError, TenantNotRunningError, TransportError
 from .rest import _document
 
 if TYPE_CHECKING:
-    from .transport import Transport
+    from .transport import AsyncTransport, Transport
 
-__all__ = ["DEFAULT_MAX_STATES", "MAX_STATE_BYTES", "MAX_STATE_SECONDS", "TenantState", "TenantStates", "state_url"]
+__all__ = [
+    "DEFAULT_MAX_STATES", "MAX_STATE_BYTES", "MAX_STATE_SECONDS", "AsyncTenantStates", "TenantState", "TenantStates",
+    "state_base", "state_url",
+]
 
 #: The most tenants whose state a client keeps.
 DEFAULT_MAX_STATES = 10_000
@@ -76,6 +82,10 @@ _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})", re.ASCII
 )
 _MAX_URL = 2048
+_ACCEPT = {"Accept": "application/json"}
+# How long past the read's deadline a waiting task is given: the GET ends at the deadline by
+# itself, with a more precise error than this cut can give.
+_GRACE = 0.1
 
 _log = logging.getLogger("sut_soap.client")
 
@@ -236,11 +246,20 @@ def not_running(state: TenantState, now: datetime) -> TenantNotRunningError:
     )
 
 
-class TenantStates:
-    """The client's tenant states: read through its transport, kept until ``ValidUntil``, one GET at a time per tenant.
+def state_base(environment: str | None, endpoint: str) -> str:
+    """Where the tenant state API lives: the environment's base URL, else the endpoint's scheme and host."""
+    if environment is not None:
+        return ENVIRONMENTS[environment]
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class _StateMemory:
+    """What both readers share: the kept states, the answer read into one, the error of a tenant not running.
 
     Args:
-        transport: the client's :class:`~sut_soap.Transport`.
+        transport: the client's transport (a :class:`~sut_soap.Transport` or an
+            :class:`~sut_soap.AsyncTransport`: the subclass sends through it).
         base_url: the environment's base URL (``https://sod.superoffice.com``), or the scheme and
             host of an explicit endpoint.
         clock: the client's :class:`~sut_soap.Clock`: wall time against ``ValidUntil``, monotonic
@@ -250,7 +269,7 @@ class TenantStates:
     """
 
     def __init__(
-        self, transport: Transport, base_url: str, clock: Clock, *, deadline: float,
+        self, transport: Any, base_url: str, clock: Clock, *, deadline: float,
         max_entries: int = DEFAULT_MAX_STATES,
     ) -> None:
         self._transport = transport
@@ -261,13 +280,65 @@ class TenantStates:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[TenantState, float]] = OrderedDict()
         self._lock = threading.Lock()
-        self._reading: dict[str, list[Any]] = {}  # tenant -> [lock, holders]: one GET per tenant at a time
+        self._reading: dict[str, Any] = {}  # tenant -> the read in progress (its lock, or its task)
         _fork.register(self)
 
     def _reset_after_fork(self) -> None:
         """In a forked child: new locks and no read in progress; the states stay."""
         self._lock = threading.Lock()
         self._reading = {}
+
+    def forget(self, context_identifier: str) -> None:
+        """Drop the tenant's kept state, so the next ``get`` reads it again."""
+        with self._lock:
+            self._entries.pop(context_identifier.casefold(), None)
+
+    def __len__(self) -> int:
+        """The number of tenants whose state is kept (expired ones not yet dropped included)."""
+        return len(self._entries)
+
+    def _running(self, state: TenantState) -> TenantState:
+        if not state.running:
+            raise not_running(state, self._clock.now())
+        return state
+
+    def _kept(self, key: str) -> TenantState | None:
+        with self._lock:
+            item = self._entries.get(key)
+            if item is None:
+                return None
+            if self._clock.monotonic() >= item[1]:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return item[0]
+
+    def _keep(self, response: Any, context_identifier: str, key: str, started: float) -> TenantState:
+        """Read the GET's ``response`` (sent at ``started``, monotonic) and keep the state until its ValidUntil."""
+        state = parse_state(response, context_identifier=context_identifier, source_host=self._host)
+        keep = min(MAX_STATE_SECONDS, (state.valid_until - self._clock.now()).total_seconds())
+        _log.debug(
+            "tenant state for %s: %s in %.1f ms, kept %.0f s",
+            context_identifier, state.state, (self._clock.monotonic() - started) * 1000, max(keep, 0.0),
+        )
+        if keep > 0:
+            with self._lock:
+                self._entries[key] = (state, self._clock.monotonic() + keep)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+        return state
+
+
+class TenantStates(_StateMemory):
+    """The sync client's tenant states: read through its transport, kept until ``ValidUntil``, one GET per tenant.
+
+    Args:
+        transport: the client's :class:`~sut_soap.Transport`.
+        base_url, clock, deadline, max_entries: as for the shared memory above.
+    """
+
+    _transport: Transport
 
     def get(self, context_identifier: str) -> TenantState:
         """The tenant's state, kept or read now; :class:`~sut_soap.errors.TenantNotRunningError` if not running."""
@@ -282,29 +353,7 @@ class TenantStates:
                         state = self._read(context_identifier, key)
             finally:
                 _deadline.leave(budget)
-        if not state.running:
-            raise not_running(state, self._clock.now())
-        return state
-
-    def forget(self, context_identifier: str) -> None:
-        """Drop the tenant's kept state, so the next :meth:`get` reads it again."""
-        with self._lock:
-            self._entries.pop(context_identifier.casefold(), None)
-
-    def __len__(self) -> int:
-        """The number of tenants whose state is kept (expired ones not yet dropped included)."""
-        return len(self._entries)
-
-    def _kept(self, key: str) -> TenantState | None:
-        with self._lock:
-            item = self._entries.get(key)
-            if item is None:
-                return None
-            if self._clock.monotonic() >= item[1]:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return item[0]
+        return self._running(state)
 
     @contextmanager
     def _one_read(self, key: str) -> Iterator[None]:
@@ -330,21 +379,65 @@ class TenantStates:
     def _read(self, context_identifier: str, key: str) -> TenantState:
         from .transport import call_transport  # noqa: PLC0415 -- TenantState alone loads no HTTP library
 
-        url = state_url(self.base_url, context_identifier)
         started = self._clock.monotonic()
         response = call_transport(
-            self._transport, "GET", url, headers={"Accept": "application/json"}, max_bytes=MAX_STATE_BYTES
+            self._transport, "GET", state_url(self.base_url, context_identifier), headers=_ACCEPT,
+            max_bytes=MAX_STATE_BYTES,
         )
-        state = parse_state(response, context_identifier=context_identifier, source_host=self._host)
-        keep = min(MAX_STATE_SECONDS, (state.valid_until - self._clock.now()).total_seconds())
-        _log.debug(
-            "tenant state for %s: %s in %.1f ms, kept %.0f s",
-            context_identifier, state.state, (self._clock.monotonic() - started) * 1000, max(keep, 0.0),
+        return self._keep(response, context_identifier, key, started)
+
+
+class AsyncTenantStates(_StateMemory):
+    """The async client's tenant states: the same memory and reading, one GET per tenant across tasks.
+
+    The first task that misses a tenant starts the GET in a task of its own (through the
+    client's :class:`~sut_soap.AsyncTransport`, within its budget); every task asking meanwhile
+    awaits that one, shielded, so cancelling one caller cancels only its wait.
+
+    Args:
+        transport: the client's :class:`~sut_soap.AsyncTransport`.
+        base_url, clock, deadline, max_entries: as for the shared memory above.
+    """
+
+    _transport: AsyncTransport
+
+    async def get(self, context_identifier: str) -> TenantState:
+        """The tenant's state, kept or read now; :class:`~sut_soap.errors.TenantNotRunningError` if not running."""
+        key = context_identifier.casefold()
+        state = self._kept(key)
+        if state is None:
+            budget = _deadline.open_budget(self._deadline, self._clock.monotonic)
+            try:
+                state = await self._one_read(context_identifier, key)
+            finally:
+                _deadline.leave(budget)
+        return self._running(state)
+
+    async def _one_read(self, context_identifier: str, key: str) -> TenantState:
+        task: asyncio.Task[TenantState] | None = self._reading.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._read(context_identifier, key))
+            self._reading[key] = task
+            task.add_done_callback(functools.partial(self._landed, key))
+        left = _deadline.remaining()
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), max(0.0, left or 0.0) + _GRACE)
+        except asyncio.TimeoutError:
+            raise TransportError(
+                "the read of the tenant state did not finish within the deadline", retryable=True
+            ) from None
+
+    def _landed(self, key: str, task: asyncio.Task[TenantState]) -> None:
+        self._reading.pop(key, None)  # no other read of the tenant can have started: this one was in the way
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller that started it may be gone, the others share it
+
+    async def _read(self, context_identifier: str, key: str) -> TenantState:
+        from .transport import acall_transport  # noqa: PLC0415 -- TenantState alone loads no HTTP library
+
+        started = self._clock.monotonic()
+        response = await acall_transport(
+            self._transport, "GET", state_url(self.base_url, context_identifier), headers=_ACCEPT,
+            max_bytes=MAX_STATE_BYTES,
         )
-        if keep > 0:
-            with self._lock:
-                self._entries[key] = (state, self._clock.monotonic() + keep)
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
-        return state
+        return self._keep(response, context_identifier, key, started)

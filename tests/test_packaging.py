@@ -122,7 +122,7 @@ def test_public_api_does_not_drift() -> None:
             "RetryPolicy", "TicketCache", "LockingTicketCache", "InMemoryTicketCache", "CachedTicket", "Clock",
             "Transport", "HttpTransport", "HttpResponse", "Response", "HeaderMap", "RedisTicketCache",
             "TenantAuth", "TenantNotRunningError", "TenantState",
-            "AsyncSystemUserClient", "AsyncTransport", "ThreadedAsyncTransport",
+            "AsyncSystemUserClient", "AsyncTenantAuth", "AsyncTransport", "ThreadedAsyncTransport",
         ]
     )
     for name in sut_soap.__all__:

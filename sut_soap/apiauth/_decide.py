@@ -19,8 +19,10 @@ its body can be sent again) and do what they are told.
   goes back to the caller with one WARNING. A 401 on the resent request goes back as it is.
 - **A redirect** (:func:`strips_on_redirect`): the two headers never follow one to another origin.
 
-The sync half (:class:`Credentials`) calls the sync client; an async client's auth will call
-its own ``get_ticket``/``invalidate``/``tenant_state`` and reuse every function here.
+What needs no I/O (the refusal of another origin, the headers, the WARNING, the check of the
+new ticket) is decided once, in ``_Tenant``; the sync half (:class:`Credentials`) calls the sync
+client, the async half (:class:`AsyncCredentials`) awaits the async client's ``get_ticket``,
+``invalidate`` and ``tenant_state``, and both adapters of each reuse every function here.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from ..environments import validate_endpoint
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from ..async_client import AsyncSystemUserClient
     from ..client import SystemUserClient
 
 __all__ = [
     "SECRET_HEADERS",
+    "AsyncCredentials",
     "Credentials",
     "Origin",
     "Verdict",
@@ -129,21 +133,19 @@ def after_401(*, status: int, sent_ticket: str | None, resent: bool, at_tenant: 
     return Verdict.RESEND if replayable else Verdict.GIVE_BACK
 
 
-class Credentials:
-    """The sync half of the auth object: the tenant, its origin, and the calls to the client.
+class _Tenant:
+    """What both halves of the auth object know and decide without I/O: the tenant, the headers, the refusals.
 
     Args:
-        client: the :class:`~sut_soap.SystemUserClient` that gets and invalidates tickets.
+        client: the client that gets and invalidates tickets (sync or async: the subclass calls it).
         secret: the client's secret holder (its ``reveal()`` gives the value to send).
         context_identifier: the tenant.
         system_user_token: the tenant's system user token.
-        base_url: the tenant's API base URL, or None for the ``Api`` of its state
-            (:meth:`~sut_soap.SystemUserClient.tenant_state`).
+        base_url: the tenant's API base URL, or None for the ``Api`` of its state.
     """
 
     def __init__(
-        self, client: SystemUserClient, secret: Any, context_identifier: str, system_user_token: str,
-        base_url: str | None,
+        self, client: Any, secret: Any, context_identifier: str, system_user_token: str, base_url: str | None,
     ) -> None:
         self._client = client
         self._secret = secret
@@ -151,15 +153,76 @@ class Credentials:
         self._token = system_user_token
         self._base_url = None if base_url is None else validate_endpoint(base_url, what="base_url").rstrip("/")
 
+    def _api_of(self, state: Any) -> str:
+        """The ``Api`` of the tenant's ``state``; a state without one is a ConfigurationError."""
+        api: str | None = state.api_url
+        if api is None:  # tenant_state refuses a running state without Api; a caller's double may not
+            raise ConfigurationError(f"the tenant state of {self.context_identifier} names no API URL")
+        return api
+
+    def _check_origin(self, url: str, base_url: str) -> None:
+        """Refuse a request to ``url`` unless it is at the origin of ``base_url``.
+
+        Raises:
+            ConfigurationError: ``url`` is not at the tenant's API origin (nothing is sent).
+        """
+        allowed = origin_of(base_url)
+        target = origin_of(url)
+        if target != allowed:
+            raise ConfigurationError(
+                f"refusing to send the ticket of {self.context_identifier} to {shown_origin(target)}: "
+                f"the tenant's API is at {shown_origin(allowed)}",
+                hint="build request URLs from auth.base_url (the tenant moves between hosts), "
+                     "or pass base_url= to client.auth()",
+            )
+
+    def _headers(self, ticket: str) -> tuple[dict[str, str], str]:
+        """The two headers carrying ``ticket`` and the client secret, and the ticket."""
+        return {"Authorization": _PREFIX + ticket, APP_TOKEN_HEADER: self._secret.reveal()}, ticket
+
+    def _resends(self, *, method: str, url: str, resend: bool) -> bool:
+        """After the refused ticket was invalidated: whether to get a new one and resend (else one WARNING)."""
+        if not resend:
+            _log.warning(
+                "HTTP 401 from %s for %s %s: the ticket is invalidated; the request's body is a stream or "
+                "generator that cannot be sent again, so the 401 is returned unsent: send the request again",
+                shown_origin(origin_of(url)), method, self.context_identifier,
+            )
+        return resend
+
+    def _again(self, fresh: tuple[dict[str, str], str], refused: str, *, method: str,
+               url: str) -> tuple[dict[str, str], str] | None:
+        """The new headers to resend with, or None when the store handed back the very ticket refused."""
+        where = shown_origin(origin_of(url))
+        if fresh[1] == refused:
+            _log.debug("HTTP 401 from %s for %s: the ticket store gave the refused ticket back; not resent",
+                       where, self.context_identifier)
+            return None
+        _log.debug("HTTP 401 from %s for %s %s: ticket invalidated, sending once more with a new one",
+                   where, method, self.context_identifier)
+        return fresh
+
+    def __repr__(self) -> str:
+        shown = self._base_url if self._base_url is not None else "<tenant state>"
+        return f"(context_identifier={self.context_identifier!r}, base_url={shown!r}, client_secret='***')"
+
+
+class Credentials(_Tenant):
+    """The sync half of the auth object: the calls to a :class:`~sut_soap.SystemUserClient`.
+
+    Args:
+        client: the :class:`~sut_soap.SystemUserClient` that gets and invalidates tickets.
+        secret, context_identifier, system_user_token, base_url: as for the shared part above.
+    """
+
+    _client: SystemUserClient
+
     @property
     def base_url(self) -> str:
         """The base URL given, else the tenant state's ``Api`` (kept until its ``ValidUntil``)."""
         if self._base_url is not None:
             return self._base_url
-        api = self._client.tenant_state(self.context_identifier).api_url
-        if api is None:  # tenant_state refuses a running state without Api; a caller's double may not
-            raise ConfigurationError(f"the tenant state of {self.context_identifier} names no API URL")
-        return api
+        return self._api_of(self._client.tenant_state(self.context_identifier))
 
     def origin(self) -> Origin | None:
         """The one origin credentials are sent to."""
@@ -177,23 +240,14 @@ class Credentials:
             SutSoapError: whatever :meth:`~sut_soap.SystemUserClient.get_ticket` or
                 ``tenant_state`` raised (a tenant that is not running included).
         """
-        allowed = self.origin()
-        target = origin_of(url)
-        if target != allowed:
-            raise ConfigurationError(
-                f"refusing to send the ticket of {self.context_identifier} to {shown_origin(target)}: "
-                f"the tenant's API is at {shown_origin(allowed)}",
-                hint="build request URLs from auth.base_url (the tenant moves between hosts), "
-                     "or pass base_url= to client.auth()",
-            )
+        self._check_origin(url, self.base_url)
         return self.fresh()
 
     def fresh(self) -> tuple[dict[str, str], str]:
         """The two headers with the tenant's current ticket, and that ticket."""
-        ticket = self._client.get_ticket(
+        return self._headers(self._client.get_ticket(
             context_identifier=self.context_identifier, system_user_token=self._token
-        ).ticket
-        return {"Authorization": _PREFIX + ticket, APP_TOKEN_HEADER: self._secret.reveal()}, ticket
+        ).ticket)
 
     def refused(self, ticket: str, *, method: str, url: str, resend: bool) -> tuple[dict[str, str], str] | None:
         """The tenant's API refused ``ticket`` (HTTP 401): invalidate exactly it; the new headers if resending.
@@ -203,23 +257,46 @@ class Credentials:
             WARNING says why), or the client handed back the very ticket that was refused.
         """
         self._client.invalidate(self.context_identifier, ticket=ticket)
-        where = shown_origin(origin_of(url))
-        if not resend:
-            _log.warning(
-                "HTTP 401 from %s for %s %s: the ticket is invalidated; the request's body is a stream or "
-                "generator that cannot be sent again, so the 401 is returned unsent: send the request again",
-                where, method, self.context_identifier,
-            )
+        if not self._resends(method=method, url=url, resend=resend):
             return None
-        headers, fresh = self.fresh()
-        if fresh == ticket:
-            _log.debug("HTTP 401 from %s for %s: the ticket store gave the refused ticket back; not resent",
-                       where, self.context_identifier)
-            return None
-        _log.debug("HTTP 401 from %s for %s %s: ticket invalidated, sending once more with a new one",
-                   where, method, self.context_identifier)
-        return headers, fresh
+        return self._again(self.fresh(), ticket, method=method, url=url)
 
-    def __repr__(self) -> str:
-        shown = self._base_url if self._base_url is not None else "<tenant state>"
-        return f"(context_identifier={self.context_identifier!r}, base_url={shown!r}, client_secret='***')"
+
+class AsyncCredentials(_Tenant):
+    """The async half of the auth object: the same decisions, awaiting an :class:`~sut_soap.AsyncSystemUserClient`.
+
+    Args:
+        client: the :class:`~sut_soap.AsyncSystemUserClient` that gets and invalidates tickets.
+        secret, context_identifier, system_user_token, base_url: as for :class:`Credentials`.
+    """
+
+    _client: AsyncSystemUserClient
+
+    async def base_url(self) -> str:
+        """The base URL given, else the tenant state's ``Api`` (kept until its ``ValidUntil``)."""
+        if self._base_url is not None:
+            return self._base_url
+        return self._api_of(await self._client.tenant_state(self.context_identifier))
+
+    async def origin(self) -> Origin | None:
+        """The one origin credentials are sent to."""
+        return origin_of(await self.base_url())
+
+    async def for_url(self, url: str) -> tuple[dict[str, str], str]:
+        """As :meth:`Credentials.for_url`, awaiting the async client."""
+        self._check_origin(url, await self.base_url())
+        return await self.fresh()
+
+    async def fresh(self) -> tuple[dict[str, str], str]:
+        """The two headers with the tenant's current ticket, and that ticket."""
+        return self._headers((await self._client.get_ticket(
+            context_identifier=self.context_identifier, system_user_token=self._token
+        )).ticket)
+
+    async def refused(self, ticket: str, *, method: str, url: str,
+                      resend: bool) -> tuple[dict[str, str], str] | None:
+        """As :meth:`Credentials.refused`; the invalidation is awaited, so the store has forgotten the ticket."""
+        await self._client.invalidate(self.context_identifier, ticket=ticket)
+        if not self._resends(method=method, url=url, resend=resend):
+            return None
+        return self._again(await self.fresh(), ticket, method=method, url=url)
