@@ -39,6 +39,10 @@ client's CPU can be measured on its own (sections 1-4):
    a thread, interleaved) against sync ``get_tickets(max_workers=64)`` and one by one, in the same
    run; the event loop's lag (max, p99) during the warm-up; 1,000 tasks on one cold tenant,
    exchanges counted; a warm ``await get_ticket``.
+13. calling the tenant's API (``python bench/run.py --only api`` runs it alone; the emulator in the
+   client's process): with requests, httpx, httpx.AsyncClient and aiohttp through ``client.auth()``,
+   50 requests at once that all get 401 on one revoked ticket (exchanges, requests and resends
+   counted), and a warm request with hand-set headers against one through the auth object.
 Targets are printed with the measured figures at the end. ``BENCH_EXCHANGES`` sets the number
 of exchanges in sections 1, 2 and 7 (default 300). The bench measures the checkout it is in
 (its parent directory goes first on ``sys.path``, and into ``PYTHONPATH`` for the processes it
@@ -1384,6 +1388,159 @@ def _async_client_section(emu: EmulatorProcess, key: rsa.RSAPrivateKey, results:
     ]
 
 
+# -- 13. calling the tenant's API (python bench/run.py --only api runs this section alone) -------
+
+API_STORM = 50  # requests at once, all refused on the same revoked ticket
+API_LATENCY = 0.1  # the tenant API's latency in the storm, so the 50 overlap
+API_ROUNDS = 15  # interleaved rounds of API_CALLS warm requests, hand-set headers against the auth object
+API_CALLS = 100
+API_LIBRARIES = ("requests", "httpx", "httpx.AsyncClient", "aiohttp")
+
+
+def _sync_session(library: str, auth: Any) -> Any:
+    import httpx
+    import requests
+
+    if library == "requests":
+        session = requests.Session()
+        session.auth = auth
+        return session
+    return httpx.Client(auth=auth, timeout=30)
+
+
+def _sync_get(session: Any, url: str, headers: dict[str, str] | None = None) -> int:
+    response = session.get(url, headers=headers)
+    return int(response.status_code)
+
+
+async def _async_get(library: str, session: Any, url: str, headers: dict[str, str] | None = None) -> int:
+    if library == "aiohttp":
+        async with session.get(url, headers=headers) as response:
+            await response.read()
+            return int(response.status)
+    response = await session.get(url, headers=headers)
+    return int(response.status_code)
+
+
+def _async_session(library: str, auth: Any) -> Any:
+    import aiohttp
+    import httpx
+
+    if library == "aiohttp":
+        return aiohttp.ClientSession(middlewares=(auth,) if auth is not None else (),
+                                     connector=aiohttp.TCPConnector(limit=API_STORM * 2))
+    return httpx.AsyncClient(auth=auth, timeout=30, limits=httpx.Limits(max_connections=API_STORM * 2))
+
+
+async def _async_close(library: str, session: Any) -> None:
+    await (session.close() if library == "aiohttp" else session.aclose())
+
+
+@dataclass
+class ApiFigures:
+    """One library's figures: the storm (wall s, exchanges, requests, resends) and µs per warm request."""
+
+    storm_wall: float = 0.0
+    exchanges: int = 0
+    requests: int = 0
+    resent: int = 0
+    statuses_ok: bool = False
+    hand_us: list[float] = field(default_factory=list)
+    auth_us: list[float] = field(default_factory=list)
+
+
+def _storm_counts(emu: Emulator, refused: str, before: tuple[int, int]) -> tuple[int, int, int]:
+    exchanges, requests_ = emu.exchange_count - before[0], emu.api_request_count - before[1]
+    resent = sum(1 for r in emu.api_requests[-requests_:] if refused not in r.headers.get("Authorization", ""))
+    return exchanges, requests_, resent
+
+
+def _sync_api(emu: Emulator, key: rsa.RSAPrivateKey, library: str, figures: ApiFigures) -> None:
+    with SystemUserClient(client_secret=SECRET, private_key=key, endpoint=emu.endpoint) as client:
+        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN)
+        url = auth.base_url + "/v1/User/currentPrincipal"
+        sessions = [_sync_session(library, auth) for _ in range(API_STORM)]
+        try:
+            _sync_get(sessions[0], url)
+            refused = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN).ticket
+            emu.revoke_ticket(refused)
+            emu.inject(Fault.API_LATENCY, tenant=CTX, seconds=API_LATENCY, times=API_STORM)
+            before = (emu.exchange_count, emu.api_request_count)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(API_STORM) as pool:
+                statuses = list(pool.map(lambda session: _sync_get(session, url), sessions))
+            figures.storm_wall = time.perf_counter() - started
+            figures.exchanges, figures.requests, figures.resent = _storm_counts(emu, refused, before)
+            figures.statuses_ok = statuses == [200] * API_STORM
+            ticket = client.get_ticket(context_identifier=CTX, system_user_token=TOKEN).ticket
+            hand = {"Authorization": f"SOTicket {ticket}", "SO-AppToken": SECRET}
+            bare = _sync_session(library, None)
+            try:
+                pairs = ((figures.hand_us, bare, hand), (figures.auth_us, sessions[0], None))
+                for _ in range(API_ROUNDS):
+                    for timed, session, headers in pairs:
+                        started = time.perf_counter()
+                        for _ in range(API_CALLS):
+                            _sync_get(session, url, headers)
+                        timed.append((time.perf_counter() - started) / API_CALLS * 1e6)
+            finally:
+                bare.close()
+        finally:
+            for session in sessions:
+                session.close()
+
+
+async def _async_api(emu: Emulator, key: rsa.RSAPrivateKey, library: str, figures: ApiFigures) -> None:
+    async with AsyncSystemUserClient(client_secret=SECRET, private_key=key, endpoint=emu.endpoint) as client:
+        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN)
+        url = await auth.base_url() + "/v1/User/currentPrincipal"
+        session, bare = _async_session(library, auth), _async_session(library, None)
+        try:
+            await _async_get(library, session, url)
+            refused = (await client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)).ticket
+            emu.revoke_ticket(refused)
+            emu.inject(Fault.API_LATENCY, tenant=CTX, seconds=API_LATENCY, times=API_STORM)
+            before = (emu.exchange_count, emu.api_request_count)
+            started = time.perf_counter()
+            statuses = await asyncio.gather(*(_async_get(library, session, url) for _ in range(API_STORM)))
+            figures.storm_wall = time.perf_counter() - started
+            figures.exchanges, figures.requests, figures.resent = _storm_counts(emu, refused, before)
+            figures.statuses_ok = statuses == [200] * API_STORM
+            ticket = (await client.get_ticket(context_identifier=CTX, system_user_token=TOKEN)).ticket
+            hand = {"Authorization": f"SOTicket {ticket}", "SO-AppToken": SECRET}
+            # A new session for the warm requests: the storm's 50 idle connections slow httpx's pool.
+            await _async_close(library, session)
+            session = _async_session(library, auth)
+            for _ in range(API_ROUNDS):
+                for timed, with_auth, headers in ((figures.hand_us, bare, hand), (figures.auth_us, session, None)):
+                    started = time.perf_counter()
+                    for _ in range(API_CALLS):
+                        await _async_get(library, with_auth, url, headers)
+                    timed.append((time.perf_counter() - started) / API_CALLS * 1e6)
+        finally:
+            await _async_close(library, session)
+            await _async_close(library, bare)
+
+
+def tenant_api(key: rsa.RSAPrivateKey) -> None:
+    print(f"13. calling the tenant's API through client.auth(), the emulator in this process: {API_STORM} requests "
+          f"at once on a revoked ticket ({API_LATENCY * 1000:.0f} ms API latency), then warm requests, "
+          f"{API_ROUNDS} x {API_CALLS} with hand-set headers and with the auth object, interleaved:")
+    for library in API_LIBRARIES:
+        figures = ApiFigures()
+        with Emulator(client_secret=SECRET, partner_public_key=key.public_key()) as emu:
+            emu.add_tenant(CTX, system_user_token=TOKEN)
+            if library in ("requests", "httpx"):
+                _sync_api(emu, key, library, figures)
+            else:
+                asyncio.run(_async_api(emu, key, library, figures))
+        hand, auth = statistics.median(figures.hand_us), statistics.median(figures.auth_us)
+        print(f"   {library:<18} storm: {figures.exchanges} exchange(s), {figures.requests} requests, "
+              f"{figures.resent} resent with the new ticket, all 200: {figures.statuses_ok}, "
+              f"{figures.storm_wall * 1000:.0f} ms; warm request median {hand:.0f} us by hand, "
+              f"{auth:.0f} us with the auth object ({auth - hand:+.0f} us)")
+
+
 def summary(results: Results) -> int:
     floor_ratio = results.exchange_cpu_ms / results.floor_cpu_ms
     wall_ratio = results.exchange_wall_ms / results.handwritten_wall_ms
@@ -1436,6 +1593,9 @@ def main() -> int:
     if sys.argv[1:] == ["--only", "async-http"]:  # section 11 alone
         async_http(key)
         return 0
+    if sys.argv[1:] == ["--only", "api"]:  # section 13 alone
+        tenant_api(key)
+        return 0
     results = Results()
     if sys.argv[1:] == ["--only", "async"]:  # section 12 alone
         async_client(key, results)
@@ -1464,6 +1624,7 @@ def main() -> int:
     fleet_on_redis(key)
     async_http(key)
     async_client(key, results)
+    tenant_api(key)
     return summary(results)
 
 
