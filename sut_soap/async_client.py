@@ -14,7 +14,7 @@ This module only performs those steps on an event loop:
   cancelling the task that started an exchange does not cancel it for the tasks waiting on it,
   and its flight always lands, so the tenant is never wedged;
 - nothing that blocks on the loop: the key and the WSDL are loaded when the client is built,
-  signing runs in a worker thread,
+  signing runs on the loop, in turn (below),
   the in-memory store is called directly (it never waits), a store that does I/O (such as
   :class:`~sut_soap.RedisTicketCache`) is called in a worker thread, and a JWT whose key is not
   in the cached JWKS is validated in a worker thread, whose fetch goes through the client's
@@ -178,11 +178,12 @@ class AsyncSystemUserClient(ClientCore):
         self._store_waits = type(self._cache) is not InMemoryTicketCache
         self._turns = _Turns(_TURN_BUDGET)
         self._leaders: dict[Flight, asyncio.Task[SystemUserTicket]] = {}
-        # Signing (about 1 ms of RSA, the GIL released meanwhile) runs in a worker thread: on 2
-        # cores that warmed 1,000 tenants about 1.4x faster than signing on the loop and cut the
-        # loop's lag (p99 19 ms against 75 ms) for a longest callback about as long (13 against
-        # 10 ms); bench/run.py, section 12, measures both.
-        self._sign_in_thread = True
+        # Signing (0.3 to 1 ms of RSA) runs on the loop, taking its turn like the other pieces of
+        # work. Measured on 2 cores over recorded answers, against signing in worker threads: loop
+        # lag max 5.0 against 10.6 ms and the longest callback 2.2 against 5.8 ms (the threads
+        # hold the GIL between their signatures), warm-up 0.92 against 0.97 s; bench/run.py,
+        # section 12, measures both.
+        self._sign_in_thread = False
 
     @property
     def transport(self) -> AsyncTransport:

@@ -318,10 +318,10 @@ async def test_a_store_that_does_io_is_called_off_the_loop(emu: Emulator) -> Non
 
 
 @pytest.mark.asyncio
-async def test_signing_on_the_loop_gives_the_same_ticket(emu: Emulator) -> None:
-    """The signing the bench compares with signing in a thread (on the loop) exchanges alike."""
+async def test_signing_in_a_thread_gives_the_same_ticket(emu: Emulator) -> None:
+    """The signing the bench compares with signing on the loop (in a worker thread) exchanges alike."""
     async with new_client(emu) as client:
-        client._sign_in_thread = False
+        client._sign_in_thread = True
         ticket = await client.authenticate(context_identifier=CTX, system_user_token=TOKEN)
     assert ticket.context_identifier == CTX
 
