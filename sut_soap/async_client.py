@@ -191,7 +191,7 @@ class AsyncSystemUserClient(ClientCore):
 
     @property
     def cache(self) -> TicketCache | AsyncTicketCache:  # type: ignore[override]
-        """The ticket store: the ``cache=`` given (sync or async), else the client's :class:`~sut_soap.InMemoryTicketCache`.
+        """The ticket store: the ``cache=`` given (sync or async), else an :class:`~sut_soap.InMemoryTicketCache`.
 
         Its entries are secrets: each holds a ticket for the tenant's APIs.
         """
@@ -233,7 +233,8 @@ class AsyncSystemUserClient(ClientCore):
         """
         peek = self._peek
         if peek is not None and type(context_identifier) is str and type(system_user_token) is str:
-            entry = peek(self._key_prefix + context_identifier, context_identifier, self._fingerprint(system_user_token))
+            key = self._key_prefix + context_identifier
+            entry = peek(key, context_identifier, self._fingerprint(system_user_token))
             if entry is not None:
                 age = entry.local_age(self._clock.monotonic())
                 if age is None:

@@ -94,8 +94,7 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
