@@ -634,6 +634,10 @@ async def test_works_in_a_forked_child(redis_url: str, async_stores: Either) -> 
     os.waitpid(pid, 0)
     os.close(read)
     assert await store.get("k") is not None  # the parent's connections still work
+    origin = store._origin
+    store._reset_after_fork()  # what the child ran: new origin, connections dropped, entries kept
+    store.clear_local()
+    assert store._origin != origin and await store.get("k") is not None
 
 
 def test_module_says_how_to_install_redis_py(monkeypatch: pytest.MonkeyPatch) -> None:
