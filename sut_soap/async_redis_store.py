@@ -263,9 +263,11 @@ class AsyncRedisTicketCache(RedisStoreCore):
     async def _listen(self) -> None:
         pubsub: Any = None
         try:
-            # Not `while True`: redis-py's get_message can swallow a cancellation that races its
-            # own timeout (asyncio.timeout in Python 3.11), so aclose() also ends the loop by flag.
-            while not self._closed:
+            while True:
+                # redis-py's get_message can swallow a cancellation that races its own timeout
+                # (asyncio.timeout in Python 3.11), so aclose() also ends the loop by this flag.
+                if self._closed:
+                    return
                 try:
                     if pubsub is None:
                         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
