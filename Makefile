@@ -27,7 +27,7 @@ lint: $(STAMP)
 # hardened XML parser, the errors and the cache, the async client and the steps both clients run;
 # the tenant state reader and the auth object for the tenant's API (its decisions and both
 # adapters). A `# pragma: no cover` needs the lead's approval.
-GATED := sut_soap/_clock.py,sut_soap/_steps.py,sut_soap/async_client.py,sut_soap/transport/*.py,sut_soap/_flight.py,sut_soap/_text.py,sut_soap/contract.py,sut_soap/signing.py,sut_soap/keys.py,sut_soap/keyexport.py,sut_soap/soap.py,sut_soap/_answer.py,sut_soap/rest.py,sut_soap/tokens.py,sut_soap/keysources.py,sut_soap/safexml.py,sut_soap/errors.py,sut_soap/cache.py,sut_soap/_fork.py,sut_soap/_watchdog.py,sut_soap/_deadline.py,sut_soap/cli/tenantfile.py,sut_soap/cli/warm.py,sut_soap/redis_store.py,sut_soap/tenantstate.py,sut_soap/apiauth/*.py
+GATED := sut_soap/_clock.py,sut_soap/_steps.py,sut_soap/async_client.py,sut_soap/transport/*.py,sut_soap/_flight.py,sut_soap/_text.py,sut_soap/contract.py,sut_soap/signing.py,sut_soap/keys.py,sut_soap/keyexport.py,sut_soap/soap.py,sut_soap/_answer.py,sut_soap/rest.py,sut_soap/tokens.py,sut_soap/keysources.py,sut_soap/safexml.py,sut_soap/errors.py,sut_soap/cache.py,sut_soap/_fork.py,sut_soap/_watchdog.py,sut_soap/_deadline.py,sut_soap/cli/tenantfile.py,sut_soap/cli/warm.py,sut_soap/redis_store.py,sut_soap/_redis_core.py,sut_soap/async_redis_store.py,sut_soap/tenantstate.py,sut_soap/apiauth/*.py
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q --cov --cov-report=term
 	$(BIN)/coverage report --include=$(GATED) --no-skip-covered --fail-under=100

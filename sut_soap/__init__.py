@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from ._clock import Clock
     from .apiauth import AsyncTenantAuth, TenantAuth
     from .async_client import AsyncSystemUserClient
-    from .cache import CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
+    from .async_redis_store import AsyncRedisTicketCache
+    from .cache import AsyncTicketCache, CachedTicket, InMemoryTicketCache, LockingTicketCache, TicketCache
     from .client import SystemUserClient
     from .keys import load_private_key
     from .redis_store import RedisTicketCache
@@ -46,8 +47,10 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncRedisTicketCache",
     "AsyncSystemUserClient",
     "AsyncTenantAuth",
+    "AsyncTicketCache",
     "AsyncTransport",
     "AuthenticationRejectedError",
     "CachedTicket",
@@ -80,8 +83,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AsyncRedisTicketCache": "async_redis_store",
     "AsyncSystemUserClient": "async_client",
     "AsyncTenantAuth": "apiauth",
+    "AsyncTicketCache": "cache",
     "AsyncTransport": "transport",
     "CachedTicket": "cache",
     "Clock": "_clock",

@@ -37,7 +37,7 @@ from ._options import (
 )
 from ._rejection import rejection
 from ._renewal import TicketRenewal
-from ._steps import Attempt, Send, Sign, Sleep, Steps, Validate
+from ._steps import Attempt, Send, Sign, Sleep, Step, Steps, Store, Validate, run
 from .cache import CachedTicket, InMemoryTicketCache, TicketCache
 from .contract import REST_PATH, SERVICE_PATH
 from .environments import normalise_environment, resolve_endpoint
@@ -129,8 +129,12 @@ class ClientCore(TicketRenewal):
         allow_insecure_tls: bool,
         protocol: str,
         wsdl: str | os.PathLike[str] | None,
+        async_store: bool = False,
     ) -> tuple[float, float]:
-        """Check and keep every option but the transport and JWT ones; return the ``(connect, read)`` timeout."""
+        """Check and keep every option but the transport and JWT ones; return the ``(connect, read)`` timeout.
+
+        ``async_store``: an :class:`~sut_soap.AsyncTicketCache` is accepted (the async client's).
+        """
         self._client_secret = _Secret(check_text_value(client_secret, "client secret"))
         self.ticket_lifetime, self.refresh_ahead = check_lifetime(ticket_lifetime, refresh_ahead)
         self.retry: RetryPolicy | None = effective_retry(
@@ -142,7 +146,9 @@ class ClientCore(TicketRenewal):
         self._renew_after = self.ticket_lifetime - self.refresh_ahead
         self._clock = as_clock(clock)
         self._now: Callable[[], float] = self._clock.wall
-        self._cache: TicketCache = InMemoryTicketCache(clock=self._clock) if cache is None else check_cache(cache)
+        self._cache: TicketCache = InMemoryTicketCache(clock=self._clock) if cache is None else check_cache(
+            cache, asynchronous=async_store
+        )
         self._private_key = load_private_key(private_key, password=password)
         self.protocol = check_protocol(protocol, wsdl)
         self.environment = normalise_environment(environment) if environment is not None else None
@@ -276,24 +282,36 @@ class ClientCore(TicketRenewal):
         return self._cache
 
     def _invalidate(self, context_identifier: str, *, ticket: SystemUserTicket | str | None = None) -> None:
-        """Both clients' ``invalidate``: forget the tenant's ticket (only ``ticket``, if given) in the store."""
+        """The sync client's ``invalidate``: :meth:`_invalidate_steps`, each store call made here."""
+        run(self._invalidate_steps(context_identifier, ticket), _call_store)
+
+    def _invalidate_steps(self, context_identifier: str, ticket: SystemUserTicket | str | None) -> Steps[None]:
+        """Both clients' ``invalidate``: forget the tenant's ticket (only ``ticket``, if given) in the store.
+
+        The client's own part (renewal back-off, a remembered rejection) is done before the first
+        store step, so a shell that hands the store's part to a task has done it when it returns.
+        """
         context = check_text_value(context_identifier, "context identifier")
         key = self._key_prefix + context
+        for flight_key in [k for k in list(self._backoff) if k.startswith(key + "\x00")]:
+            self._backoff.pop(flight_key, None)
+        if ticket is None:
+            self._rejections.forget(lambda flight_key: flight_key.startswith(key + "\x00"))
+        given = None if ticket is None else (ticket.ticket if isinstance(ticket, SystemUserTicket) else ticket)
         delete_if = getattr(self._cache, "delete_if", None)
-        deleted = False
-        if ticket is not None and callable(delete_if):
-            given = ticket.ticket if isinstance(ticket, SystemUserTicket) else ticket
+        if given is not None and callable(delete_if):
             try:
                 # One step in the store: a slow process never deletes the newer ticket another stored.
-                if not delete_if(key, given):
-                    return
-                deleted = True
+                deleted = yield Store(delete_if, (key, given))
             except Exception as exc:
                 self._store_failed("delete", exc)  # then delete() below, as for an unreadable store
-        elif ticket is not None:
-            given = ticket.ticket if isinstance(ticket, SystemUserTicket) else ticket
+            else:
+                if deleted:
+                    _log.debug("ticket for %s invalidated", context)
+                return
+        elif given is not None:
             try:
-                entry = self._cache.get(key)
+                entry = yield Store(self._cache.get, (key,))
             except Exception as exc:
                 # Unreadable: the refused ticket may still be cached, so forget the entry (at
                 # worst one extra exchange) rather than keep serving it once the store is back.
@@ -301,15 +319,10 @@ class ClientCore(TicketRenewal):
             else:
                 if entry is None or (isinstance(entry, CachedTicket) and entry.ticket.ticket != given):
                     return
-        for flight_key in [k for k in list(self._backoff) if k.startswith(key + "\x00")]:
-            self._backoff.pop(flight_key, None)
-        if ticket is None:
-            self._rejections.forget(lambda flight_key: flight_key.startswith(key + "\x00"))
-        if not deleted:
-            try:
-                self._cache.delete(key)
-            except Exception as exc:
-                self._store_failed("delete", exc)
+        try:
+            yield Store(self._cache.delete, (key,))
+        except Exception as exc:
+            self._store_failed("delete", exc)
         _log.debug("ticket for %s invalidated", context)
 
     def _fingerprint(self, token: str) -> str:
@@ -376,3 +389,8 @@ def _store_key(client_secret: str, endpoint: str) -> bytes:
     """
     info = b"sut-soap ticket cache at rest v1\x00" + endpoint.encode("utf-8")
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(client_secret.encode("utf-8"))
+
+
+def _call_store(step: Step) -> Any:
+    """Perform a store step in the calling thread (the only steps of ``invalidate``)."""
+    return step.call(*step.args)  # type: ignore[union-attr]

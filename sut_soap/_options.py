@@ -128,15 +128,30 @@ def check_cooldown(value: object) -> float:
     return float(value)
 
 
-def check_cache(cache: object) -> TicketCache:
+def check_cache(cache: object, *, asynchronous: bool = False) -> TicketCache:
     """Return ``cache=`` once it has the three methods of a :class:`~sut_soap.TicketCache`.
 
+    ``asynchronous``: the async client asks, which takes an :class:`~sut_soap.AsyncTicketCache`
+    as well; the sync client refuses one.
+
     Raises:
-        ConfigurationError: ``get``, ``set`` or ``delete`` is missing or not callable.
+        ConfigurationError: ``get``, ``set`` or ``delete`` is missing or not callable; an async
+            store for the sync client.
     """
     if not all(callable(getattr(cache, name, None)) for name in ("get", "set", "delete")):
         raise ConfigurationError("cache must have get(key), set(key, entry, ttl) and delete(key) methods")
+    if not asynchronous and is_async_store(cache):
+        raise ConfigurationError(
+            "cache is an async store (its get is a coroutine function): SystemUserClient cannot await it",
+            hint="use it with AsyncSystemUserClient, or give SystemUserClient a sync store "
+                 "(RedisTicketCache rather than AsyncRedisTicketCache)",
+        )
     return cache  # type: ignore[return-value]
+
+
+def is_async_store(cache: object) -> bool:
+    """Whether ``cache`` is an :class:`~sut_soap.AsyncTicketCache`: its ``get`` is a coroutine function."""
+    return inspect.iscoroutinefunction(getattr(cache, "get", None))
 
 
 def check_protocol(protocol: object, wsdl: object) -> str:

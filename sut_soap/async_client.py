@@ -15,10 +15,11 @@ This module only performs those steps on an event loop:
   and its flight always lands, so the tenant is never wedged;
 - nothing that blocks on the loop: the key and the WSDL are loaded when the client is built,
   signing runs on the loop, in turn (below),
-  the in-memory store is called directly (it never waits), a store that does I/O (such as
-  :class:`~sut_soap.RedisTicketCache`) is called in a worker thread, and a JWT whose key is not
-  in the cached JWKS is validated in a worker thread, whose fetch goes through the client's
-  async transport.
+  the in-memory store is called directly (it never waits), an async store
+  (:class:`~sut_soap.AsyncTicketCache`, such as :class:`~sut_soap.AsyncRedisTicketCache`) is
+  awaited on the loop, a sync store that does I/O (such as :class:`~sut_soap.RedisTicketCache`)
+  is called in a worker thread, and a JWT whose key is not in the cached JWKS is validated in a
+  worker thread, whose fetch goes through the client's async transport.
 - the client's own work on the loop in slices: reading an answer, validating its JWT and
   signing on the loop (a fraction of a millisecond each) take a share of about 2 ms per loop
   iteration between them; what does not fit waits for the next iteration, in order. Many
@@ -33,13 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, TypeVar, cast
 
 from . import _deadline
 from ._clock import Clock
@@ -50,10 +52,11 @@ from ._options import (
     DEFAULT_REJECTION_COOLDOWN,
     DEFAULT_TICKET_LIFETIME,
     check_max_workers,
+    is_async_store,
     make_async_transport,
 )
 from ._steps import Attempt, Lead, Send, Sign, Sleep, Step, Steps, Store, Validate, Wait, is_system_sleep
-from .cache import InMemoryTicketCache, TicketCache
+from .cache import AsyncTicketCache, CachedTicket, InMemoryTicketCache, TicketCache
 from .errors import ConfigurationError, SutSoapError, TransportError
 from .keys import PrivateKeyInput
 from .keysources import JwksKeySource
@@ -114,10 +117,14 @@ class AsyncSystemUserClient(ClientCore):
             ``requests.Session`` or sync transport, pass
             ``ThreadedAsyncTransport(HttpTransport(session))``. Turns retrying off unless
             ``retry`` is given.
-        cache: where :meth:`get_ticket` keeps tickets, as for the sync client. The default
-            :class:`~sut_soap.InMemoryTicketCache` is called on the loop (it never waits); any
-            other store is called in a worker thread (``asyncio.to_thread``), its fleet-wide
-            lease included, except by :meth:`invalidate`, which calls it directly.
+        cache: where :meth:`get_ticket` keeps tickets. The default
+            :class:`~sut_soap.InMemoryTicketCache` is called on the loop (it never waits). An
+            :class:`~sut_soap.AsyncTicketCache` (such as :class:`~sut_soap.AsyncRedisTicketCache`,
+            for a fleet) is awaited on the loop, each await within the call's deadline, its
+            fleet-wide lease included; its ``get_local``, if it has one, serves the warm path
+            without an await. Any other sync store is called in a worker thread
+            (``asyncio.to_thread``), its fleet-wide lease included, except by :meth:`invalidate`,
+            which calls it directly.
 
     Attributes:
         endpoint, protocol, environment, jwks_url, deadline, ticket_lifetime, refresh_ahead,
@@ -159,8 +166,22 @@ class AsyncSystemUserClient(ClientCore):
             endpoint=endpoint, timeout=timeout, deadline=deadline, clock=clock, cache=cache,
             ticket_lifetime=ticket_lifetime, refresh_ahead=refresh_ahead, retry=retry,
             transport_given=transport is not None, rejection_cooldown=rejection_cooldown,
-            allow_insecure_tls=allow_insecure_tls, protocol=protocol, wsdl=wsdl,
+            allow_insecure_tls=allow_insecure_tls, protocol=protocol, wsdl=wsdl, async_store=True,
         )
+        # An async store is seen by the shared decisions through _AwaitedStore: each call returns
+        # the awaitable that _perform awaits, a lease's __enter__/__exit__ its __aenter__/__aexit__.
+        self._store: TicketCache | AsyncTicketCache = self._cache
+        self._store_awaits = is_async_store(self._cache)
+        self._peek: Callable[[str, str, str], CachedTicket | None] | None = None
+        if self._store_awaits:
+            get_local = getattr(self._cache, "get_local", None)
+            self._get_local: Callable[[str], object] | None = get_local if callable(get_local) else None
+            if self._get_local is not None:
+                self._peek = self._read_local
+            self._cache = cast(TicketCache, _AwaitedStore(self._cache, self._store_failed))
+        elif type(self._cache) is InMemoryTicketCache:
+            self._peek = self._read
+        self._invalidations: set[asyncio.Task[None]] = set()
         self._transport: AsyncTransport = make_async_transport(
             transport, timeout=timeout_pair, deadline=self.deadline, clock=self._clock
         )
@@ -175,7 +196,7 @@ class AsyncSystemUserClient(ClientCore):
             self._loop_validator = TokenValidator(
                 _CachedKeys(self._key_source), leeway=leeway, expected_serial=expected_serial, clock=self._clock
             )
-        self._store_waits = type(self._cache) is not InMemoryTicketCache
+        self._store_waits = not self._store_awaits and self._peek is None
         self._turns = _Turns(_TURN_BUDGET)
         self._leaders: dict[Flight, asyncio.Task[SystemUserTicket]] = {}
         # Signing (0.3 to 1 ms of RSA) runs on the loop, taking its turn like the other pieces of
@@ -184,6 +205,14 @@ class AsyncSystemUserClient(ClientCore):
         # hold the GIL between their signatures), warm-up 0.92 against 0.97 s; bench/run.py,
         # section 12, measures both.
         self._sign_in_thread = False
+
+    @property
+    def cache(self) -> TicketCache | AsyncTicketCache:  # type: ignore[override]
+        """The ticket store: the ``cache=`` given (sync or async), else an :class:`~sut_soap.InMemoryTicketCache`.
+
+        Its entries are secrets: each holds a ticket for the tenant's APIs.
+        """
+        return self._store
 
     @property
     def transport(self) -> AsyncTransport:
@@ -211,17 +240,18 @@ class AsyncSystemUserClient(ClientCore):
         across tasks: any number of tasks asking for one tenant cause one exchange, and share its
         ticket or its error. That exchange runs in a task of its own: cancelling the task that
         started it cancels only that task's wait; the others still get the outcome, and the
-        next call after any failure tries again. A fresh ticket in the in-memory store costs
-        microseconds and never leaves the loop.
+        next call after any failure tries again. A fresh ticket in the in-memory store (or in
+        an async store's ``get_local``, such as :class:`~sut_soap.AsyncRedisTicketCache`'s local
+        tier) costs microseconds and never leaves the loop.
 
         Raises:
             The errors of :meth:`SystemUserClient.get_ticket <sut_soap.SystemUserClient.get_ticket>`;
             a ``TransportError`` (retryable) when the call's deadline passed.
         """
-        if type(context_identifier) is str and type(system_user_token) is str and not self._store_waits:
-            entry = self._read(
-                self._key_prefix + context_identifier, context_identifier, self._fingerprint(system_user_token)
-            )
+        peek = self._peek
+        if peek is not None and type(context_identifier) is str and type(system_user_token) is str:
+            key = self._key_prefix + context_identifier
+            entry = peek(key, context_identifier, self._fingerprint(system_user_token))
             if entry is not None:
                 age = entry.local_age(self._clock.monotonic())
                 if age is None:
@@ -293,13 +323,55 @@ class AsyncSystemUserClient(ClientCore):
         :class:`Invalidation`: ``await client.invalidate(...)`` returns once the store has
         forgotten the ticket, so the next ``get_ticket`` cannot read it back; a bare
         ``client.invalidate(...)`` is fine where nothing reads the store right after. With the
-        in-memory store (or any store called here, on the loop) the work is done before it returns.
+        in-memory store (or a sync store, called here on the loop) the work is done before it
+        returns. With an async store, this client's own part (renewal back-off, a remembered
+        rejection, the store's ``delete_local``: its tier in this process) is done before it
+        returns, and the store's shared part runs in a task of its own, within the client's
+        deadline, which the :class:`Invalidation` awaits; not awaited, it still completes.
+        A store that fails is logged and skipped, never raised; :meth:`aclose` waits for the
+        invalidations still running.
 
         Raises:
-            ConfigurationError: an empty ``context_identifier`` or one with control characters.
+            ConfigurationError: an empty ``context_identifier`` or one with control characters;
+                an async store's invalidation outside the client's running event loop.
         """
-        self._invalidate(context_identifier, ticket=ticket)
-        return Invalidation()
+        steps = self._invalidate_steps(context_identifier, ticket)
+        value: Any = None
+        error: Exception | None = None
+        while True:  # the steps in this call, up to the first store call that has to be awaited
+            try:
+                step = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration:
+                return Invalidation(None)
+            finally:
+                error = None
+            try:
+                value = step.call(*step.args)  # type: ignore[union-attr]  # invalidate yields store steps only
+            except Exception as exc:
+                value, error = None, exc
+                continue
+            if inspect.isawaitable(value):
+                return Invalidation(self._finish_invalidation(steps, value))
+
+    def _finish_invalidation(self, steps: Steps[None], pending: Awaitable[Any]) -> asyncio.Task[None]:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            steps.close()
+            getattr(pending, "close", lambda: None)()  # a coroutine never awaited: no warning for it
+            raise ConfigurationError(
+                "invalidate() with an async store must be called on the client's event loop"
+            ) from None
+        task = loop.create_task(self._invalidate_in_task(steps, pending))
+        self._invalidations.add(task)
+        task.add_done_callback(self._invalidations.discard)
+        return task
+
+    async def _invalidate_in_task(self, steps: Steps[None], pending: Awaitable[Any]) -> None:
+        try:
+            await asyncio.wait_for(self._drive(steps, pending), self.deadline)
+        except asyncio.TimeoutError as exc:
+            self._store_failed("delete", exc)
 
     async def tenant_state(self, context_identifier: str) -> TenantState:
         """The tenant's state from SuperOffice's tenant state API: running, where its API is, until when.
@@ -358,7 +430,12 @@ class AsyncSystemUserClient(ClientCore):
         return build_async(self, self._client_secret, context, token, base_url)
 
     async def aclose(self) -> None:
-        """Close the transport. The client should not be used afterwards."""
+        """Wait for the invalidations still running, then close the transport. The client should not be used afterwards.
+
+        A store you passed is not closed: close it yourself (``await store.aclose()``).
+        """
+        if self._invalidations:
+            await asyncio.gather(*self._invalidations, return_exceptions=True)
         await self._transport.aclose()
 
     async def __aenter__(self) -> AsyncSystemUserClient:
@@ -392,14 +469,20 @@ class AsyncSystemUserClient(ClientCore):
         finally:
             _deadline.leave(budget)
 
-    async def _drive(self, steps: Steps[T]) -> T:
+    async def _drive(self, steps: Steps[T], pending: Awaitable[Any] | None = None) -> T:
         """Drive ``steps`` to their end on the loop, awaiting each step; return their outcome.
 
         The async twin of :func:`sut_soap._steps.run`: a step's exception (a cancellation
-        included) is raised into the generator at its ``yield``.
+        included) is raised into the generator at its ``yield``. ``pending``: the awaitable of a
+        step already started (``invalidate``'s), whose result the steps receive first.
         """
         value: Any = None
         error: BaseException | None = None
+        if pending is not None:
+            try:
+                value = await pending
+            except BaseException as exc:
+                value, error = None, exc
         while True:
             try:
                 step = steps.send(value) if error is None else steps.throw(error)
@@ -416,6 +499,8 @@ class AsyncSystemUserClient(ClientCore):
         """Perform one step of the shared decisions on the loop."""
         kind = type(step)
         if kind is Store:
+            if self._store_awaits:
+                return await step.call(*step.args)  # type: ignore[union-attr]
             if self._store_waits:
                 return await asyncio.to_thread(step.call, *step.args)  # type: ignore[union-attr]
             return step.call(*step.args)  # type: ignore[union-attr]
@@ -438,6 +523,15 @@ class AsyncSystemUserClient(ClientCore):
                 return await asyncio.sleep(step.seconds)  # type: ignore[union-attr]
             return step.sleep(step.seconds)  # type: ignore[union-attr]
         return await self._lead_in_task(step)  # type: ignore[arg-type]
+
+    def _read_local(self, key: str, context: str, fingerprint: str) -> CachedTicket | None:
+        """The warm path's read of an async store: its ``get_local``, never an await."""
+        try:
+            entry = self._get_local(key)  # type: ignore[misc]  # set whenever _peek is this method
+        except Exception as exc:
+            self._store_failed("get", exc)
+            return None
+        return self._usable(entry, context, fingerprint)
 
     async def _send(self, step: Send) -> Response:
         response = await acall_transport(self._transport, step.method, step.url, body=step.body, headers=step.headers)
@@ -476,13 +570,86 @@ class AsyncSystemUserClient(ClientCore):
 
 
 class Invalidation:
-    """What :meth:`AsyncSystemUserClient.invalidate` returns: awaiting it returns once the store forgot the ticket."""
+    """What :meth:`AsyncSystemUserClient.invalidate` returns: awaiting it returns once the store forgot the ticket.
 
-    __slots__ = ()
+    Awaiting it never raises because of the store (a failing store is logged, as everywhere),
+    and cancelling the await does not cancel the invalidation.
+    """
+
+    __slots__ = ("_task",)
+
+    def __init__(self, task: asyncio.Task[None] | None) -> None:
+        self._task = task
+
+    @property
+    def done(self) -> bool:
+        """Whether the store's part is over (at once, but for an async store's shared part)."""
+        return self._task is None or self._task.done()
 
     def __await__(self) -> Generator[Any, None, None]:
-        """Return at once: the store's part is done (every store is called before ``invalidate`` returns)."""
-        yield from ()
+        """Return once the store's part is done: at once, or when the async store's task for it ended."""
+        if self._task is not None:
+            yield from asyncio.shield(self._task).__await__()
+
+    def __repr__(self) -> str:
+        return f"Invalidation(done={self.done})"
+
+
+class _AwaitedStore:
+    """An :class:`~sut_soap.AsyncTicketCache` as the shared decisions see it: each call returns the awaitable to await.
+
+    ``delete`` and ``delete_if`` first call the store's ``delete_local`` (its tier in this
+    process, at once); ``lease`` gives a context manager whose ``__enter__``/``__exit__`` return
+    the async lease's ``__aenter__``/``__aexit__``. Only the optional methods the store has are here.
+    """
+
+    def __init__(self, store: Any, failed: Callable[[str, Exception], None]) -> None:
+        self._store = store
+        self._failed = failed
+        self.get = store.get
+        self.set = store.set
+        delete_local = getattr(store, "delete_local", None)
+        self._delete_local = delete_local if callable(delete_local) else None
+        if callable(getattr(store, "delete_if", None)):
+            self.delete_if = self._delete_if
+        if callable(getattr(store, "lease", None)):
+            self.lease = self._lease
+        use_derived_key = getattr(store, "use_derived_key", None)
+        if callable(use_derived_key):
+            self.use_derived_key = use_derived_key
+
+    def _forget_here(self, key: str, ticket: str | None) -> None:
+        if self._delete_local is not None:
+            try:
+                self._delete_local(key, ticket)
+            except Exception as exc:
+                self._failed("delete", exc)
+
+    def delete(self, key: str) -> Awaitable[None]:
+        self._forget_here(key, None)
+        return self._store.delete(key)  # type: ignore[no-any-return]
+
+    def _delete_if(self, key: str, ticket: str) -> Awaitable[bool]:
+        self._forget_here(key, ticket)
+        return self._store.delete_if(key, ticket)  # type: ignore[no-any-return]
+
+    def _lease(self, key: str, *, lease: float, wait: float) -> _AwaitedLease:
+        return _AwaitedLease(self._store.lease(key, lease=lease, wait=wait))
+
+
+class _AwaitedLease:
+    """An async lease as the shared decisions see it: entering and leaving return the awaitables to await."""
+
+    __slots__ = ("_lease",)
+
+    def __init__(self, lease: Any) -> None:
+        self._lease = lease
+
+    def __enter__(self) -> Awaitable[object]:
+        return self._lease.__aenter__()  # type: ignore[no-any-return]
+
+    def __exit__(self, *exc_info: object) -> Awaitable[object]:
+        return self._lease.__aexit__(*exc_info)  # type: ignore[no-any-return]
 
 
 class _Turns:

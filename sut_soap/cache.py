@@ -38,6 +38,27 @@ and three optional methods, each used when a store has it:
   that encrypts entries at rest may key them with it; the client secret itself never reaches a
   store.
 
+**The async form**, :class:`AsyncTicketCache`, for :class:`~sut_soap.AsyncSystemUserClient`: the
+same methods with the same meaning, awaited (``async def``, or any callable returning an
+awaitable): ``get``, ``set``, ``delete``, and optionally ``delete_if`` and ``lease(key, *,
+lease, wait)``, which returns an *async* context manager (entering raises
+:class:`LockWaitTimeout` as above); ``use_derived_key`` stays a plain method. Two more optional
+plain methods let a store with a tier in this process keep the async client as fast as the
+in-memory store, and an invalidation immediate in this process:
+
+- ``get_local(key) -> CachedTicket | None``: what the store holds for ``key`` in this process,
+  answered at once and without I/O (None when it would have to ask elsewhere). The async client's
+  warm path reads it first and awaits ``get`` only when it has no fresh ticket there.
+- ``delete_local(key, ticket=None)``: forget this process's copy at once (only if it holds
+  ``ticket``, when given). ``invalidate`` calls it before it returns, then awaits ``delete_if``
+  or ``delete`` in a task of its own.
+
+The client never calls an async store's methods from more than one event loop: build the store
+where the loop runs, like the client. :class:`sut_soap.AsyncRedisTicketCache` is the Redis
+store in this form. There is no async in-memory store: :class:`InMemoryTicketCache` never waits,
+so the async client (its default) calls it on the loop as it is, without an ``await`` per
+call; an async wrapper around it would only cost the warm path its speed.
+
 The earlier optional ``lock(key, timeout)`` (:class:`LockingTicketCache`) still works for a
 store that has no ``lease``: one number served as both its lease and its wait, and any
 exception from it (a redis-py ``LockError`` after a timed-out wait included) counts as the store
@@ -73,8 +94,8 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -86,6 +107,8 @@ from .ticket import SystemUserTicket
 
 __all__ = [
     "DEFAULT_MAX_ENTRIES",
+    "AsyncLeasingTicketCache",
+    "AsyncTicketCache",
     "CachedTicket",
     "InMemoryTicketCache",
     "LeasingTicketCache",
@@ -311,6 +334,43 @@ class LeasingTicketCache(TicketCache, Protocol):
         fleet for at most that long). Entering waits up to ``wait`` seconds for a lease held
         elsewhere, then raises :class:`LockWaitTimeout`; any other exception means the store
         is unavailable.
+        """
+        ...
+
+
+@runtime_checkable
+class AsyncTicketCache(Protocol):
+    """The async form of :class:`TicketCache`, for :class:`~sut_soap.AsyncSystemUserClient`; see the module docstring.
+
+    Each method returns an awaitable (write them with ``async def``) with the meaning of its sync
+    twin. The client awaits them on its event loop, each within the call's deadline; exceptions
+    are treated as the store being unavailable. A runtime ``isinstance`` check cannot tell this
+    protocol from the sync one: the client tells them apart by ``get`` being a coroutine function.
+    """
+
+    def get(self, key: str) -> Awaitable[CachedTicket | None]:
+        """Return the entry stored under ``key``, or None when there is none (or it expired)."""
+        ...
+
+    def set(self, key: str, entry: CachedTicket, ttl: float) -> Awaitable[None]:
+        """Store ``entry`` under ``key``, replacing any; after ``ttl`` seconds it may be dropped."""
+        ...
+
+    def delete(self, key: str) -> Awaitable[None]:
+        """Forget the entry under ``key``; a missing key is not an error."""
+        ...
+
+
+@runtime_checkable
+class AsyncLeasingTicketCache(AsyncTicketCache, Protocol):
+    """An async store that can hold a fleet-wide lease per key while one process exchanges (module docstring)."""
+
+    def lease(self, key: str, *, lease: float, wait: float) -> AbstractAsyncContextManager[object]:
+        """Return an async context manager that holds the fleet-wide lease for ``key`` while entered.
+
+        The same meaning as :meth:`LeasingTicketCache.lease`: the lease lives ``lease`` seconds
+        unless released first; entering waits up to ``wait`` seconds for a lease held elsewhere,
+        then raises :class:`LockWaitTimeout`; any other exception means the store is unavailable.
         """
         ...
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from redis_support import MISSING as REDIS_MISSING
-from redis_support import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisServer
+from redis_support import REDIS_CLI, REDIS_SERVER, RedisCluster, RedisServer, Worker
 from support import ApiCaller, Drivers, RecordingServer, reset_emulator
 
 from sut_soap.testing.emulator import Emulator
@@ -69,6 +69,21 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def redis_workers() -> Iterator[Callable[..., Worker]]:
+    """Starts fleet worker processes (tests/redis_worker.py): ``redis_workers(url, endpoint, secret, *options)``; kills them at teardown."""
+    made: list[Worker] = []
+
+    def start(*args: str) -> Worker:
+        worker = Worker(*args)
+        made.append(worker)
+        return worker
+
+    yield start
+    for worker in made:
+        worker.close()
 
 
 @pytest.fixture

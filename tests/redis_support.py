@@ -1,4 +1,4 @@
-"""Real redis-server processes for the tests: one node, a three-master cluster, TLS, on loopback.
+"""Real redis-server processes for the tests: one node, a three-master cluster, TLS, on loopback; fleet workers.
 
 Each server runs in its own temporary directory on a free loopback port with persistence off
 (``--save ''``, no AOF) and is stopped at teardown. Without a ``redis-server`` binary the tests
@@ -7,10 +7,13 @@ that need one skip with :data:`MISSING`.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -142,3 +145,46 @@ class RedisCluster:
         """Stop every node."""
         for node in self.nodes:
             node.stop()
+
+
+class Worker:
+    """tests/redis_worker.py in its own process: one client on one Redis store (``async=1``: the async pair)."""
+
+    def __init__(self, url: str, endpoint: str, secret: str, *options: str) -> None:
+        root = Path(__file__).resolve().parents[1]
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        self.process = subprocess.Popen(
+            [sys.executable, str(root / "tests" / "redis_worker.py"), url, endpoint, secret, *options],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        )
+
+    def ready(self) -> Worker:
+        """Wait until the worker built its client."""
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "ready"
+        return self
+
+    def send(self, line: str) -> None:
+        """Send one command line."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def answer(self) -> dict[str, Any]:
+        """Read one answer line."""
+        assert self.process.stdout is not None
+        return json.loads(self.process.stdout.readline())  # type: ignore[no-any-return]
+
+    def ask(self, line: str) -> dict[str, Any]:
+        """Send a command and read its answer."""
+        self.send(line)
+        return self.answer()
+
+    def close(self) -> None:
+        """Kill the process if it still runs, and reap it."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()

@@ -120,7 +120,7 @@ def test_public_api_does_not_drift() -> None:
             "SystemUserClient", "SystemUserTicket", "TokenValidationError", "TransportError", "__version__",
             "load_private_key", "sign_system_user_token",
             "RetryPolicy", "TicketCache", "LockingTicketCache", "InMemoryTicketCache", "CachedTicket", "Clock",
-            "Transport", "HttpTransport", "HttpResponse", "Response", "HeaderMap", "RedisTicketCache",
+            "Transport", "HttpTransport", "HttpResponse", "Response", "HeaderMap", "RedisTicketCache", "AsyncRedisTicketCache", "AsyncTicketCache",
             "TenantAuth", "TenantNotRunningError", "TenantState",
             "AsyncSystemUserClient", "AsyncTenantAuth", "AsyncTransport", "ThreadedAsyncTransport",
         ]

@@ -9,7 +9,6 @@ import logging
 import os
 import pickle
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from redis_support import RedisServer, free_port
+from redis_support import RedisServer, Worker, free_port
 from support import ClientFactory, make_cert
 
 import sut_soap
@@ -763,55 +762,10 @@ def test_module_says_how_to_install_redis_py(monkeypatch: pytest.MonkeyPatch) ->
 # --- a fleet of real processes -----------------------------------------------------------------
 
 
-class Worker:
-    """tests/redis_worker.py in its own process: one client on one RedisTicketCache."""
-
-    def __init__(self, url: str, emu: Emulator, *options: str) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "redis_worker.py"), url, emu.endpoint, CLIENT_SECRET, *options],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-        )
-
-    def ready(self) -> Worker:
-        assert self.process.stdout is not None
-        assert self.process.stdout.readline().strip() == "ready"
-        return self
-
-    def send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def answer(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        return json.loads(self.process.stdout.readline())
-
-    def ask(self, line: str) -> dict[str, Any]:
-        self.send(line)
-        return self.answer()
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
-
-
 @pytest.fixture
-def workers() -> Iterator[Callable[..., Worker]]:
-    made: list[Worker] = []
-
-    def start(*args: Any) -> Worker:
-        worker = Worker(*args)
-        made.append(worker)
-        return worker
-
-    yield start
-    for worker in made:
-        worker.close()
+def workers(redis_workers: Callable[..., Worker]) -> Callable[..., Worker]:
+    """Starts tests/redis_worker.py processes of this module's application: ``workers(url, emu, *options)``."""
+    return lambda url, emu, *options: redis_workers(url, emu.endpoint, CLIENT_SECRET, *options)
 
 
 def test_four_processes_twenty_cold_tenants_exchange_twenty_times(redis_url: str, emu: Emulator, workers: Any) -> None:
