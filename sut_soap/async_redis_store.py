@@ -263,11 +263,9 @@ class AsyncRedisTicketCache(RedisStoreCore):
     async def _listen(self) -> None:
         pubsub: Any = None
         try:
-            while True:
-                # redis-py's get_message can swallow a cancellation that races its own timeout
-                # (asyncio.timeout in Python 3.11), so aclose() also ends the loop by this flag.
-                if self._closed:
-                    return
+            # redis-py's get_message can swallow a cancellation that races its own timeout
+            # (asyncio.timeout in Python 3.11), so aclose() also ends the loop by this flag.
+            while not self._closed:
                 try:
                     if pubsub is None:
                         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)

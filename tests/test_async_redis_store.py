@@ -588,6 +588,19 @@ async def test_the_listener_ends_by_itself_once_closed_even_if_a_cancellation_is
     await asyncio.sleep(0.05)  # subscribed, reading
     store._closed = True
     await eventually(lambda: store._listener is not None and store._listener.done(), 2.0)
+    assert not store._listener.cancelled() and store._listener.exception() is None
+
+
+@pytest.mark.asyncio
+async def test_a_listener_whose_store_closed_before_its_first_read_never_subscribes(redis_url: str,
+                                                                                   async_stores: Either) -> None:
+    """The closed flag is checked before each read: a listener that first runs after its store closed just ends."""
+    store = async_stores(redis_url)
+    store._start_listener()
+    store._closed = True
+    await asyncio.wait_for(store._listener, 2.0)
+    numsub = await store._redis.pubsub_numsub(store.channel)
+    assert numsub[0][1] == 0
 
 
 @pytest.mark.asyncio
