@@ -657,8 +657,10 @@ class _Turns:
 
     A piece of work takes a turn first. While this iteration's share is not spent (and nobody
     is queued) it goes at once; otherwise it waits for a later iteration, in order. Each
-    iteration wakes about as many queued pieces as went in the one before, so the client
-    keeps its pace while timers and other tasks get the loop back every few milliseconds.
+    iteration wakes about as many queued pieces as went in the one before; a woken piece
+    still checks the share (pieces differ in cost: a signature against a parsed answer) and,
+    when it is spent, goes back to the front of the queue. So the client keeps its pace while
+    timers and other tasks get the loop back every few milliseconds.
     """
 
     def __init__(self, budget: float) -> None:
@@ -666,32 +668,49 @@ class _Turns:
         self._opened: float | None = None
         self._went = 0
         self._queued: deque[asyncio.Future[None]] = deque()
+        self._returned = 0  # woken pieces put back at the front since the last iteration began
+        self._scheduled = False
 
     async def take(self) -> None:
         """Return once this piece of work may run in the current iteration."""
-        now = time.perf_counter()
-        if self._opened is None:
-            self._open(now)
-        elif self._queued or now - self._opened >= self._budget:
-            turn = asyncio.get_running_loop().create_future()
-            self._queued.append(turn)
-            await turn  # granted: runs in the iteration it is woken for
-            if self._opened is None:
-                self._open(time.perf_counter())
+        if self._queued or not self._fits():
+            await self._wait()
         self._went += 1
 
-    def _open(self, now: float) -> None:
-        self._opened, self._went = now, 0
-        asyncio.get_running_loop().call_soon(self._next_iteration)
+    def _fits(self) -> bool:
+        now = time.perf_counter()
+        if self._opened is None:
+            self._opened, self._went = now, 0
+            self._schedule()
+            return True
+        return now - self._opened < self._budget
+
+    async def _wait(self) -> None:
+        place = len(self._queued)
+        while True:
+            turn = asyncio.get_running_loop().create_future()
+            self._queued.insert(place, turn)
+            self._schedule()
+            await turn
+            if self._fits():
+                return
+            place, self._returned = self._returned, self._returned + 1
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_iteration)
 
     def _next_iteration(self) -> None:
-        went, self._opened = self._went, None
+        went, self._opened, self._returned, self._scheduled = self._went, None, 0, False
         woken = 0
         while self._queued and woken < max(1, went):
             turn = self._queued.popleft()
             if not turn.done():  # a cancelled waiter gives its turn up
                 turn.set_result(None)
                 woken += 1
+        if self._queued:
+            self._schedule()
 
 
 class _KeysNeeded(Exception):

@@ -713,3 +713,32 @@ async def test_a_cancelled_waiter_gives_its_turn_up() -> None:
     waiting[0].cancel()
     await asyncio.gather(*waiting[1:])
     assert waiting[0].cancelled()
+
+
+@pytest.mark.asyncio
+async def test_woken_pieces_still_keep_to_the_share() -> None:
+    """After a window of cheap pieces, the costly ones woken in its place still go at most three to an iteration."""
+    from sut_soap.async_client import _Turns
+
+    turns = _Turns(0.002)
+    iteration = 0
+    ran: list[int] = []
+    finished = asyncio.Event()
+
+    async def count_iterations() -> None:
+        nonlocal iteration
+        while not finished.is_set():
+            await asyncio.sleep(0)
+            iteration += 1
+
+    async def piece(seconds: float, costly: bool) -> None:
+        await turns.take()
+        if costly:
+            ran.append(iteration)
+        _busy(seconds)
+
+    counter = asyncio.create_task(count_iterations())
+    await asyncio.gather(*(piece(0.0001, False) for _ in range(15)), *(piece(0.001, True) for _ in range(12)))
+    finished.set()
+    await counter
+    assert max(ran.count(n) for n in set(ran)) <= 3
