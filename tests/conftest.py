@@ -32,6 +32,14 @@ def emu(emulator: Emulator) -> Iterator[Emulator]:
     yield from reset_emulator(emulator)
 
 
+@pytest.fixture
+def fresh_emu(emu: Emulator) -> Iterator[Emulator]:
+    """The module's ``emulator`` reset() before and after the test: no revoked ticket, tenant state or count left."""
+    emu.reset()
+    yield emu
+    emu.reset()
+
+
 @pytest.fixture(params=["sync", "async"])
 def either_client(request: pytest.FixtureRequest) -> Iterator[Drivers]:
     """Makes clients of one kind per run of the test, SystemUserClient then AsyncSystemUserClient, behind one interface.

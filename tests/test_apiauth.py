@@ -53,17 +53,9 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def tenant_api(emu: Emulator) -> Iterator[Emulator]:
-    """The emulator with its tenant API's tickets, states and counters as at start."""
-    emu.reset()
-    yield emu
-    emu.reset()
-
-
-@pytest.fixture
-def client(tenant_api: Emulator) -> Iterator[SystemUserClient]:
+def client(fresh_emu: Emulator) -> Iterator[SystemUserClient]:
     """A client of the emulator (its tenant state and tenant API included), closed at teardown."""
-    with SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=tenant_api.endpoint) as c:
+    with SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=fresh_emu.endpoint) as c:
         yield c
 
 
@@ -89,14 +81,14 @@ def revoke_current(client: SystemUserClient, emu: Emulator) -> str:
 
 @pytest.mark.parametrize("library", HTTP_LIBRARIES)
 def test_request_carries_the_current_ticket_and_the_client_secret(
-    library: str, auth: TenantAuth, client: SystemUserClient, tenant_api: Emulator, api_caller: Caller
+    library: str, auth: TenantAuth, client: SystemUserClient, fresh_emu: Emulator, api_caller: Caller
 ) -> None:
     """A request gets Authorization: SOTicket <the cached ticket> and SO-AppToken: <client secret>; the tenant API takes them."""
     response = api_caller(library, auth)("GET", auth.base_url + PRINCIPAL)
     assert response.status_code == 200 and response.json()["ContextIdentifier"] == CTX
-    (sent,) = tenant_api.api_requests
+    (sent,) = fresh_emu.api_requests
     assert sent.ticket == current_ticket(client) and sent.app_token == CLIENT_SECRET
-    assert tenant_api.exchange_count == 1
+    assert fresh_emu.exchange_count == 1
 
 
 def test_auth_object_is_an_httpx_auth_and_a_requests_auth(auth: TenantAuth) -> None:
@@ -115,19 +107,19 @@ def test_without_httpx_the_auth_object_is_requests_only(
     assert type(auth) is TenantAuth
 
 
-def test_base_url_is_the_tenant_states_api(auth: TenantAuth, tenant_api: Emulator) -> None:
+def test_base_url_is_the_tenant_states_api(auth: TenantAuth, fresh_emu: Emulator) -> None:
     """auth.base_url is the Api of the tenant's state (the emulator's /{ctx}/api), read once and kept."""
-    assert auth.base_url == f"{tenant_api.base_url}/{CTX}/api"
-    assert auth.base_url == f"{tenant_api.base_url}/{CTX}/api"
-    assert tenant_api.state_request_count == 1
+    assert auth.base_url == f"{fresh_emu.base_url}/{CTX}/api"
+    assert auth.base_url == f"{fresh_emu.base_url}/{CTX}/api"
+    assert fresh_emu.state_request_count == 1
 
 
-def test_explicit_base_url_skips_the_tenant_state(client: SystemUserClient, tenant_api: Emulator) -> None:
+def test_explicit_base_url_skips_the_tenant_state(client: SystemUserClient, fresh_emu: Emulator) -> None:
     """With base_url= the auth object never reads the tenant state, and a trailing slash is dropped."""
-    auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=f"{tenant_api.base_url}/{CTX}/api/")
-    assert auth.base_url == f"{tenant_api.base_url}/{CTX}/api"
+    auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=f"{fresh_emu.base_url}/{CTX}/api/")
+    assert auth.base_url == f"{fresh_emu.base_url}/{CTX}/api"
     response = requests.get(auth.base_url + PRINCIPAL, auth=auth, timeout=10)
-    assert response.status_code == 200 and tenant_api.state_request_count == 0
+    assert response.status_code == 200 and fresh_emu.state_request_count == 0
 
 
 @pytest.mark.parametrize("base_url", ["http://example.com/api", "ftp://127.0.0.1/api", "https://u:p@example.com/api"])
@@ -157,32 +149,32 @@ REPLAYABLE = {
     ids=lambda v: v if isinstance(v, str) and v in HTTP_LIBRARIES else type(v).__name__ if v != "file" else "file",
 )
 def test_revoked_ticket_is_replaced_with_one_exchange_and_the_request_resent(
-    library: str, body: Any, auth: TenantAuth, client: SystemUserClient, tenant_api: Emulator, api_caller: Caller
+    library: str, body: Any, auth: TenantAuth, client: SystemUserClient, fresh_emu: Emulator, api_caller: Caller
 ) -> None:
     """A 401 on a revoked ticket: exactly one exchange, the request resent once with the new ticket and the same body."""
-    revoked = revoke_current(client, tenant_api)
-    before = tenant_api.exchange_count
+    revoked = revoke_current(client, fresh_emu)
+    before = fresh_emu.exchange_count
     sent_body = io.BytesIO(b"xx" + b'{"n": 1}') if body == "file" else body
     if body == "file":
         sent_body.seek(2)  # a file body is rewound to where it started, not to 0
     response = api_caller(library, auth)("POST", auth.base_url + ECHO, sent_body)
     assert response.status_code == 200
     assert response.json()["Body"].replace(" ", "") == '{"n":1}'
-    assert tenant_api.exchange_count == before + 1
-    first, again = tenant_api.api_requests
+    assert fresh_emu.exchange_count == before + 1
+    first, again = fresh_emu.api_requests
     assert first.ticket == revoked and again.ticket == current_ticket(client) != revoked
     assert first.body == again.body
 
 
 @pytest.mark.parametrize("library", HTTP_LIBRARIES)
 def test_fifty_concurrent_401s_on_one_ticket_cause_one_exchange(
-    library: str, auth: TenantAuth, client: SystemUserClient, tenant_api: Emulator, api_caller: Caller
+    library: str, auth: TenantAuth, client: SystemUserClient, fresh_emu: Emulator, api_caller: Caller
 ) -> None:
     """50 threads whose requests all get 401 on the same revoked ticket cause one exchange in all, and all succeed."""
-    revoked = revoke_current(client, tenant_api)
+    revoked = revoke_current(client, fresh_emu)
     url = auth.base_url + PRINCIPAL
-    before = tenant_api.exchange_count
-    tenant_api.inject(Fault.API_LATENCY, tenant=CTX, seconds=0.5, times=50)  # every thread sends before any 401 lands
+    before = fresh_emu.exchange_count
+    fresh_emu.inject(Fault.API_LATENCY, tenant=CTX, seconds=0.5, times=50)  # every thread sends before any 401 lands
     callers = [api_caller(library, auth) for _ in range(50)]
     start = threading.Barrier(50)
     statuses: list[int] = []
@@ -197,9 +189,9 @@ def test_fifty_concurrent_401s_on_one_ticket_cause_one_exchange(
     for thread in threads:
         thread.join(30)
     assert statuses == [200] * 50
-    assert tenant_api.exchange_count == before + 1
-    assert sum(1 for r in tenant_api.api_requests if r.ticket == revoked) == 50
-    assert tenant_api.api_request_count == 100
+    assert fresh_emu.exchange_count == before + 1
+    assert sum(1 for r in fresh_emu.api_requests if r.ticket == revoked) == 50
+    assert fresh_emu.api_request_count == 100
 
 
 def _stream() -> Iterator[bytes]:
@@ -230,15 +222,15 @@ class _Unseekable(io.RawIOBase):
     ("requests", _stream), ("httpx", _stream), ("requests", _Unseekable), ("httpx", lambda: io.BytesIO(b"a file")),
 ], ids=["requests-generator", "httpx-generator", "requests-pipe", "httpx-file"])
 def test_body_that_cannot_be_replayed_is_not_resent_and_warned_once(
-    library: str, make_body: Callable[[], Any], auth: TenantAuth, client: SystemUserClient, tenant_api: Emulator,
+    library: str, make_body: Callable[[], Any], auth: TenantAuth, client: SystemUserClient, fresh_emu: Emulator,
     api_caller: Caller, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A generator or stream body: the 401 goes back unsent, one one-line WARNING, the ticket is invalidated for the next call."""
-    revoked = revoke_current(client, tenant_api)
+    revoked = revoke_current(client, fresh_emu)
     caller = api_caller(library, auth)
     with caplog.at_level(logging.DEBUG):
         response = caller("POST", auth.base_url + ECHO, make_body())
-    assert response.status_code == 401 and tenant_api.api_request_count == 1
+    assert response.status_code == 401 and fresh_emu.api_request_count == 1
     warnings_ = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings_) == 1 and warnings_[0].name == "sut_soap.auth"
     text = warnings_[0].getMessage()
@@ -250,20 +242,20 @@ def test_body_that_cannot_be_replayed_is_not_resent_and_warned_once(
 
 @pytest.mark.parametrize("library", HTTP_LIBRARIES)
 def test_second_401_goes_back_to_the_caller(
-    library: str, auth: TenantAuth, client: SystemUserClient, tenant_api: Emulator, api_caller: Caller
+    library: str, auth: TenantAuth, client: SystemUserClient, fresh_emu: Emulator, api_caller: Caller
 ) -> None:
     """When the resent request gets 401 as well, that 401 is returned: two requests, one exchange, no loop."""
     current_ticket(client)
-    tenant_api.inject(Fault.API_UNAUTHORIZED, tenant=CTX, times=2)
-    before = tenant_api.exchange_count
+    fresh_emu.inject(Fault.API_UNAUTHORIZED, tenant=CTX, times=2)
+    before = fresh_emu.exchange_count
     response = api_caller(library, auth)("POST", auth.base_url + ECHO, b"once")
     assert response.status_code == 401
-    assert tenant_api.api_request_count == 2 and tenant_api.exchange_count == before + 1
+    assert fresh_emu.api_request_count == 2 and fresh_emu.exchange_count == before + 1
 
 
 @pytest.mark.parametrize("library", HTTP_LIBRARIES)
 def test_401_on_a_request_without_our_ticket_is_returned(
-    library: str, auth: TenantAuth, tenant_api: Emulator, api_caller: Caller
+    library: str, auth: TenantAuth, fresh_emu: Emulator, api_caller: Caller
 ) -> None:
     """A 401 for a request whose Authorization the caller replaced is returned as it is: nothing invalidated, no exchange."""
     caller = api_caller(library, auth)
@@ -280,12 +272,12 @@ def test_401_on_a_request_without_our_ticket_is_returned(
     else:
         caller.session.event_hooks["request"].append(replace_header)
         response = caller("GET", current)
-    assert response.status_code == 401 and tenant_api.api_request_count == 1
+    assert response.status_code == 401 and fresh_emu.api_request_count == 1
 
 
 @pytest.mark.parametrize("library", HTTP_LIBRARIES)
 def test_store_that_hands_back_the_refused_ticket_is_not_resent(
-    library: str, tenant_api: Emulator, api_caller: Caller
+    library: str, fresh_emu: Emulator, api_caller: Caller
 ) -> None:
     """If invalidating cannot remove the refused ticket (a store that ignores deletes), the 401 is returned, not resent."""
 
@@ -295,36 +287,36 @@ def test_store_that_hands_back_the_refused_ticket_is_not_resent(
 
         delete_if = None  # type: ignore[assignment]
 
-    with SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=tenant_api.endpoint,
+    with SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=fresh_emu.endpoint,
                           cache=Sticky()) as sticky:
         auth = sticky.auth(context_identifier=CTX, system_user_token=TOKEN)
-        tenant_api.revoke_ticket(sticky.get_ticket(context_identifier=CTX, system_user_token=TOKEN).ticket)
+        fresh_emu.revoke_ticket(sticky.get_ticket(context_identifier=CTX, system_user_token=TOKEN).ticket)
         response = api_caller(library, auth)("GET", auth.base_url + PRINCIPAL)
-    assert response.status_code == 401 and tenant_api.api_request_count == 1
+    assert response.status_code == 401 and fresh_emu.api_request_count == 1
 
 
 @pytest.mark.parametrize("library", HTTP_LIBRARIES)
 def test_failed_exchange_after_a_401_is_raised(
-    library: str, auth: TenantAuth, client: SystemUserClient, tenant_api: Emulator, api_caller: Caller
+    library: str, auth: TenantAuth, client: SystemUserClient, fresh_emu: Emulator, api_caller: Caller
 ) -> None:
     """When getting the new ticket fails (the tenant's approval is gone), that error is raised instead of the 401."""
-    revoke_current(client, tenant_api)
-    tenant_api.inject(Fault.REJECT, tenant=CTX, message="Revoked: the application was revoked")
+    revoke_current(client, fresh_emu)
+    fresh_emu.inject(Fault.REJECT, tenant=CTX, message="Revoked: the application was revoked")
     caller = api_caller(library, auth)
     with pytest.raises(AuthenticationRejectedError, match="Revoked"):
         caller("GET", auth.base_url + PRINCIPAL)
-    assert tenant_api.api_request_count == 1
+    assert fresh_emu.api_request_count == 1
 
 
 @pytest.mark.parametrize("library", HTTP_LIBRARIES)
 def test_tenant_that_is_not_running_is_refused_before_sending(
-    library: str, auth: TenantAuth, tenant_api: Emulator, api_caller: Caller
+    library: str, auth: TenantAuth, fresh_emu: Emulator, api_caller: Caller
 ) -> None:
     """With the base URL from the tenant state, a tenant in OfflineMaintenance raises TenantNotRunningError; nothing is sent."""
-    tenant_api.set_tenant_state(CTX, "OfflineMaintenance")
+    fresh_emu.set_tenant_state(CTX, "OfflineMaintenance")
     with pytest.raises(TenantNotRunningError) as caught:
-        api_caller(library, auth)("GET", f"{tenant_api.base_url}/{CTX}/api{PRINCIPAL}")
-    assert caught.value.state == "OfflineMaintenance" and tenant_api.api_request_count == 0
+        api_caller(library, auth)("GET", f"{fresh_emu.base_url}/{CTX}/api{PRINCIPAL}")
+    assert caught.value.state == "OfflineMaintenance" and fresh_emu.api_request_count == 0
 
 
 # --- other origins and redirects ------------------------------------------------------------------
@@ -353,12 +345,12 @@ def test_secret_headers_do_not_follow_a_redirect_to_another_origin(
     library: str, status: int, client: SystemUserClient, recording_server: RecordingServer, api_caller: Caller,
 ) -> None:
     """Followed redirects to another origin carry neither SOTicket nor SO-AppToken (httpx: with auth.redirect_guard)."""
-    with RecordingServer() as tenant_api:
-        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=tenant_api.base_url + "/api")
-        tenant_api.script = [(status, {"Location": recording_server.base_url + "/moved"})]
+    with RecordingServer() as fresh_emu:
+        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=fresh_emu.base_url + "/api")
+        fresh_emu.script = [(status, {"Location": recording_server.base_url + "/moved"})]
         response = api_caller(library, auth, guard=True)("POST", auth.base_url + ECHO, b"x")
         assert response.status_code == 200
-        assert _secret_headers(tenant_api.seen[0][2]) == ["authorization", "so-apptoken"]
+        assert _secret_headers(fresh_emu.seen[0][2]) == ["authorization", "so-apptoken"]
     ((_, path, headers),) = recording_server.seen
     assert path == "/moved" and _secret_headers(headers) == []
 
@@ -368,23 +360,23 @@ def test_secret_headers_follow_a_redirect_within_the_origin(
     library: str, client: SystemUserClient, api_caller: Caller
 ) -> None:
     """A redirect to another path of the same origin keeps both headers (the tenant's own API)."""
-    with RecordingServer() as tenant_api:
-        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=tenant_api.base_url + "/api")
-        tenant_api.script = [(302, {"Location": "/api/v1/other"})]
+    with RecordingServer() as fresh_emu:
+        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=fresh_emu.base_url + "/api")
+        fresh_emu.script = [(302, {"Location": "/api/v1/other"})]
         response = api_caller(library, auth, guard=True)("GET", auth.base_url + PRINCIPAL)
         assert response.status_code == 200
-        assert [_secret_headers(h) for _, _, h in tenant_api.seen] == [["authorization", "so-apptoken"]] * 2
+        assert [_secret_headers(h) for _, _, h in fresh_emu.seen] == [["authorization", "so-apptoken"]] * 2
 
 
 def test_requests_strips_secrets_when_a_resent_request_is_redirected_away(
     client: SystemUserClient, recording_server: RecordingServer, api_caller: Caller
 ) -> None:
     """requests: the resent request's answer is a redirect to another origin; the next hop carries no secret header."""
-    with RecordingServer() as tenant_api:
-        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=tenant_api.base_url + "/api")
-        tenant_api.script = [(401, {}), (302, {"Location": recording_server.base_url + "/moved"})]
+    with RecordingServer() as fresh_emu:
+        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=fresh_emu.base_url + "/api")
+        fresh_emu.script = [(401, {}), (302, {"Location": recording_server.base_url + "/moved"})]
         response = api_caller("requests", auth)("GET", auth.base_url + PRINCIPAL)
-        assert response.status_code == 200 and len(tenant_api.seen) == 2
+        assert response.status_code == 200 and len(fresh_emu.seen) == 2
     ((_, _, headers),) = recording_server.seen
     assert _secret_headers(headers) == []
 
@@ -393,9 +385,9 @@ def test_requests_not_following_redirects_prepares_no_secret_for_the_next_hop(
     client: SystemUserClient, recording_server: RecordingServer, api_caller: Caller
 ) -> None:
     """requests with allow_redirects=False: response.next, the request requests prepares for the hop, has no secret header."""
-    with RecordingServer() as tenant_api:
-        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=tenant_api.base_url + "/api")
-        tenant_api.script = [(302, {"Location": recording_server.base_url + "/moved"})]
+    with RecordingServer() as fresh_emu:
+        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=fresh_emu.base_url + "/api")
+        fresh_emu.script = [(302, {"Location": recording_server.base_url + "/moved"})]
         response = api_caller("requests", auth, follow_redirects=False)("GET", auth.base_url + PRINCIPAL)
         assert response.status_code == 302 and response.next is not None
         assert _secret_headers(dict(response.next.headers)) == []
@@ -405,9 +397,9 @@ def test_httpx_without_the_guard_sends_the_app_token_on_and_warns(
     client: SystemUserClient, recording_server: RecordingServer, api_caller: Caller, caplog: pytest.LogCaptureFixture
 ) -> None:
     """What cannot be prevented from the auth object: httpx, following a redirect, copies SO-AppToken (not Authorization); one WARNING says so."""
-    with RecordingServer() as tenant_api:
-        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=tenant_api.base_url + "/api")
-        tenant_api.script = [(302, {"Location": recording_server.base_url + "/moved"})]
+    with RecordingServer() as fresh_emu:
+        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=fresh_emu.base_url + "/api")
+        fresh_emu.script = [(302, {"Location": recording_server.base_url + "/moved"})]
         with caplog.at_level(logging.WARNING, logger="sut_soap.auth"):
             response = api_caller("httpx", auth)("GET", auth.base_url + PRINCIPAL)
     assert response.status_code == 200
@@ -421,12 +413,12 @@ def test_httpx_401_after_a_redirect_to_another_origin_is_not_resent(
     client: SystemUserClient, recording_server: RecordingServer, api_caller: Caller
 ) -> None:
     """httpx: a 401 from the origin a redirect led to is returned as it is: nothing invalidated, nothing resent there."""
-    with RecordingServer() as tenant_api:
-        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=tenant_api.base_url + "/api")
-        tenant_api.script = [(302, {"Location": recording_server.base_url + "/moved"})]
+    with RecordingServer() as fresh_emu:
+        auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=fresh_emu.base_url + "/api")
+        fresh_emu.script = [(302, {"Location": recording_server.base_url + "/moved"})]
         recording_server.script = [(401, {})]
         response = api_caller("httpx", auth, guard=True)("GET", auth.base_url + PRINCIPAL)
-    assert response.status_code == 401 and len(recording_server.seen) == 1 and len(tenant_api.seen) == 1
+    assert response.status_code == 401 and len(recording_server.seen) == 1 and len(fresh_emu.seen) == 1
 
 
 def test_httpx_async_client_is_refused(auth: TenantAuth) -> None:
@@ -446,7 +438,7 @@ def test_httpx_async_client_is_refused(auth: TenantAuth) -> None:
 
 @pytest.mark.parametrize("library", HTTP_LIBRARIES)
 def test_secrets_never_appear_in_logs_at_debug(
-    library: str, client: SystemUserClient, tenant_api: Emulator, api_caller: Caller
+    library: str, client: SystemUserClient, fresh_emu: Emulator, api_caller: Caller
 ) -> None:
     """Every logger at DEBUG (urllib3, requests, httpx, httpcore, sut_soap) over a 401, a resend and a WARNING: no secret."""
     tickets: list[str] = []
@@ -454,9 +446,9 @@ def test_secrets_never_appear_in_logs_at_debug(
         auth = client.auth(context_identifier=CTX, system_user_token=TOKEN)
         caller = api_caller(library, auth)
         assert caller("GET", auth.base_url + PRINCIPAL).status_code == 200
-        tickets.append(revoke_current(client, tenant_api))
+        tickets.append(revoke_current(client, fresh_emu))
         assert caller("POST", auth.base_url + ECHO, b"payload").status_code == 200
-        tickets.append(revoke_current(client, tenant_api))
+        tickets.append(revoke_current(client, fresh_emu))
         assert caller("POST", auth.base_url + ECHO, _stream()).status_code == 401
         tickets.append(current_ticket(client))
         canary.secrets.update(tickets)

@@ -105,19 +105,11 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
-@pytest.fixture
-def tenant_api(emu: Emulator) -> Iterator[Emulator]:
-    """The emulator with its tenant API's tickets, states and counters as at start."""
-    emu.reset()
-    yield emu
-    emu.reset()
-
-
 @pytest_asyncio.fixture
-async def client(tenant_api: Emulator) -> AsyncIterator[AsyncSystemUserClient]:
+async def client(fresh_emu: Emulator) -> AsyncIterator[AsyncSystemUserClient]:
     """An async client of the emulator (its tenant state and tenant API included), closed at teardown."""
     async with AsyncSystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY,
-                                     endpoint=tenant_api.endpoint) as c:
+                                     endpoint=fresh_emu.endpoint) as c:
         yield c
 
 
@@ -187,14 +179,14 @@ def _secret_headers(headers: dict[str, str]) -> list[str]:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("library", LIBRARIES)
 async def test_request_carries_the_current_ticket_and_the_client_secret(
-    library: str, auth: AsyncTenantAuth, client: AsyncSystemUserClient, tenant_api: Emulator, caller: Caller
+    library: str, auth: AsyncTenantAuth, client: AsyncSystemUserClient, fresh_emu: Emulator, caller: Caller
 ) -> None:
     """A request gets Authorization: SOTicket <the cached ticket> and SO-AppToken: <client secret>; the tenant API takes them."""
     response = await caller(library, auth)("GET", await auth.base_url() + PRINCIPAL)
     assert response.status == 200 and response.json()["ContextIdentifier"] == CTX
-    (sent,) = tenant_api.api_requests
+    (sent,) = fresh_emu.api_requests
     assert sent.ticket == await current_ticket(client) and sent.app_token == CLIENT_SECRET
-    assert tenant_api.exchange_count == 1
+    assert fresh_emu.exchange_count == 1
 
 
 @pytest.mark.asyncio
@@ -205,7 +197,7 @@ async def test_async_auth_object_is_an_httpx_auth_and_a_middleware(auth: AsyncTe
 
 @pytest.mark.asyncio
 async def test_without_httpx_the_async_auth_object_is_a_middleware_only(
-    client: AsyncSystemUserClient, tenant_api: Emulator, caller: Caller, monkeypatch: pytest.MonkeyPatch
+    client: AsyncSystemUserClient, fresh_emu: Emulator, caller: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When httpx cannot be imported, auth() returns a plain AsyncTenantAuth, and aiohttp uses it."""
     monkeypatch.setitem(sys.modules, "httpx", None)
@@ -216,23 +208,23 @@ async def test_without_httpx_the_async_auth_object_is_a_middleware_only(
 
 
 @pytest.mark.asyncio
-async def test_base_url_is_the_tenant_states_api(auth: AsyncTenantAuth, tenant_api: Emulator) -> None:
+async def test_base_url_is_the_tenant_states_api(auth: AsyncTenantAuth, fresh_emu: Emulator) -> None:
     """await auth.base_url() is the Api of the tenant's state (the emulator's /{ctx}/api), read once and kept."""
-    assert await auth.base_url() == f"{tenant_api.base_url}/{CTX}/api"
-    assert await auth.base_url() == f"{tenant_api.base_url}/{CTX}/api"
-    assert tenant_api.state_request_count == 1
+    assert await auth.base_url() == f"{fresh_emu.base_url}/{CTX}/api"
+    assert await auth.base_url() == f"{fresh_emu.base_url}/{CTX}/api"
+    assert fresh_emu.state_request_count == 1
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("library", LIBRARIES)
 async def test_explicit_base_url_skips_the_tenant_state(
-    library: str, client: AsyncSystemUserClient, tenant_api: Emulator, caller: Caller
+    library: str, client: AsyncSystemUserClient, fresh_emu: Emulator, caller: Caller
 ) -> None:
     """With base_url= the auth object never reads the tenant state, and a trailing slash is dropped."""
-    auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=f"{tenant_api.base_url}/{CTX}/api/")
-    assert await auth.base_url() == f"{tenant_api.base_url}/{CTX}/api"
+    auth = client.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=f"{fresh_emu.base_url}/{CTX}/api/")
+    assert await auth.base_url() == f"{fresh_emu.base_url}/{CTX}/api"
     assert (await caller(library, auth)("GET", await auth.base_url() + PRINCIPAL)).status == 200
-    assert tenant_api.state_request_count == 0
+    assert fresh_emu.state_request_count == 0
 
 
 @pytest.mark.asyncio
@@ -259,20 +251,20 @@ REPLAYABLE = {
     ids=lambda v: v if isinstance(v, str) and v in (*LIBRARIES, "file") else type(v).__name__,
 )
 async def test_revoked_ticket_is_replaced_with_one_exchange_and_the_request_resent(
-    library: str, body: Any, auth: AsyncTenantAuth, client: AsyncSystemUserClient, tenant_api: Emulator,
+    library: str, body: Any, auth: AsyncTenantAuth, client: AsyncSystemUserClient, fresh_emu: Emulator,
     caller: Caller,
 ) -> None:
     """A 401 on a revoked ticket: exactly one exchange, the request resent once with the new ticket and the same body."""
-    revoked = await revoke_current(client, tenant_api)
-    before = tenant_api.exchange_count
+    revoked = await revoke_current(client, fresh_emu)
+    before = fresh_emu.exchange_count
     sent_body = io.BytesIO(b"xx" + b'{"n": 1}') if body == "file" else body
     if body == "file":
         sent_body.seek(2)  # a file body is rewound to where it started, not to 0
     response = await caller(library, auth)("POST", await auth.base_url() + ECHO, sent_body)
     assert response.status == 200
     assert response.json()["Body"].replace(" ", "") == '{"n":1}'
-    assert tenant_api.exchange_count == before + 1
-    first, again = tenant_api.api_requests
+    assert fresh_emu.exchange_count == before + 1
+    first, again = fresh_emu.api_requests
     assert first.ticket == revoked and again.ticket == await current_ticket(client) != revoked
     assert first.body == again.body
 
@@ -280,19 +272,19 @@ async def test_revoked_ticket_is_replaced_with_one_exchange_and_the_request_rese
 @pytest.mark.asyncio
 @pytest.mark.parametrize("library", LIBRARIES)
 async def test_fifty_concurrent_401s_on_one_ticket_cause_one_exchange(
-    library: str, auth: AsyncTenantAuth, client: AsyncSystemUserClient, tenant_api: Emulator, caller: Caller
+    library: str, auth: AsyncTenantAuth, client: AsyncSystemUserClient, fresh_emu: Emulator, caller: Caller
 ) -> None:
     """50 tasks whose requests all get 401 on the same revoked ticket cause one exchange in all, and all succeed."""
-    revoked = await revoke_current(client, tenant_api)
+    revoked = await revoke_current(client, fresh_emu)
     url = await auth.base_url() + PRINCIPAL
-    before = tenant_api.exchange_count
-    tenant_api.inject(Fault.API_LATENCY, tenant=CTX, seconds=0.5, times=50)  # every task sends before any 401 lands
+    before = fresh_emu.exchange_count
+    fresh_emu.inject(Fault.API_LATENCY, tenant=CTX, seconds=0.5, times=50)  # every task sends before any 401 lands
     one = caller(library, auth)
     answers = await asyncio.gather(*(one("GET", url) for _ in range(50)))
     assert [a.status for a in answers] == [200] * 50
-    assert tenant_api.exchange_count == before + 1
-    assert sum(1 for r in tenant_api.api_requests if r.ticket == revoked) == 50
-    assert tenant_api.api_request_count == 100
+    assert fresh_emu.exchange_count == before + 1
+    assert sum(1 for r in fresh_emu.api_requests if r.ticket == revoked) == 50
+    assert fresh_emu.api_request_count == 100
 
 
 @pytest.mark.asyncio
@@ -301,15 +293,15 @@ async def test_fifty_concurrent_401s_on_one_ticket_cause_one_exchange(
 ], ids=["httpx-async-generator", "aiohttp-async-generator", "aiohttp-pipe"])
 async def test_body_that_cannot_be_replayed_is_not_resent_and_warned_once(
     library: str, make_body: Callable[[], Any], auth: AsyncTenantAuth, client: AsyncSystemUserClient,
-    tenant_api: Emulator, caller: Caller, caplog: pytest.LogCaptureFixture,
+    fresh_emu: Emulator, caller: Caller, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An async generator or stream body: the 401 goes back unsent, one one-line WARNING, the next call has a new ticket."""
-    revoked = await revoke_current(client, tenant_api)
+    revoked = await revoke_current(client, fresh_emu)
     one = caller(library, auth)
     url = await auth.base_url()
     with caplog.at_level(logging.DEBUG):
         response = await one("POST", url + ECHO, make_body())
-    assert response.status == 401 and tenant_api.api_request_count == 1
+    assert response.status == 401 and fresh_emu.api_request_count == 1
     warnings_ = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings_) == 1 and warnings_[0].name == "sut_soap.auth"
     text = warnings_[0].getMessage()
@@ -322,21 +314,21 @@ async def test_body_that_cannot_be_replayed_is_not_resent_and_warned_once(
 @pytest.mark.asyncio
 @pytest.mark.parametrize("library", LIBRARIES)
 async def test_second_401_goes_back_to_the_caller(
-    library: str, auth: AsyncTenantAuth, client: AsyncSystemUserClient, tenant_api: Emulator, caller: Caller
+    library: str, auth: AsyncTenantAuth, client: AsyncSystemUserClient, fresh_emu: Emulator, caller: Caller
 ) -> None:
     """When the resent request gets 401 as well, that 401 is returned: two requests, one exchange, no loop."""
     await current_ticket(client)
-    tenant_api.inject(Fault.API_UNAUTHORIZED, tenant=CTX, times=2)
-    before = tenant_api.exchange_count
+    fresh_emu.inject(Fault.API_UNAUTHORIZED, tenant=CTX, times=2)
+    before = fresh_emu.exchange_count
     response = await caller(library, auth)("POST", await auth.base_url() + ECHO, b"once")
     assert response.status == 401
-    assert tenant_api.api_request_count == 2 and tenant_api.exchange_count == before + 1
+    assert fresh_emu.api_request_count == 2 and fresh_emu.exchange_count == before + 1
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("library", LIBRARIES)
 async def test_401_on_a_request_without_our_ticket_is_returned(
-    library: str, auth: AsyncTenantAuth, client: AsyncSystemUserClient, tenant_api: Emulator, caller: Caller
+    library: str, auth: AsyncTenantAuth, client: AsyncSystemUserClient, fresh_emu: Emulator, caller: Caller
 ) -> None:
     """A 401 for a request whose Authorization a later hook replaced is returned as it is: nothing invalidated, no exchange."""
     ticket = await current_ticket(client)
@@ -350,14 +342,14 @@ async def test_401_on_a_request_without_our_ticket_is_returned(
 
     after = replace_hook if library == "httpx" else replace_middleware
     response = await caller(library, auth, after=after)("GET", await auth.base_url() + PRINCIPAL)
-    assert response.status == 401 and tenant_api.api_request_count == 1
-    assert await current_ticket(client) == ticket and tenant_api.exchange_count == 1
+    assert response.status == 401 and fresh_emu.api_request_count == 1
+    assert await current_ticket(client) == ticket and fresh_emu.exchange_count == 1
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("library", LIBRARIES)
 async def test_store_that_hands_back_the_refused_ticket_is_not_resent(
-    library: str, tenant_api: Emulator, caller: Caller
+    library: str, fresh_emu: Emulator, caller: Caller
 ) -> None:
     """If invalidating cannot remove the refused ticket (a store that ignores deletes), the 401 is returned, not resent."""
 
@@ -368,37 +360,37 @@ async def test_store_that_hands_back_the_refused_ticket_is_not_resent(
         delete_if = None  # type: ignore[assignment]
 
     async with AsyncSystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY,
-                                     endpoint=tenant_api.endpoint, cache=Sticky()) as sticky:
+                                     endpoint=fresh_emu.endpoint, cache=Sticky()) as sticky:
         auth = sticky.auth(context_identifier=CTX, system_user_token=TOKEN)
-        tenant_api.revoke_ticket((await sticky.get_ticket(context_identifier=CTX, system_user_token=TOKEN)).ticket)
+        fresh_emu.revoke_ticket((await sticky.get_ticket(context_identifier=CTX, system_user_token=TOKEN)).ticket)
         response = await caller(library, auth)("GET", await auth.base_url() + PRINCIPAL)
-    assert response.status == 401 and tenant_api.api_request_count == 1
+    assert response.status == 401 and fresh_emu.api_request_count == 1
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("library", LIBRARIES)
 async def test_failed_exchange_after_a_401_is_raised(
-    library: str, auth: AsyncTenantAuth, client: AsyncSystemUserClient, tenant_api: Emulator, caller: Caller
+    library: str, auth: AsyncTenantAuth, client: AsyncSystemUserClient, fresh_emu: Emulator, caller: Caller
 ) -> None:
     """When getting the new ticket fails (the tenant's approval is gone), that error is raised instead of the 401."""
-    await revoke_current(client, tenant_api)
-    tenant_api.inject(Fault.REJECT, tenant=CTX, message="Revoked: the application was revoked")
+    await revoke_current(client, fresh_emu)
+    fresh_emu.inject(Fault.REJECT, tenant=CTX, message="Revoked: the application was revoked")
     url = await auth.base_url() + PRINCIPAL
     with pytest.raises(AuthenticationRejectedError, match="Revoked"):
         await caller(library, auth)("GET", url)
-    assert tenant_api.api_request_count == 1
+    assert fresh_emu.api_request_count == 1
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("library", LIBRARIES)
 async def test_tenant_that_is_not_running_is_refused_before_sending(
-    library: str, auth: AsyncTenantAuth, tenant_api: Emulator, caller: Caller
+    library: str, auth: AsyncTenantAuth, fresh_emu: Emulator, caller: Caller
 ) -> None:
     """With the base URL from the tenant state, a tenant in OfflineMaintenance raises TenantNotRunningError; nothing is sent."""
-    tenant_api.set_tenant_state(CTX, "OfflineMaintenance")
+    fresh_emu.set_tenant_state(CTX, "OfflineMaintenance")
     with pytest.raises(TenantNotRunningError) as caught:
-        await caller(library, auth)("GET", f"{tenant_api.base_url}/{CTX}/api{PRINCIPAL}")
-    assert caught.value.state == "OfflineMaintenance" and tenant_api.api_request_count == 0
+        await caller(library, auth)("GET", f"{fresh_emu.base_url}/{CTX}/api{PRINCIPAL}")
+    assert caught.value.state == "OfflineMaintenance" and fresh_emu.api_request_count == 0
 
 
 # --- other origins and redirects ------------------------------------------------------------------
@@ -541,10 +533,10 @@ def _sync_client(emu: Emulator) -> SystemUserClient:
 
 @pytest.mark.asyncio
 async def test_sync_auth_with_httpx_async_client_points_to_the_async_client(
-    tenant_api: Emulator, recording_server: RecordingServer
+    fresh_emu: Emulator, recording_server: RecordingServer
 ) -> None:
     """SystemUserClient.auth() with httpx.AsyncClient is a ConfigurationError naming the async client's auth; nothing sent."""
-    with _sync_client(tenant_api) as sync:
+    with _sync_client(fresh_emu) as sync:
         auth = sync.auth(context_identifier=CTX, system_user_token=TOKEN, base_url=recording_server.base_url)
         async with httpx.AsyncClient(auth=auth) as http:
             with pytest.raises(ConfigurationError) as caught:
@@ -571,7 +563,7 @@ async def test_async_auth_with_blocking_libraries_is_refused(
 @pytest.mark.asyncio
 @pytest.mark.parametrize("library", LIBRARIES)
 async def test_secrets_never_appear_in_logs_at_debug(
-    library: str, client: AsyncSystemUserClient, tenant_api: Emulator, caller: Caller
+    library: str, client: AsyncSystemUserClient, fresh_emu: Emulator, caller: Caller
 ) -> None:
     """Every logger at DEBUG (httpx, httpcore, aiohttp, asyncio, sut_soap) over a 401, a resend and a WARNING: no secret."""
     tickets: list[str] = []
@@ -580,9 +572,9 @@ async def test_secrets_never_appear_in_logs_at_debug(
         one = caller(library, auth)
         url = await auth.base_url()
         assert (await one("GET", url + PRINCIPAL)).status == 200
-        tickets.append(await revoke_current(client, tenant_api))
+        tickets.append(await revoke_current(client, fresh_emu))
         assert (await one("POST", url + ECHO, b"payload")).status == 200
-        tickets.append(await revoke_current(client, tenant_api))
+        tickets.append(await revoke_current(client, fresh_emu))
         assert (await one("POST", url + ECHO, _stream())).status == 401
         tickets.append(await current_ticket(client))
         canary.secrets.update(tickets)

@@ -49,23 +49,15 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def states(emu: Emulator) -> Iterator[Emulator]:
-    """The emulator with every tenant Running and its counters at zero."""
-    emu.reset()
-    yield emu
-    emu.reset()
-
-
-@pytest.fixture
 def stepping() -> SteppingClock:
     """A clock that moves only when told."""
     return SteppingClock()
 
 
 @pytest.fixture
-def client(states: Emulator, stepping: SteppingClock) -> Iterator[SystemUserClient]:
+def client(fresh_emu: Emulator, stepping: SteppingClock) -> Iterator[SystemUserClient]:
     """A client of the emulator on the stepping clock."""
-    with SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=states.endpoint,
+    with SystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=fresh_emu.endpoint,
                           clock=stepping.clock) as c:
         yield c
 
@@ -73,30 +65,30 @@ def client(states: Emulator, stepping: SteppingClock) -> Iterator[SystemUserClie
 # --- the emulator's state API -------------------------------------------------------------------
 
 
-def test_running_tenant_state(client: SystemUserClient, states: Emulator, stepping: SteppingClock) -> None:
+def test_running_tenant_state(client: SystemUserClient, fresh_emu: Emulator, stepping: SteppingClock) -> None:
     """A running tenant: a frozen TenantState with its endpoint, API URL and an aware ValidUntil, read with one GET."""
     state = client.tenant_state(CTX)
     assert isinstance(state, TenantState)
     assert (state.context_identifier, state.state, state.running) == (CTX, "Running", True)
-    assert state.endpoint == f"{states.base_url}/{CTX}" and state.api_url == f"{states.base_url}/{CTX}/api"
+    assert state.endpoint == f"{fresh_emu.base_url}/{CTX}" and state.api_url == f"{fresh_emu.base_url}/{CTX}/api"
     assert state.valid_until.tzinfo is not None and state.valid_until > stepping.wall_now
-    assert states.state_request_count == 1 and states.exchange_count == 0
+    assert fresh_emu.state_request_count == 1 and fresh_emu.exchange_count == 0
     with pytest.raises(AttributeError):
         state.running = False  # type: ignore[misc]
 
 
-def test_online_maintenance_is_running(client: SystemUserClient, states: Emulator) -> None:
+def test_online_maintenance_is_running(client: SystemUserClient, fresh_emu: Emulator) -> None:
     """OnlineMaintenance has IsRunning true: the state is returned, not raised."""
-    states.set_tenant_state(CTX, "OnlineMaintenance")
+    fresh_emu.set_tenant_state(CTX, "OnlineMaintenance")
     assert client.tenant_state(CTX).state == "OnlineMaintenance"
 
 
 @pytest.mark.parametrize("name", sorted(NOT_RUNNING_STATES - {"Unknown"}))
 def test_each_state_that_is_not_running_raises_its_own_error(
-    client: SystemUserClient, states: Emulator, name: str
+    client: SystemUserClient, fresh_emu: Emulator, name: str
 ) -> None:
     """Every documented state with IsRunning false raises TenantNotRunningError, never a rejected-exchange error."""
-    states.set_tenant_state(CTX, name)
+    fresh_emu.set_tenant_state(CTX, name)
     with pytest.raises(TenantNotRunningError) as caught:
         client.tenant_state(CTX)
     error = caught.value
@@ -115,35 +107,35 @@ def test_unknown_tenant_is_not_running(client: SystemUserClient) -> None:
     assert caught.value.tenant_state.api_url is None
 
 
-def test_state_is_kept_until_valid_until(client: SystemUserClient, states: Emulator, stepping: SteppingClock) -> None:
+def test_state_is_kept_until_valid_until(client: SystemUserClient, fresh_emu: Emulator, stepping: SteppingClock) -> None:
     """Asked again before ValidUntil: no request; once it has passed (on the client's clock): read again."""
     client.tenant_state(CTX)
     stepping.advance(299)
     client.tenant_state(CTX)
-    assert states.state_request_count == 1
+    assert fresh_emu.state_request_count == 1
     stepping.advance(2)
     client.tenant_state(CTX)
-    assert states.state_request_count == 2
+    assert fresh_emu.state_request_count == 2
 
 
-def test_state_that_is_not_running_is_kept_too(client: SystemUserClient, states: Emulator) -> None:
+def test_state_that_is_not_running_is_kept_too(client: SystemUserClient, fresh_emu: Emulator) -> None:
     """A tenant in maintenance raises again until ValidUntil without asking the state API again."""
-    states.set_tenant_state(CTX, "OfflineMaintenance")
+    fresh_emu.set_tenant_state(CTX, "OfflineMaintenance")
     for _ in range(3):
         with pytest.raises(TenantNotRunningError):
             client.tenant_state(CTX)
-    assert states.state_request_count == 1
+    assert fresh_emu.state_request_count == 1
 
 
-def test_valid_until_already_passed_is_not_kept(client: SystemUserClient, states: Emulator) -> None:
+def test_valid_until_already_passed_is_not_kept(client: SystemUserClient, fresh_emu: Emulator) -> None:
     """A ValidUntil in the past: the state is returned but not kept, so each call reads it."""
-    states.state_valid_for = -5
+    fresh_emu.state_valid_for = -5
     client.tenant_state(CTX)
     client.tenant_state(CTX)
-    assert states.state_request_count == 2
+    assert fresh_emu.state_request_count == 2
 
 
-def test_tenant_state_is_one_get_for_concurrent_callers(client: SystemUserClient, states: Emulator) -> None:
+def test_tenant_state_is_one_get_for_concurrent_callers(client: SystemUserClient, fresh_emu: Emulator) -> None:
     """20 threads asking for a cold tenant's state at once cause one GET."""
     start = threading.Barrier(20)
 
@@ -156,7 +148,7 @@ def test_tenant_state_is_one_get_for_concurrent_callers(client: SystemUserClient
         thread.start()
     for thread in threads:
         thread.join(10)
-    assert states.state_request_count == 1
+    assert fresh_emu.state_request_count == 1
 
 
 def test_context_identifier_is_checked(client: SystemUserClient) -> None:
@@ -190,7 +182,7 @@ def test_state_url_follows_the_environment() -> None:
     assert caught.value.status == 503 and caught.value.retryable is True
 
 
-def test_state_url_for_an_explicit_endpoint_is_its_origin(states: Emulator) -> None:
+def test_state_url_for_an_explicit_endpoint_is_its_origin(fresh_emu: Emulator) -> None:
     """With endpoint= the state API is on that endpoint's scheme and host."""
     assert state_url("http://127.0.0.1:8080/", "Cust1") == "http://127.0.0.1:8080/api/state/Cust1"
 

@@ -53,23 +53,15 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def states(emu: Emulator) -> Iterator[Emulator]:
-    """The emulator with every tenant Running and its counters at zero."""
-    emu.reset()
-    yield emu
-    emu.reset()
-
-
-@pytest.fixture
 def stepping() -> SteppingClock:
     """A clock that moves only when told."""
     return SteppingClock()
 
 
 @pytest_asyncio.fixture
-async def client(states: Emulator, stepping: SteppingClock) -> AsyncIterator[AsyncSystemUserClient]:
+async def client(fresh_emu: Emulator, stepping: SteppingClock) -> AsyncIterator[AsyncSystemUserClient]:
     """An async client of the emulator on the stepping clock, closed at teardown."""
-    async with AsyncSystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=states.endpoint,
+    async with AsyncSystemUserClient(client_secret=CLIENT_SECRET, private_key=PARTNER_KEY, endpoint=fresh_emu.endpoint,
                                      clock=stepping.clock) as c:
         yield c
 
@@ -102,31 +94,31 @@ def reader(transport: Scripted, clock: Any, deadline: float = 5) -> AsyncTenantS
 
 
 @pytest.mark.asyncio
-async def test_running_tenant_state(client: AsyncSystemUserClient, states: Emulator, stepping: SteppingClock) -> None:
+async def test_running_tenant_state(client: AsyncSystemUserClient, fresh_emu: Emulator, stepping: SteppingClock) -> None:
     """A running tenant: the same frozen TenantState as the sync client's, read with one GET through the async transport."""
     state = await client.tenant_state(CTX)
     assert isinstance(state, TenantState)
     assert (state.context_identifier, state.state, state.running) == (CTX, "Running", True)
-    assert state.api_url == f"{states.base_url}/{CTX}/api" and state.valid_until > stepping.wall_now
-    assert states.state_request_count == 1 and states.exchange_count == 0
+    assert state.api_url == f"{fresh_emu.base_url}/{CTX}/api" and state.valid_until > stepping.wall_now
+    assert fresh_emu.state_request_count == 1 and fresh_emu.exchange_count == 0
 
 
 @pytest.mark.asyncio
-async def test_online_maintenance_is_running(client: AsyncSystemUserClient, states: Emulator) -> None:
+async def test_online_maintenance_is_running(client: AsyncSystemUserClient, fresh_emu: Emulator) -> None:
     """OnlineMaintenance has IsRunning true: the state is returned, not raised."""
-    states.set_tenant_state(CTX, "OnlineMaintenance")
+    fresh_emu.set_tenant_state(CTX, "OnlineMaintenance")
     assert (await client.tenant_state(CTX)).state == "OnlineMaintenance"
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("name", sorted(NOT_RUNNING_STATES))
 async def test_each_state_that_is_not_running_raises_its_own_error(
-    client: AsyncSystemUserClient, states: Emulator, name: str
+    client: AsyncSystemUserClient, fresh_emu: Emulator, name: str
 ) -> None:
     """Every documented state with IsRunning false raises TenantNotRunningError (retryable for the transient ones)."""
     ctx = "Cust00000" if name == "Unknown" else CTX  # a tenant the state API does not know is Unknown
     if name != "Unknown":
-        states.set_tenant_state(CTX, name)
+        fresh_emu.set_tenant_state(CTX, name)
     with pytest.raises(TenantNotRunningError) as caught:
         await client.tenant_state(ctx)
     error = caught.value
@@ -137,42 +129,42 @@ async def test_each_state_that_is_not_running_raises_its_own_error(
 
 @pytest.mark.asyncio
 async def test_state_is_kept_until_valid_until(
-    client: AsyncSystemUserClient, states: Emulator, stepping: SteppingClock
+    client: AsyncSystemUserClient, fresh_emu: Emulator, stepping: SteppingClock
 ) -> None:
     """Asked again before ValidUntil: no request; once it has passed (on the client's clock): read again."""
     await client.tenant_state(CTX)
     stepping.advance(299)
     await client.tenant_state(CTX)
-    assert states.state_request_count == 1
+    assert fresh_emu.state_request_count == 1
     stepping.advance(2)
     await client.tenant_state(CTX)
-    assert states.state_request_count == 2
+    assert fresh_emu.state_request_count == 2
 
 
 @pytest.mark.asyncio
-async def test_state_that_is_not_running_is_kept_too(client: AsyncSystemUserClient, states: Emulator) -> None:
+async def test_state_that_is_not_running_is_kept_too(client: AsyncSystemUserClient, fresh_emu: Emulator) -> None:
     """A tenant in maintenance raises again until ValidUntil without asking the state API again."""
-    states.set_tenant_state(CTX, "OfflineMaintenance")
+    fresh_emu.set_tenant_state(CTX, "OfflineMaintenance")
     for _ in range(3):
         with pytest.raises(TenantNotRunningError):
             await client.tenant_state(CTX)
-    assert states.state_request_count == 1
+    assert fresh_emu.state_request_count == 1
 
 
 @pytest.mark.asyncio
-async def test_twenty_concurrent_callers_cause_one_get(client: AsyncSystemUserClient, states: Emulator) -> None:
+async def test_twenty_concurrent_callers_cause_one_get(client: AsyncSystemUserClient, fresh_emu: Emulator) -> None:
     """20 tasks asking for a cold tenant's state at once cause one GET and all get the state."""
     got = await asyncio.gather(*(client.tenant_state(CTX) for _ in range(20)))
-    assert states.state_request_count == 1 and len({id(s) for s in got}) == 1
+    assert fresh_emu.state_request_count == 1 and len({id(s) for s in got}) == 1
 
 
 @pytest.mark.asyncio
-async def test_context_identifier_is_checked(client: AsyncSystemUserClient, states: Emulator) -> None:
+async def test_context_identifier_is_checked(client: AsyncSystemUserClient, fresh_emu: Emulator) -> None:
     """An empty tenant or one with a line break is a ConfigurationError, before any request."""
     for bad in ("", "Cust1\n"):
         with pytest.raises(ConfigurationError):
             await client.tenant_state(bad)
-    assert states.state_request_count == 0
+    assert fresh_emu.state_request_count == 0
 
 
 @pytest.mark.asyncio
