@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 
 from . import _deadline
 from ._clock import Clock
-from ._core import DEFAULT_RETRY_OPTION, FINGERPRINT_MEMO, ClientCore, remember_fingerprint
+from ._core import DEFAULT_RETRY_OPTION, ClientCore
 from ._fork import not_picklable
 from ._options import (
     DEFAULT_MAX_WORKERS,
@@ -87,8 +87,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("sut_soap.client")
-
-_FINGERPRINT_MEMO = FINGERPRINT_MEMO
 
 
 class SystemUserClient(ClientCore):
@@ -498,12 +496,6 @@ class SystemUserClient(ClientCore):
             return {item[0]: one(item) for item in items}
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sut-soap") as pool:
             return {item[0]: result for item, result in zip(items, pool.map(one, items), strict=True)}
-
-    def _fingerprint(self, token: str) -> str:
-        fingerprint = self._fingerprints.get(token)
-        if fingerprint is None:
-            fingerprint = remember_fingerprint(self._fingerprints, self._hash_key, token, _FINGERPRINT_MEMO)
-        return fingerprint
 
     def close(self) -> None:
         """Close the transport and the key source's own transport, if it has one.

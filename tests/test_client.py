@@ -27,6 +27,7 @@ from support import (
     watch_logs,
 )
 
+import sut_soap._core
 import sut_soap.client as client_module
 from sut_soap import (
     AuthenticationRejectedError,
@@ -623,7 +624,7 @@ def test_fingerprint_memo_is_bounded_and_cleared_when_full(
     make_client: Callable[..., SystemUserClient], emu: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the token fingerprint memo is full it is cleared; cached tickets are still found and never mixed up."""
-    monkeypatch.setattr(client_module, "_FINGERPRINT_MEMO", 2)
+    monkeypatch.setattr(sut_soap._core, "FINGERPRINT_MEMO", 2)
     client = make_client(emu.endpoint, retry=None)
     tickets = {ctx: get(client, ctx, token) for ctx, token in ((CTX, SYSTEM_USER_TOKEN), (OTHER_CTX, OTHER_TOKEN))}
     assert len(client._fingerprints) == 2
